@@ -1,0 +1,24 @@
+"""Errors vqclip raises for bad input: each message says what was wrong and what to do.
+
+The CLI prints these without a traceback and exits non-zero; anything else is a bug.
+"""
+
+
+class VQClipError(Exception):
+    """Base class of errors that are the user's to fix (bad input, missing files)."""
+
+
+class ConfigError(VQClipError, ValueError):
+    """A setting has a bad value; the message names the field and the value."""
+
+
+class CheckpointError(VQClipError):
+    """A checkpoint file cannot be read, or does not match the model it is loaded into."""
+
+
+class WeightsNotFoundError(VQClipError, FileNotFoundError):
+    """Weights are not on disk and cannot be downloaded (offline, or no network)."""
+
+
+class ChecksumError(VQClipError):
+    """A downloaded file does not have the published sha256."""
