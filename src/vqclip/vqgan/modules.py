@@ -1,0 +1,223 @@
+"""VQGAN encoder and decoder (Esser et al. 2021, https://arxiv.org/abs/2012.09841).
+
+The architecture and every attribute name follow taming-transformers'
+`taming/modules/diffusionmodules/model.py`, so a taming state dict loads with strict=True.
+The time-embedding paths of the diffusion model these layers came from are absent: the
+VQGAN never uses them and its checkpoints hold no weights for them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqclip.vqgan.config import VQGANConfig
+
+# helper functions
+
+
+def normalize(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+# building blocks
+
+
+class ResnetBlock(nn.Module):
+    """norm-swish-conv twice, plus a 1x1 `nin_shortcut` when the width changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = normalize(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm2 = normalize(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.nin_shortcut = (
+            nn.Conv2d(in_channels, out_channels, kernel_size=1)
+            if in_channels != out_channels
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions, with 1x1 convs as projections."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = normalize(channels)
+        self.q = nn.Conv2d(channels, channels, kernel_size=1)
+        self.k = nn.Conv2d(channels, channels, kernel_size=1)
+        self.v = nn.Conv2d(channels, channels, kernel_size=1)
+        self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x_norm = self.norm(x)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, 1, c, h * w).transpose(2, 3)  # (B, 1, HW, C)
+
+        q, k, v = heads(self.q(x_norm)), heads(self.k(x_norm)), heads(self.v(x_norm))
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, 1, HW, C), scale 1/sqrt(C)
+        out = out.transpose(2, 3).reshape(b, c, h, w)  # (B, C, H, W)
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 conv after padding right and bottom only (taming's asymmetric pad)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2, then a 3x3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """The resnet `block`s of one resolution, each followed by its `attn` if there are any."""
+
+    def __init__(self, blocks: list[ResnetBlock], attns: list[AttnBlock]) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList(attns)  # empty, or one per block
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn):
+                h = self.attn[i](h)
+        return h
+
+
+class DownLevel(Level):
+    def __init__(
+        self, blocks: list[ResnetBlock], attns: list[AttnBlock], downsample: Downsample | None
+    ) -> None:
+        super().__init__(blocks, attns)
+        self.downsample = downsample
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = super().forward(h)
+        return h if self.downsample is None else self.downsample(h)
+
+
+class UpLevel(Level):
+    def __init__(
+        self, blocks: list[ResnetBlock], attns: list[AttnBlock], upsample: Upsample | None
+    ) -> None:
+        super().__init__(blocks, attns)
+        self.upsample = upsample
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = super().forward(h)
+        return h if self.upsample is None else self.upsample(h)
+
+
+class Middle(nn.Module):
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h)))
+
+
+# main classes
+
+
+class Encoder(nn.Module):
+    """Image (B, in_channels, H, W) -> features (B, z_channels, H/f, W/f)."""
+
+    def __init__(self, config: VQGANConfig) -> None:
+        super().__init__()
+        c = config
+        self.conv_in = nn.Conv2d(c.in_channels, c.ch, kernel_size=3, padding=1)
+        # Attention placement follows the nominal `resolution`, not the input size.
+        curr_res = c.resolution
+        in_mult = (1, *c.ch_mult)
+        levels = []
+        for i, mult in enumerate(c.ch_mult):
+            block_in, block_out = c.ch * in_mult[i], c.ch * mult
+            blocks, attns = [], []
+            for _ in range(c.num_res_blocks):
+                blocks.append(ResnetBlock(block_in, block_out, c.dropout))
+                block_in = block_out
+                if curr_res in c.attn_resolutions:
+                    attns.append(AttnBlock(block_out))
+            last = i == len(c.ch_mult) - 1
+            levels.append(DownLevel(blocks, attns, None if last else Downsample(block_out)))
+            if not last:
+                curr_res //= 2
+        self.down = nn.ModuleList(levels)
+        width = c.ch * c.ch_mult[-1]
+        self.mid = Middle(width, c.dropout)
+        self.norm_out = normalize(width)
+        self.conv_out = nn.Conv2d(width, c.z_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """Features (B, z_channels, h, w) -> image (B, out_ch, h*f, w*f).
+
+    `up[i]` is the level at resolution i (0 = full size), as in taming, so the levels run in
+    reverse index order.
+    """
+
+    def __init__(self, config: VQGANConfig) -> None:
+        super().__init__()
+        c = config
+        n = len(c.ch_mult)
+        block_in = c.ch * c.ch_mult[-1]
+        curr_res = c.resolution // 2 ** (n - 1)
+        self.conv_in = nn.Conv2d(c.z_channels, block_in, kernel_size=3, padding=1)
+        self.mid = Middle(block_in, c.dropout)
+        levels: list[UpLevel] = []
+        for i in reversed(range(n)):
+            block_out = c.ch * c.ch_mult[i]
+            blocks, attns = [], []
+            for _ in range(c.num_res_blocks + 1):
+                blocks.append(ResnetBlock(block_in, block_out, c.dropout))
+                block_in = block_out
+                if curr_res in c.attn_resolutions:
+                    attns.append(AttnBlock(block_out))
+            levels.insert(0, UpLevel(blocks, attns, Upsample(block_out) if i else None))
+            if i:
+                curr_res *= 2
+        self.up = nn.ModuleList(levels)
+        self.norm_out = normalize(block_in)
+        self.conv_out = nn.Conv2d(block_in, c.out_ch, kernel_size=3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

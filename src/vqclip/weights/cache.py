@@ -1,0 +1,115 @@
+"""Where downloaded weights live, and whether a cached file is still the one that was downloaded.
+
+Layout: `<root>/<name>/<filename>` for a registry model's files, plus `model.safetensors` and
+`model.json` once `vqclip models convert` has written the fast-loading copy. Each file fetched or
+converted by vqclip gets a `<file>.sha256` sidecar (sha256sum format) holding its hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from vqclip.atomic import atomic_write_text
+from vqclip.errors import ChecksumError
+from vqclip.weights.registry import CONVERTED_FILENAMES, WeightSpec
+
+_CHUNK = 1 << 20
+
+
+def cache_root() -> Path:
+    """$VQCLIP_HOME, else $XDG_CACHE_HOME/vqclip, else ~/.cache/vqclip (read at each call)."""
+    home = os.environ.get("VQCLIP_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    if xdg and Path(xdg).expanduser().is_absolute():
+        return Path(xdg).expanduser() / "vqclip"
+    return Path.home() / ".cache" / "vqclip"
+
+
+def model_dir(spec: WeightSpec) -> Path:
+    return cache_root() / spec.name
+
+
+def cached_paths(spec: WeightSpec) -> dict[str, Path]:
+    """role -> the path where that file is, or should be put."""
+    folder = model_dir(spec)
+    return {f.role: folder / f.filename for f in spec.files}
+
+
+def is_cached(spec: WeightSpec) -> bool:
+    """True when every original file of `spec` is on disk."""
+    return all(p.is_file() for p in cached_paths(spec).values())
+
+
+def converted_paths(spec: WeightSpec) -> tuple[Path, Path]:
+    """(model.safetensors, model.json): the fast-loading copy written by `vqclip models convert`."""
+    folder = model_dir(spec)
+    weights, config = CONVERTED_FILENAMES
+    return folder / weights, folder / config
+
+
+def is_converted(spec: WeightSpec) -> bool:
+    """True when the converted copy can be loaded instead of the original files."""
+    weights, config = converted_paths(spec)
+    # A CLIP's architecture comes from its registry preset; a VQGAN's only from model.json.
+    return weights.is_file() and (spec.kind == "clip" or config.is_file())
+
+
+# integrity
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def read_sidecar(path: Path) -> str | None:
+    """The recorded sha256 of `path`, or None if there is no (readable) sidecar."""
+    try:
+        text = sidecar_path(path).read_text().split()
+    except OSError:
+        return None
+    return text[0].lower() if text else None
+
+
+def write_sidecar(path: Path, digest: str) -> None:
+    atomic_write_text(sidecar_path(path), f"{digest}  {path.name}\n")
+
+
+def check_file(path: Path, pinned: str | None = None, *, fix_hint: str) -> None:
+    """Raise ChecksumError if `path` no longer matches its pinned or recorded sha256.
+
+    A file untouched since its sidecar was written (mtime not newer) is trusted without
+    re-hashing, so loading a 1 GB checkpoint does not cost a full read each time. A file with no
+    sidecar (placed by hand) is hashed once: checked against `pinned` if there is one, then
+    recorded (trust on first use).
+    """
+    recorded = read_sidecar(path)
+    expected = pinned or recorded
+    if recorded is not None and (pinned is None or recorded == pinned):
+        sidecar_mtime = sidecar_path(path).stat().st_mtime_ns
+        if path.stat().st_mtime_ns <= sidecar_mtime:
+            return
+    digest = sha256_file(path)
+    if expected is not None and digest != expected:
+        what = "the published" if pinned else "the recorded"
+        raise ChecksumError(
+            f"{path} does not match {what} sha256 (expected {expected}, got {digest}): the file "
+            f"is corrupt or was replaced. {fix_hint} (If you replaced it on purpose, delete "
+            f"{sidecar_path(path).name}.)"
+        )
+    # A read-only shared cache still loads; it just cannot remember the hash.
+    with contextlib.suppress(OSError):
+        write_sidecar(path, digest)

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny random models that run in milliseconds on a CPU."""
+
+import pytest
+import torch
+
+from vqclip.vqgan import VQGAN, VQGANConfig
+
+# The smallest VQGAN taming's layout allows: GroupNorm(32) needs ch to be a multiple of 32.
+# Attention sits at resolution 16, so encoder, decoder and middle all have attention blocks.
+TINY_VQGAN = dict(
+    ch=32,
+    out_ch=3,
+    ch_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(16,),
+    dropout=0.0,
+    in_channels=3,
+    resolution=32,
+    z_channels=8,
+    double_z=False,
+    embed_dim=4,
+    n_embed=16,
+)
+
+
+@pytest.fixture
+def tiny_vqgan_config() -> VQGANConfig:
+    return VQGANConfig(**TINY_VQGAN, quantizer="vq")
+
+
+@pytest.fixture
+def tiny_gumbel_config() -> VQGANConfig:
+    return VQGANConfig(**TINY_VQGAN, quantizer="gumbel")
+
+
+@pytest.fixture
+def tiny_vqgan(tiny_vqgan_config: VQGANConfig) -> VQGAN:
+    """A seeded random VQGAN (downsample factor 2), in eval mode with frozen weights."""
+    torch.manual_seed(0)
+    return VQGAN(tiny_vqgan_config).eval().requires_grad_(False)
+
+
+# A CLIP with the real tokenizer's vocabulary and context (so real prompts work) but tiny widths.
+TINY_CLIP = dict(
+    embed_dim=16,
+    image_size=16,
+    patch_size=8,
+    vision_width=64,
+    vision_layers=2,
+    text_width=32,
+    text_layers=2,
+    text_heads=2,
+    quick_gelu=True,
+)
+
+
+def _tiny_clip(seed: int):
+    from vqclip.clip import CLIP, CLIPConfig
+
+    torch.manual_seed(seed)
+    return CLIP(CLIPConfig(**TINY_CLIP)).eval().requires_grad_(False)
+
+
+@pytest.fixture
+def tiny_clip():
+    return _tiny_clip(0)
+
+
+@pytest.fixture
+def tiny_clip_b():
+    """A second, independently initialised tiny CLIP, for ensembles."""
+    return _tiny_clip(1)
