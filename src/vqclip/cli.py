@@ -14,8 +14,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqclip", description=__doc__)
     parser.add_argument("--version", action="version", version=f"vqclip {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from vqclip.generate.cli import add_generate_parser
     from vqclip.weights.cli import add_models_parser
 
+    add_generate_parser(sub)
     add_models_parser(sub)
     return parser
 

@@ -422,3 +422,22 @@ def get_spec(name: str, kind: str | None = None) -> WeightSpec:
 
 def list_specs(kind: str | None = None) -> list[WeightSpec]:
     return [s for s in _SPECS if kind is None or s.kind == kind]
+
+
+# Model pairs: one name for a VQGAN + CLIP combination (`vqclip generate --model NAME`).
+PAIRS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "default": ("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai",)),
+    "imagenet1024": ("vqgan_imagenet_f16_1024", ("clip_vit_b32_openai",)),
+    "gumbel": ("vqgan_gumbel_f8_8192", ("clip_vit_b32_openai",)),
+    "wikiart": ("vqgan_wikiart_f16_16384", ("clip_vit_b32_openai",)),
+    "ensemble": ("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai", "clip_vit_b16_openai")),
+}
+
+
+def resolve_pair(name: str) -> tuple[str, tuple[str, ...]]:
+    """(vqgan name, clip names) of a model pair; ConfigError listing the pairs if unknown."""
+    if name in PAIRS:
+        return PAIRS[name]
+    close = difflib.get_close_matches(name, list(PAIRS), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown model pair {name!r}; pairs: {', '.join(PAIRS)}.{hint}")

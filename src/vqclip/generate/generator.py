@@ -1,0 +1,312 @@
+"""The VQGAN+CLIP loop (Crowson's "z + quantize" method) as a library object that yields steps.
+
+The CLI, the web page and the batch runner only consume `Generator.iterate()`; the loop knows
+nothing of progress bars, files or videos. One seed drives every random draw through one
+`torch.Generator`, whose state is part of a checkpoint, so a resumed run equals an unbroken one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vqclip.errors import ConfigError, VQClipError
+from vqclip.generate.config import GenerateConfig
+from vqclip.generate.memory import check_memory
+from vqclip.losses import clamp_with_grad, init_anchor_loss, tv_loss
+
+# helper functions
+
+
+class GenerationError(VQClipError):
+    """The optimisation cannot go on (e.g. the loss became NaN); the last good image is kept."""
+
+
+@dataclass
+class Step:
+    """One optimiser step. Tensors are detached; reading them as floats is the consumer's choice
+    (that is where the host sync happens)."""
+
+    index: int  # optimiser steps done, counting this one (1-based)
+    losses: dict[str, torch.Tensor]  # prompt label -> (B,) loss before this step's update
+    total: torch.Tensor  # (B,) total loss
+    image: torch.Tensor  # (B, 3, H, W) in [0, 1]: the image this step's loss was computed on
+    lr: float
+
+
+def _lr_lambda(config: GenerateConfig):
+    if config.schedule == "cosine":
+        return lambda i: (
+            0.5 * (1 + math.cos(math.pi * min(i, config.iterations) / config.iterations))
+        )
+    if config.schedule == "step":
+        return lambda i: config.gamma ** (i // config.step_size)
+    return lambda i: 1.0
+
+
+def _build_optimiser(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    classes = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "adagrad": torch.optim.Adagrad,
+        "adamax": torch.optim.Adamax,
+        "rmsprop": torch.optim.RMSprop,
+        "sgd": torch.optim.SGD,
+    }
+    return classes[name](params, lr=lr)
+
+
+# main class
+
+
+class Generator:
+    """Optimises a batch of VQGAN latents toward the prompts of `config`.
+
+    Models are loaded by name through the weights registry unless given (tests and the batch
+    runner pass already-loaded ones to share them between runs).
+    """
+
+    def __init__(self, config: GenerateConfig, *, vqgan=None, clips=None, device=None) -> None:
+        from vqclip.cutouts import CutoutConfig, MakeCutouts
+        from vqclip.devices import resolve_device
+
+        self.config = config
+        self.device = torch.device(device) if device is not None else resolve_device(config.device)
+        if vqgan is None:
+            from vqclip.weights.resolve import load_vqgan_by_name
+
+            vqgan = load_vqgan_by_name(config.vqgan, config=config.vqgan_config, device="cpu")
+        if clips is None:
+            from vqclip.weights.resolve import load_clip_by_name
+
+            clips = [load_clip_by_name(name, device="cpu") for name in config.clip]
+        if len(clips) != len(config.clip):
+            raise ConfigError(f"clip: {len(config.clip)} names but {len(clips)} models were given")
+        self.vqgan = vqgan.to(self.device).eval().requires_grad_(False)
+        self.clips = [c.to(self.device).eval().requires_grad_(False) for c in clips]
+
+        f = self.vqgan.downsample_factor
+        width, height = config.size
+        self.grid = (height // f, width // f)  # (h, w) latent tokens
+        if min(self.grid) < 1:
+            raise ConfigError(
+                f"size={width}x{height}: smaller than one latent token; this VQGAN needs at least "
+                f"{f}x{f} pixels"
+            )
+        self.image_size = (self.grid[1] * f, self.grid[0] * f)  # (W, H) actually produced
+        check_memory(config, self.vqgan, self.clips, self.image_size, self.device)
+
+        self.rng = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.cutouts = [
+            MakeCutouts(
+                CutoutConfig(
+                    cut_size=clip.input_size,
+                    cutn=config.cutn,
+                    cut_pow=config.cut_pow,
+                    augments=tuple(config.augments),
+                    noise_fac=config.noise_fac,
+                    method=config.cut_method,
+                )
+            )
+            for clip in self.clips
+        ]
+        self.prompts = self._build_prompts()
+
+        codebook = self.vqgan.codebook.detach().float()  # (n_embed, e_dim)
+        self.z_min = codebook.min(dim=0).values.view(1, -1, 1, 1).to(self.device)
+        self.z_max = codebook.max(dim=0).values.view(1, -1, 1, 1).to(self.device)
+        z = self._init_z().to(self.device)
+        self.z0 = z.detach().clone()
+        self.z = z.requires_grad_(True)
+        self.optimiser = _build_optimiser(config.optimiser, [self.z], config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, _lr_lambda(config))
+        self.step_index = 0
+        self.last_good_z = self.z.detach().clone()
+
+    # prompts
+
+    def _build_prompts(self) -> list[list[list[tuple[str, torch.nn.Module]]]]:
+        """prompts[clip][image] -> [(label, Prompt)], each embedded by its own CLIP."""
+        from vqclip.prompts import (
+            Prompt,
+            load_image,
+            noise_embedding,
+            parse_image_prompts,
+            parse_prompts,
+        )
+
+        cfg = self.config
+        image_specs = [s for item in cfg.image_prompts for s in parse_image_prompts(item)]
+        image_tensors = {s.value: load_image(s.value) for s in image_specs}
+        noise_weights = cfg.noise_prompt_weights or (1.0,) * len(cfg.noise_prompt_seeds)
+        text_cache: dict[tuple[int, str], torch.Tensor] = {}
+        result = []
+        for c, (clip, cutouts) in enumerate(zip(self.clips, self.cutouts, strict=True)):
+            shared: list[tuple[str, torch.nn.Module]] = []
+            for spec in image_specs:
+                img = image_tensors[spec.value].to(self.device)
+                img = F.interpolate(
+                    img[None],
+                    size=self.image_size[::-1],
+                    mode="bicubic",
+                    antialias=True,
+                    align_corners=False,
+                ).clamp(0, 1)
+                with torch.no_grad():
+                    embed = clip.encode_image(cutouts(img, self.rng)).float()
+                shared.append((f"image:{spec.value}", Prompt(embed, spec.weight, spec.stop)))
+            for seed, weight in zip(cfg.noise_prompt_seeds, noise_weights, strict=True):
+                embed = noise_embedding(seed, clip.config.embed_dim).to(self.device)
+                shared.append((f"noise:{seed}", Prompt(embed, weight, float("-inf"))))
+            per_image = []
+            for i in range(cfg.batch_size):
+                prompts = list(shared)
+                text = cfg.prompt_for(i)
+                for spec in parse_prompts(text) if text else []:
+                    key = (c, spec.value)
+                    if key not in text_cache:
+                        with torch.no_grad():
+                            text_cache[key] = clip.encode_text_str([spec.value]).float()
+                    prompts.append((spec.value, Prompt(text_cache[key], spec.weight, spec.stop)))
+                per_image.append(prompts)
+            result.append(per_image)
+        return result
+
+    # init
+
+    def _init_z(self) -> torch.Tensor:
+        cfg, (h, w), B = self.config, self.grid, self.config.batch_size
+        codebook = self.vqgan.codebook.detach().float()
+        if cfg.init == "random":
+            idx = torch.randint(codebook.shape[0], (B, h, w), generator=self.rng)
+            return F.embedding(idx, codebook.cpu()).permute(0, 3, 1, 2).contiguous()  # (B, e, h, w)
+        W, H = self.image_size
+        if cfg.init == "image":
+            from vqclip.prompts import load_image
+
+            img = load_image(cfg.init_image)[None].expand(B, -1, -1, -1)
+            img = F.interpolate(
+                img, size=(H, W), mode="bicubic", antialias=True, align_corners=False
+            ).clamp(0, 1)
+        elif cfg.init == "pixels":
+            # Random coloured blocks about one latent token in size.
+            blocks = torch.rand(B, 3, h, w, generator=self.rng)
+            img = F.interpolate(blocks, size=(H, W), mode="nearest")
+        else:  # gradient: smooth noise, a few bumps across the image
+            coarse = torch.rand(B, 3, 4, 4, generator=self.rng)
+            img = F.interpolate(coarse, size=(H, W), mode="bicubic", align_corners=True).clamp(0, 1)
+        with torch.no_grad():
+            z = self.vqgan.encode(img.to(self.device) * 2 - 1).float()
+        return z.cpu()
+
+    # the step
+
+    def _forward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        cfg = self.config
+        z_q, _ = self.vqgan.quantize(self.z)
+        image = clamp_with_grad(self.vqgan.decode(z_q).add(1).div(2), 0, 1)  # (B, 3, H, W)
+        B = image.shape[0]
+        total = torch.zeros(B, device=self.device)
+        losses: dict[str, torch.Tensor] = {}
+        for clip, cutouts, per_image, weight in zip(
+            self.clips, self.cutouts, self.prompts, cfg.weights_of_clips, strict=True
+        ):
+            cuts = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
+            embeds = clip.encode_image(cuts).float().view(B, cfg.cutn, -1)  # (B, cutn, D)
+            for i, prompts in enumerate(per_image):
+                for label, prompt in prompts:
+                    loss, _distance = prompt(embeds[i : i + 1])
+                    total[i] = total[i] + weight * loss.squeeze(0)
+                    losses.setdefault(label, torch.zeros(B, device=self.device))[i] += (
+                        loss.detach().squeeze(0)
+                    )
+        if cfg.init_weight:
+            anchor = init_anchor_loss(self.z, self.z0, cfg.init_weight)
+            losses["init_weight"] = anchor.detach()
+            total = total + anchor
+        if cfg.tv_weight:
+            tv = cfg.tv_weight * tv_loss(image)
+            losses["tv"] = tv.detach()
+            total = total + tv
+        return total, losses, image
+
+    def step(self) -> Step:
+        total, losses, image = self._forward()
+        if not torch.isfinite(total).all():
+            # The latent itself is still good unless the last update broke it.
+            if torch.isfinite(self.z).all():
+                self.last_good_z = self.z.detach().clone()
+            raise GenerationError(
+                f"the loss became {total.tolist()} at step {self.step_index + 1}; stopped and kept "
+                "the last good image. Try a lower --learning-rate or another --optimiser."
+            )
+        self.last_good_z = self.z.detach().clone()
+        self.optimiser.zero_grad(set_to_none=True)
+        total.sum().backward()
+        lr = self.optimiser.param_groups[0]["lr"]
+        self.optimiser.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
+        self.step_index += 1
+        return Step(self.step_index, losses, total.detach(), image.detach(), lr)
+
+    def iterate(self) -> Iterator[Step]:
+        """Yield steps until `config.iterations` are done (from where a resume left off)."""
+        while self.step_index < self.config.iterations:
+            yield self.step()
+
+    def run(self) -> torch.Tensor:
+        for _ in self.iterate():
+            pass
+        return self.image()
+
+    @torch.no_grad()
+    def image(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """decode(quantise(z)) in [0, 1], (B, 3, H, W): the image the current latent stands for."""
+        z_q, _ = self.vqgan.quantize(self.z if z is None else z)
+        return self.vqgan.decode(z_q).add(1).div(2).clamp(0, 1)
+
+    def last_good_image(self) -> torch.Tensor:
+        return self.image(self.last_good_z)
+
+    # checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "format": "vqclip-run",
+            "version": 1,
+            "config": self.config.to_dict(),
+            "step": self.step_index,
+            "z": self.z.detach().cpu(),
+            "z0": self.z0.cpu(),
+            "optimiser": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if GenerateConfig.from_dict(state["config"]) != self.config:
+            raise ConfigError("the checkpoint was made with other settings than this run's")
+        if tuple(state["z"].shape) != tuple(self.z.shape):
+            raise ConfigError(
+                f"checkpoint latent {tuple(state['z'].shape)} != {tuple(self.z.shape)}"
+            )
+        with torch.no_grad():
+            self.z.copy_(state["z"].to(self.device))
+            self.z0 = state["z0"].to(self.device)
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.set_state(state["rng"])
+        self.step_index = int(state["step"])
+        self.last_good_z = self.z.detach().clone()
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        from vqclip.generate.checkpoint import save_run_state
+
+        return save_run_state(self.state_dict(), directory)

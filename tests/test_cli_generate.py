@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqclip.cli import main
+from vqclip.output import read_png_metadata
+
+
+@pytest.fixture
+def model_files(tmp_path, tiny_vqgan, tiny_clip):
+    from vqclip.clip import save_clip
+    from vqclip.vqgan import save_vqgan
+
+    vqgan_path = tmp_path / "models" / "vqgan.safetensors"
+    clip_path = tmp_path / "models" / "clip.safetensors"
+    save_vqgan(tiny_vqgan, vqgan_path)
+    save_clip(tiny_clip, clip_path)
+    return ["--vqgan", str(vqgan_path), "--clip", str(clip_path)]
+
+
+def generate(args, model_files, tmp_path, capsys):
+    fixed = ["-cuts", "4", "--device", "cpu", "--no-progress"]
+    if "-s" not in args:
+        fixed += ["-s", "32", "32"]
+    # Prompts first: --clip takes one or more values and would swallow a prompt after it.
+    code = main(["generate", *args, *fixed, *model_files])
+    return code, capsys.readouterr().err
+
+
+def pixels(path):
+    return np.asarray(Image.open(path))
+
+
+def test_generate_writes_png_with_settings_and_from_png_reproduces(model_files, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    code, err = generate(
+        ["a red circle|blue:-0.5", "-i", "3", "-sd", "42", "-o", str(out)],
+        model_files,
+        tmp_path,
+        capsys,
+    )
+    assert code == 0, err
+    assert "seed 42" in err and f"wrote {out}" in err
+    meta = read_png_metadata(out)
+    assert meta["config"]["prompts"] == ["a red circle|blue:-0.5"]
+    assert meta["config"]["seed"] == 42 and meta["config"]["iterations"] == 3
+    assert meta["vqclip_version"]
+    assert pixels(out).shape == (32, 32, 3)
+
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from-png", str(out), "-o", str(again), "--no-progress"]) == 0
+    assert np.array_equal(pixels(out), pixels(again))
+
+
+def test_save_every_and_batch_outputs(model_files, tmp_path, capsys):
+    out = tmp_path / "b.png"
+    code, err = generate(
+        ["one", "two", "-i", "2", "-se", "1", "-o", str(out)], model_files, tmp_path, capsys
+    )
+    assert code == 0, err
+    assert (tmp_path / "b_0.png").is_file() and (tmp_path / "b_1.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "b_steps").iterdir()) == [
+        "00001_0.png",
+        "00001_1.png",
+        "00002_0.png",
+        "00002_1.png",
+    ]
+    assert read_png_metadata(tmp_path / "b_1.png")["image_index"] == 1
+
+
+def test_ctrl_c_checkpoints_and_resume_finishes_the_same_image(
+    model_files, tmp_path, capsys, monkeypatch
+):
+    from vqclip.generate.generator import Generator
+
+    args = ["a tree", "-i", "4", "-sd", "1", "-aug", "Af", "Pe"]
+    whole = tmp_path / "whole.png"
+    assert generate([*args, "-o", str(whole)], model_files, tmp_path, capsys)[0] == 0
+
+    real_step = Generator.step
+
+    def interrupt_at_3(self):
+        if self.step_index == 2:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    part = tmp_path / "part.png"
+    monkeypatch.setattr(Generator, "step", interrupt_at_3)
+    code, err = generate([*args, "-o", str(part)], model_files, tmp_path, capsys)
+    assert code == 130 and "--resume" in err
+    monkeypatch.setattr(Generator, "step", real_step)
+    assert not part.exists()
+    code = main(
+        ["generate", "--resume", str(tmp_path / "part.run"), "-o", str(part), "--no-progress"]
+    )
+    assert code == 0
+    assert np.array_equal(pixels(part), pixels(whole))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([""], "prompt is empty"),
+        (["a:1|"], "empty"),
+        (["x", "-ii", "/nonexistent/pic.png"], "pic.png"),
+        (["x", "-s", "1", "1"], "smaller than one latent token"),
+        (["x", "-o", "/proc/version/out.png"], "output"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_message(model_files, tmp_path, capsys, args, message):
+    code, err = generate(args, model_files, tmp_path, capsys)
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_not_an_image_is_a_clear_error(model_files, tmp_path, capsys):
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    code, err = generate(["x", "-ip", str(fake)], model_files, tmp_path, capsys)
+    assert code == 2 and "notes.png" in err
+
+
+def test_unknown_model_and_missing_weights_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VQCLIP_OFFLINE", "1")
+    assert main(["generate", "x", "--model", "no_such_pair", "--no-progress"]) == 2
+    assert "no_such_pair" in capsys.readouterr().err
+    assert main(["generate", "x", "--vqgan", "vqgan_imagenet_f16_1638", "--no-progress"]) == 2
+    assert "vqgan_imagenet_f16_16384" in capsys.readouterr().err  # did you mean
+    assert main(["generate", "x", "-o", str(tmp_path / "o.png"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "http" in err and str(tmp_path / "cache") in err
+
+
+def test_nan_loss_keeps_last_good_image(model_files, tmp_path, capsys, monkeypatch):
+    from vqclip.generate.generator import GenerationError, Generator
+
+    real_step = Generator.step
+
+    def nan_at_2(self):
+        if self.step_index == 1:
+            raise GenerationError("the loss became [nan] at step 2")
+        return real_step(self)
+
+    monkeypatch.setattr(Generator, "step", nan_at_2)
+    out = tmp_path / "nan.png"
+    code, err = generate(["x", "-i", "5", "-o", str(out)], model_files, tmp_path, capsys)
+    assert code == 3 and "nan" in err
+    assert read_png_metadata(out)["step"] == 1

@@ -1,0 +1,157 @@
+import math
+
+import pytest
+import torch
+
+from vqclip.errors import ConfigError
+from vqclip.generate import GenerateConfig, GenerationError, Generator
+from vqclip.generate.config import OPTIMISERS
+
+FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu")
+
+
+def make(config_kwargs, tiny_vqgan, tiny_clip, clips=None):
+    config = GenerateConfig(**{**FAST, **config_kwargs})
+    return Generator(config, vqgan=tiny_vqgan, clips=clips or [tiny_clip])
+
+
+def test_a_few_steps_lower_the_loss(tiny_vqgan, tiny_clip):
+    gen = make(dict(prompts=("a red circle",), iterations=30, seed=3), tiny_vqgan, tiny_clip)
+    totals = [step.total.item() for step in gen.iterate()]
+    assert len(totals) == 30
+    assert sum(totals[-5:]) / 5 < sum(totals[:5]) / 5
+
+
+def test_same_seed_same_image_bit_for_bit(tiny_vqgan, tiny_clip):
+    kwargs = dict(
+        prompts=("a red circle",), iterations=4, seed=11, augments=("Af", "Pe"), noise_fac=0.1
+    )
+    first = make(kwargs, tiny_vqgan, tiny_clip).run()
+    again = make(kwargs, tiny_vqgan, tiny_clip).run()
+    other = make({**kwargs, "seed": 12}, tiny_vqgan, tiny_clip).run()
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_resumed_run_equals_unbroken_run(tiny_vqgan, tiny_clip, tmp_path):
+    from vqclip.generate import load_run_state
+
+    kwargs = dict(
+        prompts=("a blue square",),
+        iterations=6,
+        seed=5,
+        augments=("Af", "Ji"),
+        noise_fac=0.1,
+        schedule="cosine",
+    )
+    unbroken = make(kwargs, tiny_vqgan, tiny_clip).run()
+
+    first = make(kwargs, tiny_vqgan, tiny_clip)
+    for step in first.iterate():
+        if step.index == 3:
+            break
+    first.save_checkpoint(tmp_path / "run")
+    resumed = make(kwargs, tiny_vqgan, tiny_clip)
+    resumed.load_state_dict(load_run_state(tmp_path / "run"))
+    assert resumed.step_index == 3
+    assert torch.equal(resumed.run(), unbroken)
+
+
+def test_batch_images_are_optimised_independently(tiny_vqgan, tiny_clip):
+    gen = make(
+        dict(prompts=("a red circle", "a green star"), batch_size=2, iterations=2),
+        tiny_vqgan,
+        tiny_clip,
+    )
+    step = next(gen.iterate())
+    assert step.image.shape == (2, 3, 32, 32)
+    assert set(step.losses) == {"a red circle", "a green star"}
+    assert step.losses["a red circle"][1] == 0 and step.losses["a green star"][0] == 0
+    assert not torch.equal(gen.image()[0], gen.image()[1])
+
+
+def test_ensemble_noise_prompts_and_regularisers(tiny_vqgan, tiny_clip, tiny_clip_b):
+    config = GenerateConfig(
+        **FAST,
+        prompts=("a cat:1|a dog:-0.5",),
+        clip=("a", "b"),
+        clip_weights=(1.0, 0.5),
+        noise_prompt_seeds=(3,),
+        init_weight=0.5,
+        tv_weight=0.1,
+        iterations=2,
+    )
+    gen = Generator(config, vqgan=tiny_vqgan, clips=[tiny_clip, tiny_clip_b])
+    step = next(gen.iterate())
+    assert {"a cat", "a dog", "noise:3", "init_weight", "tv"} <= set(step.losses)
+    assert torch.isfinite(step.total).all()
+
+
+@pytest.mark.parametrize("init", ["pixels", "gradient"])
+def test_encoded_inits_differ_from_random_codes(tiny_vqgan, tiny_clip, init):
+    random_z = make(dict(prompts=("x",), seed=1), tiny_vqgan, tiny_clip).z
+    init_z = make(dict(prompts=("x",), seed=1, init=init), tiny_vqgan, tiny_clip).z
+    assert init_z.shape == random_z.shape and not torch.equal(init_z, random_z)
+
+
+def test_z_stays_in_the_codebook_range(tiny_vqgan, tiny_clip):
+    gen = make(dict(prompts=("x",), lr=10.0, iterations=3), tiny_vqgan, tiny_clip)
+    gen.run()
+    assert (gen.z >= gen.z_min - 1e-6).all() and (gen.z <= gen.z_max + 1e-6).all()
+
+
+@pytest.mark.parametrize("optimiser", OPTIMISERS)
+def test_every_optimiser_steps(tiny_vqgan, tiny_clip, optimiser):
+    gen = make(dict(prompts=("x",), optimiser=optimiser, iterations=1), tiny_vqgan, tiny_clip)
+    before = gen.z.detach().clone()
+    gen.run()
+    assert not torch.equal(gen.z, before)
+
+
+def test_schedules_change_the_learning_rate(tiny_vqgan, tiny_clip):
+    cosine = make(dict(prompts=("x",), schedule="cosine", iterations=4), tiny_vqgan, tiny_clip)
+    lrs = [s.lr for s in cosine.iterate()]
+    assert lrs[0] == pytest.approx(0.1) and lrs == sorted(lrs, reverse=True)
+    assert lrs[2] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 2 / 4)))
+    stepped = make(
+        dict(prompts=("x",), schedule="step", step_size=2, gamma=0.1, iterations=4),
+        tiny_vqgan,
+        tiny_clip,
+    )
+    assert [s.lr for s in stepped.iterate()] == pytest.approx([0.1, 0.1, 0.01, 0.01])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_image(tiny_vqgan, tiny_clip, monkeypatch):
+    gen = make(dict(prompts=("x",), iterations=5), tiny_vqgan, tiny_clip)
+    next(gen.iterate())
+    good = gen.image()
+    original = tiny_clip.encode_image
+    monkeypatch.setattr(tiny_clip, "encode_image", lambda x: original(x) * float("nan"))
+    with pytest.raises(GenerationError, match="step 2"):
+        next(gen.iterate())
+    assert torch.equal(gen.last_good_image(), good)
+
+
+def test_size_below_one_token_is_a_clear_error(tiny_vqgan, tiny_clip):
+    with pytest.raises(ConfigError, match="smaller than one latent token"):
+        make(dict(prompts=("x",), size=(1, 1)), tiny_vqgan, tiny_clip)
+
+
+def test_size_beyond_memory_is_estimated_and_refused(tiny_vqgan, tiny_clip, monkeypatch):
+    monkeypatch.setattr("vqclip.devices.available_memory_bytes", lambda device: 1000)
+    with pytest.raises(ConfigError, match=r"needs about .* GiB .* only"):
+        make(dict(prompts=("x",)), tiny_vqgan, tiny_clip)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("cutn", 0), ("lr", -1.0), ("optimiser", "adamm"), ("size", (0, 10)), ("init", "image")],
+)
+def test_config_errors_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        GenerateConfig(prompts=("x",), **{field: value})
+
+
+def test_config_round_trips_through_dict():
+    config = GenerateConfig(prompts=("a|b:-1",), clip=("c1", "c2"), size=(64, 48), seed=9)
+    assert GenerateConfig.from_dict(config.to_dict()) == config
