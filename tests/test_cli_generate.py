@@ -148,3 +148,37 @@ def test_nan_loss_keeps_last_good_image(model_files, tmp_path, capsys, monkeypat
     code, err = generate(["x", "-i", "5", "-o", str(out)], model_files, tmp_path, capsys)
     assert code == 3 and "nan" in err
     assert read_png_metadata(out)["step"] == 1
+
+
+def test_video_of_the_progress(model_files, tmp_path, capsys):
+    out = tmp_path / "v.png"
+    code, err = generate(["x", "-i", "3", "--video", "-o", str(out)], model_files, tmp_path, capsys)
+    assert code == 0, err
+    video = tmp_path / "v.mp4"
+    assert video.stat().st_size > 0 and video.read_bytes()[4:8] == b"ftyp"
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_video_without_imageio_ffmpeg_says_how_to_install(
+    model_files, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(__import__("sys").modules, "imageio_ffmpeg", None)
+    code, err = generate(
+        ["x", "-i", "1", "--video", "-o", str(tmp_path / "v.png")], model_files, tmp_path, capsys
+    )
+    assert code == 2 and "vqclip[video]" in err
+
+
+def test_init_image_is_encoded_and_anchored(model_files, tmp_path, capsys):
+    init = tmp_path / "init.png"
+    Image.fromarray(np.full((32, 32, 3), (200, 30, 30), np.uint8)).save(init)
+    out = tmp_path / "i.png"
+    code, err = generate(
+        ["x", "-ii", str(init), "-iw", "1", "-i", "2", "-o", str(out)],
+        model_files,
+        tmp_path,
+        capsys,
+    )
+    assert code == 0, err
+    config = read_png_metadata(out)["config"]
+    assert config["init"] == "image" and config["init_image"] == str(init)

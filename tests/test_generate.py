@@ -155,3 +155,13 @@ def test_config_errors_name_the_field(field, value):
 def test_config_round_trips_through_dict():
     config = GenerateConfig(prompts=("a|b:-1",), clip=("c1", "c2"), size=(64, 48), seed=9)
     assert GenerateConfig.from_dict(config.to_dict()) == config
+
+
+def test_init_image_starts_from_its_encoding(tiny_vqgan, tiny_clip, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (220, 20, 20)).save(path)
+    gen = make(dict(prompts=("x",), init="image", init_image=str(path)), tiny_vqgan, tiny_clip)
+    red = torch.tensor([220, 20, 20]).div(255).view(1, 3, 1, 1).expand(1, 3, 32, 32)
+    assert torch.allclose(gen.z0, tiny_vqgan.encode(red * 2 - 1), atol=1e-5)
