@@ -19,7 +19,7 @@ def model_files(tmp_path, tiny_vqgan, tiny_clip):
 
 
 def generate(args, model_files, tmp_path, capsys):
-    fixed = ["-cuts", "4", "--device", "cpu", "--no-progress"]
+    fixed = ["-cuts", "4", "--device", "cpu", "--precision", "fp32", "--no-progress"]
     if "-s" not in args:
         fixed += ["-s", "32", "32"]
     # Prompts first: --clip takes one or more values and would swallow a prompt after it.

@@ -7,7 +7,7 @@ from vqclip.errors import ConfigError
 from vqclip.generate import GenerateConfig, GenerationError, Generator
 from vqclip.generate.config import OPTIMISERS
 
-FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu")
+FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu", precision="fp32")
 
 
 def make(config_kwargs, tiny_vqgan, tiny_clip, clips=None):
@@ -165,3 +165,30 @@ def test_init_image_starts_from_its_encoding(tiny_vqgan, tiny_clip, tmp_path):
     gen = make(dict(prompts=("x",), init="image", init_image=str(path)), tiny_vqgan, tiny_clip)
     red = torch.tensor([220, 20, 20]).div(255).view(1, 3, 1, 1).expand(1, 3, 32, 32)
     assert torch.allclose(gen.z0, tiny_vqgan.encode(red * 2 - 1), atol=1e-5)
+
+
+def test_bf16_step_matches_fp32_within_tolerance(tiny_vqgan, tiny_clip):
+    """The fast path must not change what is generated beyond noise: one step from the same
+    state, fp32 vs bf16 decoder and CLIP, gives nearly the same loss and update."""
+    import copy
+
+    kwargs = dict(prompts=("a red circle",), iterations=1, seed=2)
+    fp32 = make(
+        {**kwargs, "precision": "fp32"}, copy.deepcopy(tiny_vqgan), copy.deepcopy(tiny_clip)
+    )
+    bf16 = make(
+        {**kwargs, "precision": "bf16"}, copy.deepcopy(tiny_vqgan), copy.deepcopy(tiny_clip)
+    )
+    assert bf16.dtype == torch.bfloat16 and fp32.dtype == torch.float32
+    assert torch.equal(fp32.z, bf16.z)
+    loss32, loss16 = fp32.step().total, bf16.step().total
+    assert torch.allclose(loss16, loss32, rtol=0.02)
+    update32, update16 = fp32.z - fp32.z0, bf16.z - bf16.z0
+    cosine = torch.nn.functional.cosine_similarity(update32.flatten(), update16.flatten(), dim=0)
+    assert cosine > 0.95
+    assert (fp32.image() - bf16.image()).abs().mean() < 0.02
+
+
+def test_fp16_on_cpu_is_refused(tiny_vqgan, tiny_clip):
+    with pytest.raises(ConfigError, match="fp16"):
+        make(dict(prompts=("x",), precision="fp16"), tiny_vqgan, tiny_clip)

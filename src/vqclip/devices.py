@@ -48,3 +48,30 @@ def available_memory_bytes(device: torch.device) -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX-512 BF16 / AMX: bf16 matmuls run several times faster than fp32 there."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype of the decoder and CLIP. `auto`: bf16 on CUDA (fp16 where bf16 is
+    missing) and on CPUs with native bf16, fp32 elsewhere (Apple MPS included)."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if name not in _DTYPES:
+        raise ConfigError(f"precision={name!r}: choose auto, fp32, bf16 or fp16")
+    if name == "fp16" and device.type == "cpu":
+        raise ConfigError("precision='fp16': not supported on CPU; use bf16 or fp32")
+    return _DTYPES[name]

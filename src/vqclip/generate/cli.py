@@ -18,6 +18,7 @@ from vqclip.generate.config import (
     DEFAULT_AUGMENTS,
     INITS,
     OPTIMISERS,
+    PRECISIONS,
     SCHEDULES,
     GenerateConfig,
 )
@@ -82,6 +83,12 @@ def add_generate_parser(subparsers) -> None:
     )
     g.add_argument("--video", action="store_true", help="write OUTPUT.mp4 of the progress")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="decoder and CLIP compute dtype; auto: bf16 on CUDA and bf16-capable CPUs",
+    )
 
     g = p.add_argument_group("cutouts")
     g.add_argument("-cuts", "--cutn", type=int, default=DEFAULTS.cutn)
@@ -178,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         step_size=args.step_size,
         gamma=args.gamma,
         device=args.device,
+        precision=args.precision,
         vqgan_config=args.vqgan_config,
     )
 

@@ -17,6 +17,7 @@ INITS = ("random", "pixels", "gradient", "image")
 OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 CUT_METHODS = ("crowson", "whole", "overview")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_AUGMENTS = ("Af", "Pe", "Ji", "Er")
 DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
 DEFAULT_CLIP = "clip_vit_b32_openai"
@@ -58,6 +59,7 @@ class GenerateConfig:
     step_size: int = 100
     gamma: float = 0.5
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with bf16 support, else fp32
 
     def __post_init__(self) -> None:
         # Lists from JSON or callers become tuples so the config stays hashable and comparable.
@@ -117,6 +119,7 @@ class GenerateConfig:
             ("init", INITS),
             ("optimiser", OPTIMISERS),
             ("schedule", SCHEDULES),
+            ("precision", PRECISIONS),
             ("cut_method", CUT_METHODS),
         ):
             if getattr(self, name) not in allowed:

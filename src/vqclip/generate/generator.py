@@ -73,7 +73,7 @@ class Generator:
 
     def __init__(self, config: GenerateConfig, *, vqgan=None, clips=None, device=None) -> None:
         from vqclip.cutouts import CutoutConfig, MakeCutouts
-        from vqclip.devices import resolve_device
+        from vqclip.devices import resolve_device, resolve_precision
 
         self.config = config
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
@@ -87,8 +87,13 @@ class Generator:
             clips = [load_clip_by_name(name, device="cpu") for name in config.clip]
         if len(clips) != len(config.clip):
             raise ConfigError(f"clip: {len(config.clip)} names but {len(clips)} models were given")
+        # The decoder and CLIP run in the compute dtype (weights cast once, here, and in place);
+        # the encoder, the quantiser, the cutouts and the losses stay fp32.
+        self.dtype = resolve_precision(config.precision, self.device)
         self.vqgan = vqgan.to(self.device).eval().requires_grad_(False)
-        self.clips = [c.to(self.device).eval().requires_grad_(False) for c in clips]
+        self.vqgan.post_quant_conv.to(self.dtype)
+        self.vqgan.decoder.to(self.dtype)
+        self.clips = [c.to(self.device, self.dtype).eval().requires_grad_(False) for c in clips]
 
         f = self.vqgan.downsample_factor
         width, height = config.size
@@ -158,7 +163,7 @@ class Generator:
                     align_corners=False,
                 ).clamp(0, 1)
                 with torch.no_grad():
-                    embed = clip.encode_image(cutouts(img, self.rng)).float()
+                    embed = self._embed(clip, cutouts(img, self.rng))
                 shared.append((f"image:{spec.value}", Prompt(embed, spec.weight, spec.stop)))
             for seed, weight in zip(cfg.noise_prompt_seeds, noise_weights, strict=True):
                 embed = noise_embedding(seed, clip.config.embed_dim).to(self.device)
@@ -206,10 +211,16 @@ class Generator:
 
     # the step
 
+    def _decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.vqgan.decode(z_q.to(self.dtype)).float()
+
+    def _embed(self, clip, cuts: torch.Tensor) -> torch.Tensor:
+        return clip.encode_image(cuts.to(self.dtype)).float()
+
     def _forward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         cfg = self.config
         z_q, _ = self.vqgan.quantize(self.z)
-        image = clamp_with_grad(self.vqgan.decode(z_q).add(1).div(2), 0, 1)  # (B, 3, H, W)
+        image = clamp_with_grad(self._decode(z_q).add(1).div(2), 0, 1)  # (B, 3, H, W)
         B = image.shape[0]
         total = torch.zeros(B, device=self.device)
         losses: dict[str, torch.Tensor] = {}
@@ -217,7 +228,7 @@ class Generator:
             self.clips, self.cutouts, self.prompts, cfg.weights_of_clips, strict=True
         ):
             cuts = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
-            embeds = clip.encode_image(cuts).float().view(B, cfg.cutn, -1)  # (B, cutn, D)
+            embeds = self._embed(clip, cuts).view(B, cfg.cutn, -1)  # (B, cutn, D)
             for i, prompts in enumerate(per_image):
                 for label, prompt in prompts:
                     loss, _distance = prompt(embeds[i : i + 1])
@@ -270,7 +281,7 @@ class Generator:
     def image(self, z: torch.Tensor | None = None) -> torch.Tensor:
         """decode(quantise(z)) in [0, 1], (B, 3, H, W): the image the current latent stands for."""
         z_q, _ = self.vqgan.quantize(self.z if z is None else z)
-        return self.vqgan.decode(z_q).add(1).div(2).clamp(0, 1)
+        return self._decode(z_q).add(1).div(2).clamp(0, 1)
 
     def last_good_image(self) -> torch.Tensor:
         return self.image(self.last_good_z)

@@ -1,0 +1,244 @@
+"""Training a toy CLIP guide: the vqclip.clip architecture at small widths, the real BPE tokenizer.
+
+Contrastive training where every caption an image satisfies is a positive ("something red"
+matches every red shape in the batch), so partial captions make no false negatives. The guide is
+made robust for generation: it sees views like the loop's cutouts (crops that keep the layout,
+affine jitter, noise, erasing) and reject-class images (clutter, several shapes, smears, ...)
+whose only positives are their own captions ("clutter", "a smeared shape"), so an image the loop
+paints as clutter is far from every world caption.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vqclip.clip import CLIP, CLIPConfig, tokenize
+from vqclip.toy.world import (
+    ATTRIBUTES,
+    POSITION_PHRASES,
+    REJECT_CAPTIONS,
+    REJECT_KINDS,
+    random_caption,
+    render_rejects,
+    sample_images,
+)
+
+TOY_CLIP = CLIPConfig(
+    embed_dim=64,
+    image_size=32,
+    patch_size=4,
+    vision_width=64,
+    vision_layers=3,
+    vision_heads=4,
+    context_length=24,
+    text_width=64,
+    text_layers=3,
+    text_heads=4,
+    quick_gelu=False,
+)
+REJECT_SHARE = 0.25
+_N_SLOTS = len(ATTRIBUTES) + 1  # the five attributes, then the reject kind (0 = clean)
+
+ZERO_SHOT_PROMPTS = {
+    "shape": lambda v: f"a {v}",
+    "colour": lambda v: f"something {v}",
+    "background": lambda v: f"something on a {v} background",
+    "size": lambda v: f"a {v} shape",
+    "position": lambda v: f"a shape {POSITION_PHRASES[v]}",
+}
+
+
+# helper functions
+
+
+class _Tokens:
+    """Tokenizer with a cache: the world has only a few thousand distinct captions."""
+
+    def __init__(self, context_length: int) -> None:
+        self.context_length = context_length
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            for t, ids in zip(missing, tokenize(missing, self.context_length), strict=True):
+                self.cache[t] = ids
+        return torch.stack([self.cache[t] for t in texts])
+
+
+def guide_views(images: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
+    """Cutout-like views (N, 3, size, size) of (N, 3, H, W) images in [0, 1].
+
+    A random affine crop that keeps the layout (scale 0.8-1, shift <= 0.08, rotation <= 12
+    deg), then per-view noise with std ~ U(0, 0.1), brightness jitter and, for a third,
+    an erased rectangle, as the loop's "Af Ji Er" augments and noise_fac do.
+    """
+    n = len(images)
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=g)
+
+    scale, rot = u(0.8, 1.0), u(-0.21, 0.21)
+    tx, ty = u(-0.08, 0.08), u(-0.08, 0.08)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = scale * torch.cos(rot), -scale * torch.sin(rot)
+    theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(rot), scale * torch.cos(rot)
+    theta[:, 0, 2], theta[:, 1, 2] = tx * 2, ty * 2
+    plain = torch.rand(n, generator=g) < 0.3  # some views are the whole image, untouched
+    theta[plain] = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    # Sample at the image's resolution first, then anti-alias down to the guide's input.
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    views = F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+    views = F.interpolate(views, size=(size, size), mode="bilinear", antialias=True)
+    views = views * u(0.9, 1.1).view(-1, 1, 1, 1)
+    erase = torch.rand(n, generator=g) < 0.3
+    if erase.any():
+        k = int(erase.sum())
+        w, h = (torch.rand(2, k, generator=g) * 0.3 + 0.15) * size
+        x0 = torch.rand(k, generator=g) * (size - w)
+        y0 = torch.rand(k, generator=g) * (size - h)
+        ar = torch.arange(size)
+        mx = (ar.view(1, -1) >= x0.view(-1, 1)) & (ar.view(1, -1) < (x0 + w).view(-1, 1))
+        my = (ar.view(1, -1) >= y0.view(-1, 1)) & (ar.view(1, -1) < (y0 + h).view(-1, 1))
+        box = (my.unsqueeze(2) & mx.unsqueeze(1)).unsqueeze(1)  # (k, 1, size, size)
+        views[erase] = views[erase].masked_fill(box, 0.0)
+    noise = torch.randn(views.shape, generator=g) * u(0, 0.1).view(-1, 1, 1, 1)
+    return views + noise
+
+
+def _slots_of_scene(scene) -> list[int]:
+    return [*scene.label(), 0]
+
+
+def _slots_of_constraints(constraints: dict[str, str]) -> list[int]:
+    return [ATTRIBUTES[k].index(constraints[k]) if k in constraints else -1 for k in ATTRIBUTES] + [
+        0
+    ]
+
+
+def training_batch(
+    n: int, g: torch.Generator
+) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    """Images (n, 3, 64, 64), one caption per image, and slot vectors (n, 6) for the images
+    and the captions: a caption matches an image iff each of its slots is -1 or equal."""
+    n_rej = round(n * REJECT_SHARE)
+    clean, scenes = sample_images(n - n_rej, g)
+    rejects, kinds = render_rejects(n_rej, g)
+    captions, cap_slots, img_slots = [], [], []
+    for s in scenes:
+        text, c = random_caption(s, g)
+        captions.append(text)
+        cap_slots.append(_slots_of_constraints(c))
+        img_slots.append(_slots_of_scene(s))
+    for kind in kinds:
+        options = REJECT_CAPTIONS[kind]
+        captions.append(options[int(torch.randint(len(options), (), generator=g))])
+        k = REJECT_KINDS.index(kind) + 1
+        cap_slots.append([-1] * len(ATTRIBUTES) + [k])
+        img_slots.append([-2] * len(ATTRIBUTES) + [k])
+    return (
+        torch.cat([clean, rejects]),
+        captions,
+        torch.tensor(img_slots),
+        torch.tensor(cap_slots),
+    )
+
+
+def positives(img_slots: torch.Tensor, cap_slots: torch.Tensor) -> torch.Tensor:
+    """(N_img, N_cap) bool: caption j describes image i."""
+    c, s = cap_slots.unsqueeze(0), img_slots.unsqueeze(1)  # (1, Nc, 6), (Ni, 1, 6)
+    return ((c == -1) | (c == s)).all(-1)
+
+
+def multi_positive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where the target of each row is uniform over its positives."""
+
+    def one_side(lg: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        has = p.any(1)
+        target = p[has].float() / p[has].sum(1, keepdim=True)
+        return -(target * F.log_softmax(lg[has], dim=1)).sum(1).mean()
+
+    return 0.5 * (one_side(logits, pos) + one_side(logits.t(), pos.t()))
+
+
+# main functions
+
+
+def train_clip(
+    *,
+    steps: int = 800,
+    batch: int = 192,
+    seed: int = 0,
+    lr: float = 2e-3,
+    config: CLIPConfig = TOY_CLIP,
+    bf16: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+) -> CLIP:
+    """Train one toy CLIP guide from scratch; returned on the CPU in eval mode.
+
+    `bf16` runs the towers under bfloat16 autocast (faster on CPUs with AVX512-BF16)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = CLIP(config).to(device)
+    tokens = _Tokens(config.context_length)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}], lr=lr
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / 60) * 0.5 * (1 + math.cos(math.pi * i / steps))
+    )
+    model.train()
+    bar = tqdm(range(steps), desc=f"clip seed {seed}", disable=not progress, mininterval=2)
+    for _ in bar:
+        images, captions, img_slots, cap_slots = training_batch(batch, g)
+        views = guide_views(images, g, config.image_size).to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            img = F.normalize(model.encode_image(views).float(), dim=-1)
+            txt = F.normalize(model.encode_text(tokens(captions).to(device)).float(), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()
+        loss = multi_positive_loss(logits, positives(img_slots, cap_slots).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return model.cpu().eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def zero_shot(model: CLIP, *, n: int = 1000, seed: int = 99) -> dict[str, float]:
+    """Zero-shot accuracy per attribute on n fresh images (whole image, resized), and
+    `reject`: the share of n reject images nearer a reject caption than any attribute prompt."""
+    g = torch.Generator().manual_seed(seed)
+    images, scenes = sample_images(n, g)
+    size = model.config.image_size
+    small = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+    emb = F.normalize(model.encode_image(small), dim=-1)
+    acc = {}
+    prompts_all = []
+    for name, values in ATTRIBUTES.items():
+        prompts = [ZERO_SHOT_PROMPTS[name](v) for v in values]
+        prompts_all += prompts
+        txt = F.normalize(model.encode_text_str(prompts), dim=-1)
+        pred = (emb @ txt.t()).argmax(1)
+        truth = torch.tensor([values.index(getattr(s, name)) for s in scenes])
+        acc[name] = float((pred == truth).float().mean())
+    rejects, _ = render_rejects(n, torch.Generator().manual_seed(seed + 1))
+    rej = F.normalize(
+        model.encode_image(
+            F.interpolate(rejects, size=(size, size), mode="bilinear", antialias=True)
+        ),
+        dim=-1,
+    )
+    reject_texts = [t for opts in REJECT_CAPTIONS.values() for t in opts]
+    txt = F.normalize(model.encode_text_str(prompts_all + reject_texts), dim=-1)
+    acc["reject"] = float(((rej @ txt.t()).argmax(1) >= len(prompts_all)).float().mean())
+    return acc

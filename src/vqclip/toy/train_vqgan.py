@@ -1,0 +1,186 @@
+"""Training the toy VQGAN: the taming architecture (vqclip.vqgan.VQGAN), a small config.
+
+The codebook is trained l2-normalised with cosine lookup (as in ViT-VQGAN, Yu et al. 2021,
+https://arxiv.org/abs/2110.04627), started by spherical k-means on encoder outputs after a
+short autoencoder warm-up, with unused codes reset to fresh encoder outputs. The loss is
+L1 + MSE + an L1 on image gradients (edges stay sharp without a GAN or LPIPS), plus the usual
+codebook and commitment terms. No judge anywhere.
+
+The shipped codebook holds unit vectors, so the library's squared-L2 lookup, argmin(||e||^2 -
+2 z.e), is argmax(z.e): the same cosine lookup, whatever the norm of z. Generation therefore
+needs no quantiser option, and the decoder sees exactly the unit vectors it was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vqclip.toy.world import render_rejects, sample_images
+from vqclip.vqgan import VQGAN, VQGANConfig
+
+TOY_VQGAN = VQGANConfig(
+    ch=32,
+    out_ch=3,
+    ch_mult=(1, 1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    dropout=0.0,
+    in_channels=3,
+    resolution=64,
+    z_channels=32,
+    embed_dim=16,
+    n_embed=512,
+)
+REJECT_SHARE = 0.2  # the decoder must also draw what generation passes through
+
+
+# helper functions
+
+
+def cosine_quantize(
+    z: torch.Tensor, codebook: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(straight-through unit codes (B, D, h, w), indices (B*h*w,), codebook+commit loss)."""
+    b, d, h, w = z.shape
+    zn = F.normalize(z, dim=1)
+    en = F.normalize(codebook, dim=1)  # (n, D)
+    flat = zn.permute(0, 2, 3, 1).reshape(-1, d)  # (BHW, D)
+    idx = (flat.detach() @ en.detach().t()).argmax(1)
+    e = en[idx].view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, h, w)
+    vq_loss = F.mse_loss(e, zn.detach()) + 0.25 * F.mse_loss(zn, e.detach())
+    return zn + (e - zn).detach(), idx, vq_loss
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE + L1 of the horizontal and vertical image gradients."""
+    grad = F.l1_loss(x_hat.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(
+        x_hat.diff(dim=-2), x.diff(dim=-2)
+    )
+    return F.l1_loss(x_hat, x) + F.mse_loss(x_hat, x) + grad
+
+
+def spherical_kmeans(x: torch.Tensor, k: int, g: torch.Generator, iters: int = 15) -> torch.Tensor:
+    """k unit centroids of unit vectors x (N, D); empty clusters take random points."""
+    centres = x[torch.randperm(len(x), generator=g)[:k].to(x.device)].clone()
+    for _ in range(iters):
+        assign = (x @ centres.t()).argmax(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k)
+        empty = counts == 0
+        sums[empty] = x[torch.randint(len(x), (int(empty.sum()),), generator=g).to(x.device)]
+        centres = F.normalize(sums, dim=1)
+    return centres
+
+
+def _batch(n: int, g: torch.Generator, crop: int | None = None) -> torch.Tensor:
+    """Training images in [-1, 1]; with `crop`, one random crop window for the whole batch."""
+    n_rej = round(n * REJECT_SHARE)
+    clean, _ = sample_images(n - n_rej, g)
+    rejects, _ = render_rejects(n_rej, g)
+    x = torch.cat([clean, rejects]) * 2 - 1
+    if crop:
+        # Multiples of the downsample factor, so the latent grid stays aligned with the image.
+        f = TOY_VQGAN.downsample_factor
+        x0, y0 = (torch.randint((x.shape[-1] - crop) // f + 1, (2,), generator=g) * f).tolist()
+        x = x[:, :, y0 : y0 + crop, x0 : x0 + crop]
+    return x.contiguous()
+
+
+# main function
+
+
+def train_vqgan(
+    *,
+    steps: int = 1500,
+    batch: int = 32,
+    seed: int = 0,
+    lr: float = 2e-3,
+    warmup: int = 100,
+    crop: int | None = 32,
+    full_share: float = 0.25,
+    bf16: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+) -> VQGAN:
+    """Train the toy VQGAN from scratch; returns it on the CPU in eval mode, codebook unit-norm.
+
+    The first (1 - full_share) of the steps see `crop`-pixel crops (the network is convolutional,
+    and a 32 px crop costs a quarter of a full image); the rest see whole 64 px images, so the
+    normalisation statistics and the attention over the latent grid settle at the real size.
+    `bf16` runs the forward pass under bfloat16 autocast (about 1.7x faster on CPUs that have
+    AVX512-BF16).
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = VQGAN(TOY_VQGAN).to(device)
+    codebook = model.quantize.embedding.weight
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / 50) * 0.5 * (1 + math.cos(math.pi * i / steps))
+    )
+    usage = torch.zeros(TOY_VQGAN.n_embed, device=device)
+    full_from = round(steps * (1 - full_share))
+    bar = tqdm(range(steps), desc="vqgan", disable=not progress, mininterval=2)
+    model.train()
+    for step in bar:
+        x = _batch(batch, g, crop if step < full_from else None).to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            z = model.encode(x).float()
+        if step < warmup:  # autoencoder warm-up, so k-means sees meaningful features
+            zq, vq_loss = F.normalize(z, dim=1), z.new_zeros(())
+        else:
+            if step == warmup:
+                with torch.no_grad():
+                    feats = torch.cat(
+                        [model.encode(_batch(batch, g, crop).to(device)) for _ in range(4)]
+                    )
+                    feats = F.normalize(feats, dim=1).permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+                    codebook.copy_(spherical_kmeans(feats, TOY_VQGAN.n_embed, g))
+            zq, idx, vq_loss = cosine_quantize(z, codebook)
+            usage += torch.bincount(idx, minlength=TOY_VQGAN.n_embed)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            x_hat = model.decode(zq).float()
+        rec = reconstruction_loss(x_hat, x)
+        loss = rec + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step > warmup and step % 50 == 0:
+            _reset_dead_codes(codebook, usage, z, g)
+            usage.zero_()
+        bar.set_postfix(rec=f"{rec.item():.4f}", refresh=False)
+    with torch.no_grad():
+        codebook.copy_(F.normalize(codebook, dim=1))
+    return model.cpu().eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _reset_dead_codes(
+    codebook: torch.Tensor, usage: torch.Tensor, z: torch.Tensor, g: torch.Generator
+) -> None:
+    """Codes nobody picked since the last reset move onto random current encoder outputs."""
+    dead = (usage == 0).nonzero().squeeze(1)
+    if not len(dead):
+        return
+    feats = F.normalize(z.detach(), dim=1).permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    pick = torch.randint(len(feats), (len(dead),), generator=g).to(z.device)
+    jitter = 0.01 * torch.randn(len(dead), z.shape[1], generator=g).to(z.device)
+    codebook[dead] = feats[pick] + jitter
+
+
+@torch.no_grad()
+def reconstruct(model: VQGAN, images: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    """decode(quantise(encode(x))) in [0, 1] through the library's own quantiser."""
+    out = [model(chunk * 2 - 1).add(1).div(2).clamp(0, 1) for chunk in images.split(batch)]
+    return torch.cat(out)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean PSNR (dB) of [0, 1] image batches."""
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp(min=1e-10)
+    return float((10 * torch.log10(1 / mse)).mean())
