@@ -95,7 +95,7 @@ def test_shapes_differ_and_edges_are_anti_aliased():
         torch.full((n,), 0.5),
         torch.full((n,), 0.5),
         torch.full((n,), 0.25),
-        torch.zeros(n),
+        torch.full((n,), 0.1),
     )
     flat = cov.flatten(1)
     for i in range(n):

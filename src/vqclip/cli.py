@@ -19,7 +19,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_parser(sub)
     add_models_parser(sub)
+    add_bench_parser(sub)
     return parser
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time the generation loop at the real model sizes (random weights)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-s", "--size", type=int, nargs=2, default=[256, 256], metavar=("W", "H"))
+    p.add_argument("-cuts", "--cutn", type=int, default=32)
+    p.add_argument("-b", "--batch", type=int, default=1)
+    p.add_argument(
+        "--clip", nargs="+", default=["ViT-B-32"], help="CLIP presets; several = ensemble"
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--json", help="also write the result as JSON to this file")
+    p.set_defaults(func=run_bench_command)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    import json
+
+    from vqclip.atomic import atomic_write_text
+    from vqclip.bench import BenchConfig, format_table, run_bench
+
+    config = BenchConfig(
+        size=tuple(args.size),
+        cutn=args.cutn,
+        batch=args.batch,
+        clip=tuple(args.clip),
+        device=args.device,
+        precision=args.precision,
+        steps=args.steps,
+        warmup=args.warmup,
+    )
+    result = run_bench(config)
+    print(format_table([result]))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

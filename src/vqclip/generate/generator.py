@@ -132,11 +132,13 @@ class Generator:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, _lr_lambda(config))
         self.step_index = 0
         self.last_good_z = self.z.detach().clone()
+        self.timer = None  # a vqclip.bench.StageTimer while benchmarking
 
     # prompts
 
-    def _build_prompts(self) -> list[list[list[tuple[str, torch.nn.Module]]]]:
-        """prompts[clip][image] -> [(label, Prompt)], each embedded by its own CLIP."""
+    def _build_prompts(self) -> list[list[tuple[str, torch.nn.Module, int | None]]]:
+        """prompts[clip] -> [(label, Prompt, image index or None for every image)], each
+        embedded by its own CLIP. Prompts shared by the batch are evaluated batched."""
         from vqclip.prompts import (
             Prompt,
             load_image,
@@ -149,10 +151,13 @@ class Generator:
         image_specs = [s for item in cfg.image_prompts for s in parse_image_prompts(item)]
         image_tensors = {s.value: load_image(s.value) for s in image_specs}
         noise_weights = cfg.noise_prompt_weights or (1.0,) * len(cfg.noise_prompt_seeds)
-        text_cache: dict[tuple[int, str], torch.Tensor] = {}
+        # One prompt string for the whole batch is shared; one per image is not.
+        texts = (
+            [(None, cfg.prompt_for(0))] if len(cfg.prompts) <= 1 else list(enumerate(cfg.prompts))
+        )
         result = []
-        for c, (clip, cutouts) in enumerate(zip(self.clips, self.cutouts, strict=True)):
-            shared: list[tuple[str, torch.nn.Module]] = []
+        for clip, cutouts in zip(self.clips, self.cutouts, strict=True):
+            terms: list[tuple[str, torch.nn.Module, int | None]] = []
             for spec in image_specs:
                 img = image_tensors[spec.value].to(self.device)
                 img = F.interpolate(
@@ -164,22 +169,16 @@ class Generator:
                 ).clamp(0, 1)
                 with torch.no_grad():
                     embed = self._embed(clip, cutouts(img, self.rng))
-                shared.append((f"image:{spec.value}", Prompt(embed, spec.weight, spec.stop)))
+                terms.append((f"image:{spec.value}", Prompt(embed, spec.weight, spec.stop), None))
             for seed, weight in zip(cfg.noise_prompt_seeds, noise_weights, strict=True):
                 embed = noise_embedding(seed, clip.config.embed_dim).to(self.device)
-                shared.append((f"noise:{seed}", Prompt(embed, weight, float("-inf"))))
-            per_image = []
-            for i in range(cfg.batch_size):
-                prompts = list(shared)
-                text = cfg.prompt_for(i)
+                terms.append((f"noise:{seed}", Prompt(embed, weight, float("-inf")), None))
+            for index, text in texts:
                 for spec in parse_prompts(text) if text else []:
-                    key = (c, spec.value)
-                    if key not in text_cache:
-                        with torch.no_grad():
-                            text_cache[key] = clip.encode_text_str([spec.value]).float()
-                    prompts.append((spec.value, Prompt(text_cache[key], spec.weight, spec.stop)))
-                per_image.append(prompts)
-            result.append(per_image)
+                    with torch.no_grad():
+                        embed = clip.encode_text_str([spec.value]).float()
+                    terms.append((spec.value, Prompt(embed, spec.weight, spec.stop), index))
+            result.append(terms)
         return result
 
     # init
@@ -211,6 +210,11 @@ class Generator:
 
     # the step
 
+    def _mark(self, stage: str, tensor: torch.Tensor | None = None, grad_stage: str = "") -> None:
+        """Stage boundaries for `vqclip bench` (a no-op unless a StageTimer is attached)."""
+        if self.timer is not None:
+            self.timer.mark(stage, tensor, grad_stage)
+
     def _decode(self, z_q: torch.Tensor) -> torch.Tensor:
         return self.vqgan.decode(z_q.to(self.dtype)).float()
 
@@ -218,24 +222,30 @@ class Generator:
         return clip.encode_image(cuts.to(self.dtype)).float()
 
     def _forward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        cfg = self.config
+        cfg, mark = self.config, self._mark
         z_q, _ = self.vqgan.quantize(self.z)
         image = clamp_with_grad(self._decode(z_q).add(1).div(2), 0, 1)  # (B, 3, H, W)
+        mark("decode", image, "cutouts")
         B = image.shape[0]
         total = torch.zeros(B, device=self.device)
         losses: dict[str, torch.Tensor] = {}
-        for clip, cutouts, per_image, weight in zip(
+        for clip, cutouts, terms, weight in zip(
             self.clips, self.cutouts, self.prompts, cfg.weights_of_clips, strict=True
         ):
             cuts = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
+            mark("cutouts", cuts, "clip")
             embeds = self._embed(clip, cuts).view(B, cfg.cutn, -1)  # (B, cutn, D)
-            for i, prompts in enumerate(per_image):
-                for label, prompt in prompts:
-                    loss, _distance = prompt(embeds[i : i + 1])
-                    total[i] = total[i] + weight * loss.squeeze(0)
-                    losses.setdefault(label, torch.zeros(B, device=self.device))[i] += (
-                        loss.detach().squeeze(0)
+            mark("clip")
+            for label, prompt, index in terms:
+                if index is None:
+                    loss, _distance = prompt(embeds)  # (B,)
+                else:  # this image's own prompt: zero for the others
+                    own, _distance = prompt(embeds[index : index + 1])  # (1,)
+                    loss = torch.zeros(B, device=self.device).index_add(
+                        0, torch.tensor([index], device=self.device), own
                     )
+                total = total + weight * loss
+                losses[label] = losses.get(label, 0) + loss.detach()
         if cfg.init_weight:
             anchor = init_anchor_loss(self.z, self.z0, cfg.init_weight)
             losses["init_weight"] = anchor.detach()
@@ -258,12 +268,15 @@ class Generator:
             )
         self.last_good_z = self.z.detach().clone()
         self.optimiser.zero_grad(set_to_none=True)
+        self._mark("loss")
         total.sum().backward()
+        self._mark("decode")  # the decoder's backward ends the backward pass
         lr = self.optimiser.param_groups[0]["lr"]
         self.optimiser.step()
         self.scheduler.step()
         with torch.no_grad():
             self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
+        self._mark("optimiser")
         self.step_index += 1
         return Step(self.step_index, losses, total.detach(), image.detach(), lr)
 

@@ -149,29 +149,30 @@ def judge_loss(out: Mapping[str, torch.Tensor], labels: torch.Tensor, flags: tor
 
 def train_judge(
     *,
-    steps: int = 1200,
+    steps: int = 1500,
     batch: int = 128,
     seed: int = 1234,
     lr: float = 2e-3,
+    device: str = "cpu",
     progress: bool = True,
 ) -> Judge:
-    """Train a judge from scratch on freshly drawn world and reject images."""
+    """Train a judge from scratch on freshly drawn world and reject images; returned on the CPU."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    judge = Judge()
+    judge = Judge().to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
     judge.train()
     bar = tqdm(range(steps), desc="judge", disable=not progress, mininterval=2)
     for _ in bar:
-        images, labels, flags = training_batch(batch, g)
+        images, labels, flags = (t.to(device) for t in training_batch(batch, g))
         loss = judge_loss(judge(images), labels, flags)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    return judge.eval().requires_grad_(False)
+    return judge.cpu().eval().requires_grad_(False)
 
 
 @torch.no_grad()

@@ -1,0 +1,28 @@
+import json
+
+import pytest
+
+from vqclip.bench import STAGES, BenchConfig, format_table, run_bench
+from vqclip.errors import ConfigError
+
+
+def test_bench_reports_speed_memory_flops_and_stages(tiny_vqgan, tiny_clip):
+    config = BenchConfig(
+        size=(32, 32), cutn=4, device="cpu", precision="fp32", steps=3, warmup=1, clip=("ViT-B-32",)
+    )
+    result = run_bench(config, models=(tiny_vqgan, [tiny_clip]))
+    assert len(result["s_per_it_all"]) == 3
+    assert result["it_per_s"] == pytest.approx(1 / result["s_per_it"])
+    assert result["flops_per_it"] > 0 and result["peak_mem_mb"] > 0
+    assert set(result["stage_s"]) == set(STAGES)
+    assert all(v > 0 for v in result["stage_s"].values())
+    # The stages partition the step: their sum is the mean step time (median is close to it).
+    mean = sum(result["s_per_it_all"]) / 3
+    assert sum(result["stage_s"].values()) == pytest.approx(mean, rel=0.05)
+    json.dumps(result)
+    assert "32x32" in format_table([result])
+
+
+def test_bench_rejects_unknown_clip():
+    with pytest.raises(ConfigError, match="ViT-X"):
+        BenchConfig(clip=("ViT-X",))
