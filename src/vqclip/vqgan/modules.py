@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqclip.attention import attention
 from vqclip.vqgan.config import VQGANConfig
 
 # helper functions
@@ -67,7 +68,7 @@ class AttnBlock(nn.Module):
             return t.reshape(b, 1, c, h * w).transpose(2, 3)  # (B, 1, HW, C)
 
         q, k, v = heads(self.q(x_norm)), heads(self.k(x_norm)), heads(self.v(x_norm))
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, 1, HW, C), scale 1/sqrt(C)
+        out = attention(q, k, v)  # (B, 1, HW, C), scale 1/sqrt(C)
         out = out.transpose(2, 3).reshape(b, c, h, w)  # (B, C, H, W)
         return x + self.proj_out(out)
 
