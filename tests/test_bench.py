@@ -26,3 +26,36 @@ def test_bench_reports_speed_memory_flops_and_stages(tiny_vqgan, tiny_clip):
 def test_bench_rejects_unknown_clip():
     with pytest.raises(ConfigError, match="ViT-X"):
         BenchConfig(clip=("ViT-X",))
+
+
+def test_bench_command_prints_a_table_and_writes_json(
+    tiny_vqgan, tiny_clip, tmp_path, capsys, monkeypatch
+):
+    from vqclip.cli import main
+
+    monkeypatch.setattr("vqclip.bench.build_models", lambda names: (tiny_vqgan, [tiny_clip]))
+    out = tmp_path / "r.json"
+    code = main(
+        [
+            "bench",
+            "-s",
+            "32",
+            "32",
+            "-cuts",
+            "2",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "| 32x32 | 2 | 1 |" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert {"s_per_it", "it_per_s", "peak_mem_mb", "flops_per_it", "stage_s"} <= set(result)
