@@ -192,3 +192,8 @@ def test_bf16_step_matches_fp32_within_tolerance(tiny_vqgan, tiny_clip):
 def test_fp16_on_cpu_is_refused(tiny_vqgan, tiny_clip):
     with pytest.raises(ConfigError, match="fp16"):
         make(dict(prompts=("x",), precision="fp16"), tiny_vqgan, tiny_clip)
+
+
+def test_cuda_graphs_need_a_cuda_device(tiny_vqgan, tiny_clip):
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        make(dict(prompts=("x",), cuda_graphs=True), tiny_vqgan, tiny_clip)

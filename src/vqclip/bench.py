@@ -61,6 +61,7 @@ class BenchConfig:
     clip: tuple[str, ...] = ("ViT-B-32",)
     device: str = "auto"
     precision: str = "auto"
+    cuda_graphs: bool = False
     steps: int = 5
     warmup: int = 2
 
@@ -107,6 +108,7 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         clip=config.clip,
         device=config.device,
         precision=config.precision,
+        cuda_graphs=config.cuda_graphs,
         iterations=total_steps,
     )
     gen = Generator(gen_config, vqgan=vqgan, clips=clips)
@@ -127,6 +129,8 @@ def run_bench(config: BenchConfig, models=None) -> dict:
     stage_s = {k: v / config.steps for k, v in timer.seconds.items()}
     peak_mb = _peak_memory_mb(device)
 
+    # Graph replays are invisible to the FLOP counter: count an eager step (the same work).
+    gen._graphs = None
     with FlopCounterMode(display=False) as counter:
         gen.step()
     flops = counter.get_total_flops()
@@ -140,6 +144,7 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         "device": str(device),
         "device_name": _device_name(device),
         "precision": str(gen.dtype).removeprefix("torch."),
+        "cuda_graphs": config.cuda_graphs,
         "threads": torch.get_num_threads(),
         "s_per_it": s_per_it,
         "it_per_s": 1 / s_per_it,

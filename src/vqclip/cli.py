@@ -37,6 +37,7 @@ def add_bench_parser(sub) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--cuda-graphs", action="store_true", help="replay decoder and CLIP as graphs")
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", help="also write the result as JSON to this file")
@@ -56,6 +57,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         clip=tuple(args.clip),
         device=args.device,
         precision=args.precision,
+        cuda_graphs=args.cuda_graphs,
         steps=args.steps,
         warmup=args.warmup,
     )

@@ -84,6 +84,11 @@ def add_generate_parser(subparsers) -> None:
     g.add_argument("--video", action="store_true", help="write OUTPUT.mp4 of the progress")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     g.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay the decoder and CLIP as CUDA graphs (about 2x at 256x256 on an H100)",
+    )
+    g.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="auto",
@@ -186,6 +191,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         gamma=args.gamma,
         device=args.device,
         precision=args.precision,
+        cuda_graphs=args.cuda_graphs,
         vqgan_config=args.vqgan_config,
     )
 

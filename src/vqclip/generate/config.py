@@ -60,6 +60,7 @@ class GenerateConfig:
     gamma: float = 0.5
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with bf16 support, else fp32
+    cuda_graphs: bool = False  # replay the decoder and CLIP towers as CUDA graphs
 
     def __post_init__(self) -> None:
         # Lists from JSON or callers become tuples so the config stays hashable and comparable.

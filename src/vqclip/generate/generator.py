@@ -132,6 +132,20 @@ class Generator:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, _lr_lambda(config))
         self.step_index = 0
         self.last_good_z = self.z.detach().clone()
+        self._graphs = None  # (decode, [encode_image]) replayed as CUDA graphs
+        if config.cuda_graphs:
+            if self.device.type != "cuda":
+                raise ConfigError(f"cuda_graphs=True: needs a CUDA device, not {self.device}")
+            from vqclip.generate.graphs import graphed_parts
+
+            self._graphs = graphed_parts(
+                self.vqgan,
+                self.clips,
+                tuple(self.z.shape),
+                config.batch_size * config.cutn,
+                self.dtype,
+                self.device,
+            )
         self.timer = None  # a vqclip.bench.StageTimer while benchmarking
 
     # prompts
@@ -224,17 +238,22 @@ class Generator:
     def _forward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         cfg, mark = self.config, self._mark
         z_q, _ = self.vqgan.quantize(self.z)
-        image = clamp_with_grad(self._decode(z_q).add(1).div(2), 0, 1)  # (B, 3, H, W)
+        decode, encoders = self._graphs or (
+            self.vqgan.decode,
+            [clip.encode_image for clip in self.clips],
+        )
+        decoded = decode(z_q.to(self.dtype)).float()
+        image = clamp_with_grad(decoded.add(1).div(2), 0, 1)  # (B, 3, H, W)
         mark("decode", image, "cutouts")
         B = image.shape[0]
         total = torch.zeros(B, device=self.device)
         losses: dict[str, torch.Tensor] = {}
-        for clip, cutouts, terms, weight in zip(
-            self.clips, self.cutouts, self.prompts, cfg.weights_of_clips, strict=True
+        for encode, cutouts, terms, weight in zip(
+            encoders, self.cutouts, self.prompts, cfg.weights_of_clips, strict=True
         ):
             cuts = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
             mark("cutouts", cuts, "clip")
-            embeds = self._embed(clip, cuts).view(B, cfg.cutn, -1)  # (B, cutn, D)
+            embeds = encode(cuts.to(self.dtype)).float().view(B, cfg.cutn, -1)  # (B, cutn, D)
             mark("clip")
             for label, prompt, index in terms:
                 if index is None:
