@@ -197,3 +197,22 @@ def test_fp16_on_cpu_is_refused(tiny_vqgan, tiny_clip):
 def test_cuda_graphs_need_a_cuda_device(tiny_vqgan, tiny_clip):
     with pytest.raises(ConfigError, match="cuda_graphs"):
         make(dict(prompts=("x",), cuda_graphs=True), tiny_vqgan, tiny_clip)
+
+
+def test_nan_found_at_a_later_check_keeps_the_latent_of_the_last_passed_check(
+    tiny_vqgan, tiny_clip, monkeypatch
+):
+    gen = make(dict(prompts=("x",), iterations=20), tiny_vqgan, tiny_clip)
+    gen.check_every = 4  # as on a GPU, where each check is a host sync
+    for _ in range(4):
+        gen.step()
+    checked = gen.z.detach().clone()  # the next step (index 4) checks and keeps this latent
+    gen.step()
+    original = tiny_clip.encode_image
+    monkeypatch.setattr(tiny_clip, "encode_image", lambda x: original(x) * float("nan"))
+    for _ in range(3):  # steps 6-8, unchecked: the NaN loss breaks z
+        gen.step()
+    assert not torch.isfinite(gen.z).all()
+    with pytest.raises(GenerationError, match="step 9"):
+        gen.step()
+    assert torch.equal(gen.last_good_z, checked)
