@@ -110,11 +110,14 @@ def test_every_optimiser_steps(tiny_vqgan, tiny_clip, optimiser):
 
 def test_schedules_change_the_learning_rate(tiny_vqgan, tiny_clip):
     cosine = make(dict(prompts=("x",), schedule="cosine", iterations=4), tiny_vqgan, tiny_clip)
+    base = 0.1 * cosine.codebook_std  # lr counts codebook standard deviations by default
     lrs = [s.lr for s in cosine.iterate()]
-    assert lrs[0] == pytest.approx(0.1) and lrs == sorted(lrs, reverse=True)
-    assert lrs[2] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 2 / 4)))
+    assert lrs[0] == pytest.approx(base) and lrs == sorted(lrs, reverse=True)
+    assert lrs[2] == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * 2 / 4)))
     stepped = make(
-        dict(prompts=("x",), schedule="step", step_size=2, gamma=0.1, iterations=4),
+        dict(
+            prompts=("x",), schedule="step", step_size=2, gamma=0.1, iterations=4, lr_scale="none"
+        ),
         tiny_vqgan,
         tiny_clip,
     )
@@ -216,3 +219,17 @@ def test_nan_found_at_a_later_check_keeps_the_latent_of_the_last_passed_check(
     with pytest.raises(GenerationError, match="step 9"):
         gen.step()
     assert torch.equal(gen.last_good_z, checked)
+
+
+def test_lr_counts_codebook_standard_deviations(tiny_vqgan, tiny_clip):
+    """A codebook with 10x the spread gets 10x the step, so one lr suits both."""
+    import copy
+
+    wide = copy.deepcopy(tiny_vqgan)
+    wide.quantize.embedding.weight.data.mul_(10)
+    narrow_gen = make(dict(prompts=("x",), seed=4), tiny_vqgan, tiny_clip)
+    wide_gen = make(dict(prompts=("x",), seed=4), wide, tiny_clip)
+    assert wide_gen.codebook_std == pytest.approx(10 * narrow_gen.codebook_std, rel=1e-5)
+    assert wide_gen.effective_lr == pytest.approx(10 * narrow_gen.effective_lr, rel=1e-5)
+    absolute = make(dict(prompts=("x",), lr=0.3, lr_scale="none"), wide, tiny_clip)
+    assert absolute.optimiser.param_groups[0]["lr"] == 0.3

@@ -17,6 +17,7 @@ from vqclip.generate.config import (
     CUT_METHODS,
     DEFAULT_AUGMENTS,
     INITS,
+    LR_SCALES,
     OPTIMISERS,
     PRECISIONS,
     SCHEDULES,
@@ -123,6 +124,13 @@ def add_generate_parser(subparsers) -> None:
     g = p.add_argument_group("optimiser")
     g.add_argument("-opt", "--optimiser", choices=OPTIMISERS, default=DEFAULTS.optimiser)
     g.add_argument("-lr", "--learning-rate", type=float, default=DEFAULTS.lr)
+    g.add_argument(
+        "--lr-scale",
+        choices=LR_SCALES,
+        default="codebook",
+        help="codebook: the learning rate counts codebook standard deviations, so it means the "
+        "same for VQGANs of different scale; none: absolute units, as nerdyrodent's",
+    )
     g.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule)
     g.add_argument("--step-size", type=int, default=DEFAULTS.step_size, help="for --schedule step")
     g.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="for --schedule step")
@@ -186,6 +194,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         tv_weight=args.tv_weight,
         optimiser=args.optimiser,
         lr=args.learning_rate,
+        lr_scale=args.lr_scale,
         schedule=args.schedule,
         step_size=args.step_size,
         gamma=args.gamma,
@@ -238,9 +247,13 @@ def run_generate(args: argparse.Namespace) -> int:
             f"(a multiple of the VQGAN's factor {f})",
             file=sys.stderr,
         )
+    lr = f"lr {gen.effective_lr:.4g}"
+    if config.lr_scale == "codebook":
+        lr += f" (= {config.lr:g} x codebook std {gen.codebook_std:.3g})"
+    dtype = str(gen.dtype).removeprefix("torch.")
     print(
         f"vqclip {__version__}: {width}x{height}, {config.iterations} steps, seed {config.seed}, "
-        f"on {gen.device}",
+        f"on {gen.device} ({dtype}), {lr}",
         file=sys.stderr,
     )
 

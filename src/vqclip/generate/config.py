@@ -18,6 +18,7 @@ OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 CUT_METHODS = ("crowson", "whole", "overview")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCALES = ("codebook", "none")
 DEFAULT_AUGMENTS = ("Af", "Pe", "Ji", "Er")
 DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
 DEFAULT_CLIP = "clip_vit_b32_openai"
@@ -55,6 +56,7 @@ class GenerateConfig:
     tv_weight: float = 0.0
     optimiser: str = "adam"
     lr: float = 0.1
+    lr_scale: str = "codebook"  # codebook: lr in codebook standard deviations; none: absolute
     schedule: str = "constant"
     step_size: int = 100
     gamma: float = 0.5
@@ -121,6 +123,7 @@ class GenerateConfig:
             ("optimiser", OPTIMISERS),
             ("schedule", SCHEDULES),
             ("precision", PRECISIONS),
+            ("lr_scale", LR_SCALES),
             ("cut_method", CUT_METHODS),
         ):
             if getattr(self, name) not in allowed:

@@ -128,7 +128,14 @@ class Generator:
         z = self._init_z().to(self.device)
         self.z0 = z.detach().clone()
         self.z = z.requires_grad_(True)
-        self.optimiser = _build_optimiser(config.optimiser, [self.z], config.lr)
+        # Adam-like optimisers move each element by about lr per step whatever the gradient's
+        # scale, so an lr only means the same on two VQGANs in the units of their codebooks:
+        # by default lr counts codebook standard deviations (a codebook with 10x the spread gets
+        # 10x the step). lr_scale="none" takes lr as absolute, as nerdyrodent's generate.py does.
+        self.codebook_std = float(codebook.std())
+        scale = self.codebook_std if config.lr_scale == "codebook" else 1.0
+        self.effective_lr = config.lr * scale
+        self.optimiser = _build_optimiser(config.optimiser, [self.z], self.effective_lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, _lr_lambda(config))
         self.step_index = 0
         self.last_good_z = self.z.detach().clone()
