@@ -182,3 +182,27 @@ def test_init_image_is_encoded_and_anchored(model_files, tmp_path, capsys):
     assert code == 0, err
     config = read_png_metadata(out)["config"]
     assert config["init"] == "image" and config["init_image"] == str(init)
+
+
+def test_model_pair_supplies_its_settings_unless_a_flag_overrides(
+    tmp_path, capsys, monkeypatch, tiny_vqgan, tiny_clip
+):
+    from vqclip.clip import save_clip
+    from vqclip.vqgan import save_vqgan
+    from vqclip.weights import registry
+
+    save_vqgan(tiny_vqgan, tmp_path / "v.safetensors")
+    save_clip(tiny_clip, tmp_path / "c.safetensors")
+    pair = registry.ModelPair(
+        str(tmp_path / "v.safetensors"),
+        (str(tmp_path / "c.safetensors"),),
+        (("size", (32, 32)), ("iterations", 2), ("cutn", 3)),
+    )
+    monkeypatch.setitem(registry.PAIRS, "tinypair", pair)
+    base = ["generate", "x", "--model", "tinypair", "--precision", "fp32", "--no-progress"]
+    assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
+    config = read_png_metadata(tmp_path / "a.png")["config"]
+    assert (config["size"], config["iterations"], config["cutn"]) == ([32, 32], 2, 3)
+    assert config["vqgan"] == pair.vqgan and config["clip"] == list(pair.clips)
+    assert main([*base, "-i", "1", "-o", str(tmp_path / "b.png")]) == 0
+    assert read_png_metadata(tmp_path / "b.png")["config"]["iterations"] == 1

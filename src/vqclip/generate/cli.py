@@ -25,6 +25,7 @@ from vqclip.generate.config import (
 )
 
 DEFAULTS = GenerateConfig(prompts=("x",))
+PAIR = ", or the --model pair's own"
 
 INIT_WEIGHT_HELP = (
     "weight of a loss that anchors z to its initial value (the random codes or the encoded init "
@@ -33,12 +34,21 @@ INIT_WEIGHT_HELP = (
 )
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None: those flags say in their help where the default comes from."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_generate_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
         help="make an image from text prompts",
         description="Optimise a VQGAN latent so the image matches the prompts under CLIP.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("prompts")
     g.add_argument("prompt", nargs="*", help='"text:weight:stop|..."; several = a batch, one each')
@@ -71,7 +81,7 @@ def add_generate_parser(subparsers) -> None:
         metavar=("W", "H"),
         help="output size; default 256x256 on CPU, 512x512 on a GPU with the memory",
     )
-    g.add_argument("-i", "--iterations", type=int, default=DEFAULTS.iterations)
+    g.add_argument("-i", "--iterations", type=int, help=f"default: {DEFAULTS.iterations}{PAIR}")
     g.add_argument("-sd", "--seed", type=int, help="random seed (default: random, printed)")
     g.add_argument("-b", "--batch", type=int, default=1, help="images optimised together")
     g.add_argument("-o", "--output", default="output.png")
@@ -97,9 +107,11 @@ def add_generate_parser(subparsers) -> None:
     )
 
     g = p.add_argument_group("cutouts")
-    g.add_argument("-cuts", "--cutn", type=int, default=DEFAULTS.cutn)
+    g.add_argument("-cuts", "--cutn", type=int, help=f"default: {DEFAULTS.cutn}{PAIR}")
     g.add_argument("-cutp", "--cut-pow", type=float, default=DEFAULTS.cut_pow)
-    g.add_argument("-cutm", "--cut-method", choices=CUT_METHODS, default=DEFAULTS.cut_method)
+    g.add_argument(
+        "-cutm", "--cut-method", choices=CUT_METHODS, help=f"default: {DEFAULTS.cut_method}{PAIR}"
+    )
     g.add_argument(
         "-aug",
         "--augments",
@@ -118,12 +130,12 @@ def add_generate_parser(subparsers) -> None:
         default="random",
         help="random codes, random coloured pixels, smooth gradient noise, or image",
     )
-    g.add_argument("-iw", "--init-weight", type=float, default=0.0, help=INIT_WEIGHT_HELP)
-    g.add_argument("--tv-weight", type=float, default=0.0, help="total-variation loss weight")
+    g.add_argument("-iw", "--init-weight", type=float, help=INIT_WEIGHT_HELP + f" Default: 0{PAIR}")
+    g.add_argument("--tv-weight", type=float, help=f"total-variation loss weight; default: 0{PAIR}")
 
     g = p.add_argument_group("optimiser")
     g.add_argument("-opt", "--optimiser", choices=OPTIMISERS, default=DEFAULTS.optimiser)
-    g.add_argument("-lr", "--learning-rate", type=float, default=DEFAULTS.lr)
+    g.add_argument("-lr", "--learning-rate", type=float, help=f"default: {DEFAULTS.lr}{PAIR}")
     g.add_argument(
         "--lr-scale",
         choices=LR_SCALES,
@@ -160,6 +172,8 @@ def _default_size(device_name: str) -> tuple[int, int]:
 
 def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     """The run's settings from the flags (or from --from-png's metadata)."""
+    from vqclip.weights.registry import resolve_pair
+
     if args.from_png:
         from vqclip.output import read_png_metadata
 
@@ -169,31 +183,41 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         raise ConfigError('give a prompt, e.g. vqclip generate "a red circle on a blue background"')
     if any(not p.strip() for p in prompts):
         raise ConfigError('a prompt is empty; write some text, e.g. "a lighthouse at dusk"')
-    vqgan, clip = _models(args)
+    pair = resolve_pair(args.model) if args.model else None
+    pair_defaults = dict(pair.defaults) if pair else {}
+
+    def pick(field: str, given):
+        """The flag if given, else the model pair's setting, else the general default."""
+        if given is not None:
+            return given
+        return pair_defaults.get(field, getattr(DEFAULTS, field) if field != "size" else None)
+
+    vqgan = args.vqgan or (pair.vqgan if pair else DEFAULTS.vqgan)
+    clip = tuple(args.clip) if args.clip else (pair.clips if pair else DEFAULTS.clip)
     batch = len(prompts) if len(prompts) > 1 else args.batch
     return GenerateConfig(
         prompts=tuple(prompts),
         image_prompts=tuple(args.image_prompts),
         noise_prompt_seeds=tuple(args.noise_prompt_seeds),
         noise_prompt_weights=tuple(args.noise_prompt_weights),
-        size=tuple(args.size) if args.size else _default_size(args.device),
-        iterations=args.iterations,
+        size=tuple(args.size) if args.size else pick("size", None) or _default_size(args.device),
+        iterations=pick("iterations", args.iterations),
         seed=args.seed if args.seed is not None else secrets.randbelow(2**31),
         batch_size=batch,
         vqgan=vqgan,
         clip=clip,
         clip_weights=tuple(args.clip_weights),
-        cutn=args.cutn,
+        cutn=pick("cutn", args.cutn),
         cut_pow=args.cut_pow,
-        cut_method=args.cut_method,
+        cut_method=pick("cut_method", args.cut_method),
         augments=tuple(args.augments),
         noise_fac=args.noise_fac,
         init="image" if args.init_image else args.init,
         init_image=args.init_image,
-        init_weight=args.init_weight,
-        tv_weight=args.tv_weight,
+        init_weight=pick("init_weight", args.init_weight),
+        tv_weight=pick("tv_weight", args.tv_weight),
         optimiser=args.optimiser,
-        lr=args.learning_rate,
+        lr=pick("lr", args.learning_rate),
         lr_scale=args.lr_scale,
         schedule=args.schedule,
         step_size=args.step_size,
@@ -203,13 +227,6 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         cuda_graphs=args.cuda_graphs,
         vqgan_config=args.vqgan_config,
     )
-
-
-def _models(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
-    from vqclip.weights.registry import resolve_pair
-
-    vqgan, clip = resolve_pair(args.model) if args.model else (DEFAULTS.vqgan, DEFAULTS.clip)
-    return args.vqgan or vqgan, tuple(args.clip) if args.clip else tuple(clip)
 
 
 def _output_paths(output: Path, batch: int) -> list[Path]:

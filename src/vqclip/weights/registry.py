@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from vqclip.errors import ConfigError
@@ -424,18 +425,38 @@ def list_specs(kind: str | None = None) -> list[WeightSpec]:
     return [s for s in _SPECS if kind is None or s.kind == kind]
 
 
-# Model pairs: one name for a VQGAN + CLIP combination (`vqclip generate --model NAME`).
-PAIRS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "default": ("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai",)),
-    "imagenet1024": ("vqgan_imagenet_f16_1024", ("clip_vit_b32_openai",)),
-    "gumbel": ("vqgan_gumbel_f8_8192", ("clip_vit_b32_openai",)),
-    "wikiart": ("vqgan_wikiart_f16_16384", ("clip_vit_b32_openai",)),
-    "ensemble": ("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai", "clip_vit_b16_openai")),
+# Model pairs: one name for a VQGAN + CLIP combination (`vqclip generate --model NAME`), with
+# the settings that suit it where they differ from the general defaults.
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    vqgan: str  # registry name or path
+    clips: tuple[str, ...]
+    defaults: tuple[tuple[str, object], ...] = ()  # (GenerateConfig field, value) pairs
+
+
+_TOY_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
+
+PAIRS: dict[str, ModelPair] = {
+    "default": ModelPair("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai",)),
+    "imagenet1024": ModelPair("vqgan_imagenet_f16_1024", ("clip_vit_b32_openai",)),
+    "gumbel": ModelPair("vqgan_gumbel_f8_8192", ("clip_vit_b32_openai",)),
+    "wikiart": ModelPair("vqgan_wikiart_f16_16384", ("clip_vit_b32_openai",)),
+    "ensemble": ModelPair(
+        "vqgan_imagenet_f16_16384", ("clip_vit_b32_openai", "clip_vit_b16_openai")
+    ),
+    # The offline pair trained on the toy world (vqclip.toy), shipped in the package.
+    "toy": ModelPair(
+        str(_TOY_DIR / "toy_vqgan.safetensors"),
+        (str(_TOY_DIR / "toy_clip_a.safetensors"), str(_TOY_DIR / "toy_clip_b.safetensors")),
+        (("size", (64, 64)), ("iterations", 100)),
+    ),
 }
 
 
-def resolve_pair(name: str) -> tuple[str, tuple[str, ...]]:
-    """(vqgan name, clip names) of a model pair; ConfigError listing the pairs if unknown."""
+def resolve_pair(name: str) -> ModelPair:
+    """The model pair called `name`; ConfigError listing the pairs if unknown."""
     if name in PAIRS:
         return PAIRS[name]
     close = difflib.get_close_matches(name, list(PAIRS), n=3)
