@@ -20,7 +20,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(sub)
     add_models_parser(sub)
     add_bench_parser(sub)
+    add_toy_parsers(sub)
     return parser
+
+
+PASSTHROUGH = {("eval",): "vqclip.toy.eval", ("toy", "train"): "vqclip.toy.train"}
+
+
+def add_toy_parsers(sub) -> None:
+    """Listed for --help; `main` hands their arguments to the toy modules' own parsers."""
+    toy = sub.add_parser("toy", help="the toy world: a model pair trained here, offline")
+    toy_sub = toy.add_subparsers(dest="toy_command", required=True, metavar="COMMAND")
+    toy_sub.add_parser("train", help="train the toy judge, VQGAN and guides (see its --help)")
+    sub.add_parser("eval", help="judge generated images on the toy prompts (see its --help)")
 
 
 def add_bench_parser(sub) -> None:
@@ -69,10 +81,20 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    for prefix, module in PASSTHROUGH.items():
+        if tuple(argv[: len(prefix)]) == prefix:
+            import importlib
+
+            run = importlib.import_module(module).main
+            rest = argv[len(prefix) :]
+            break
+    else:
+        args = parser.parse_args(argv)
+        run, rest = args.func, args
     try:
-        return int(args.func(args) or 0)
+        return int(run(rest) or 0)
     except VQClipError as e:
         print(f"vqclip: error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from vqclip.clip import CLIP
 from vqclip.errors import ConfigError
-from vqclip.generate import GenerateConfig, Generator
+from vqclip.generate import GenerateConfig, GenerationError, Generator
 from vqclip.toy.judge import Verdict
 from vqclip.toy.models import ToyModels, load_toy_models
 from vqclip.toy.world import ATTRIBUTES, REJECT_CAPTIONS, caption_text, parse_caption
@@ -152,9 +152,13 @@ def run_method(
     config = settings.config(prompts, method, models)
     gen = Generator(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
     start = time.perf_counter()
-    for _ in tqdm(gen.iterate(), total=config.iterations, desc=method, disable=not progress):
-        pass
-    images = gen.image()
+    try:
+        for _ in tqdm(gen.iterate(), total=config.iterations, desc=method, disable=not progress):
+            pass
+        images = gen.image()
+    except GenerationError as e:  # a NaN loss: judge the last good images, and say so
+        print(f"{method}: {e.args[0][-120:]}", file=sys.stderr)
+        images = gen.last_good_image()
     seconds = (time.perf_counter() - start) / len(prompts)
     verdicts = models.judge.verdicts(images)
     guide = guide_says_yes(models.clips, images, prompts)
@@ -253,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if args.images:
             _save_grid(images, args.images / f"{method}.png")
-    print(format_table(rows))
+        print(format_table(rows), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -55,13 +55,14 @@ class Verdict:
 class Judge(nn.Module):
     """Conv net on (B, 3, 64, 64) in [0, 1] -> logits per attribute and a reject logit."""
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 24) -> None:
         super().__init__()
         w = width
 
         def block(cin: int, cout: int) -> nn.Sequential:
+            # GroupNorm, not BatchNorm: a verdict must not depend on what else is in the batch.
             return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+                nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.ReLU(inplace=True)
             )
 
         self.features = nn.Sequential(
@@ -113,8 +114,8 @@ def _labels(scenes: Sequence[Scene]) -> torch.Tensor:
 
 
 def _perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Mild blur and noise on clean images, far below the reject class's smears, so the
-    judge reads slightly soft decoder output as what it shows."""
+    """Mild blur and noise, far below the reject class's smears, so the judge reads slightly
+    soft decoder output as what it shows."""
     n = len(x)
     soft = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     mix = torch.rand(n, 1, 1, 1, generator=g) * 0.6
@@ -130,7 +131,9 @@ def training_batch(
     n_rej = round(n * reject_share)
     clean, scenes = sample_images(n - n_rej, g)
     rejects, _ = render_rejects(n_rej, g)
-    images = torch.cat([_perturb(clean, g), rejects])
+    # Every image gets the same mild perturbation: were only clean ones perturbed, the judge
+    # would learn "no noise means reject" (a first version did, and refused 40% of clean images).
+    images = _perturb(torch.cat([clean, rejects]), g)
     labels = torch.cat([_labels(scenes), torch.full((n_rej, len(ATTRIBUTES)), -1)])
     flags = torch.cat([torch.zeros(n - n_rej), torch.ones(n_rej)])
     return images, labels, flags
@@ -210,7 +213,6 @@ def save_judge(judge: Judge, path: str | os.PathLike) -> None:
     if path.suffix != ".safetensors":
         raise ConfigError(f"save_judge writes .safetensors files, got {path}")
     tensors = {k: v.detach().half().contiguous() for k, v in judge.state_dict().items()}
-    tensors = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
     atomic_write_bytes(path, safetensors.torch.save(tensors))
     meta = {"format": FORMAT, "version": 1, "width": judge.width}
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta) + "\n")
@@ -227,8 +229,5 @@ def load_judge(path: str | os.PathLike) -> Judge:
         raise ConfigError(f"{meta_path} is not a toy judge config (format {FORMAT!r})")
     judge = Judge(width=int(meta["width"]))
     state = {k: v.float() for k, v in safetensors.torch.load_file(path).items()}
-    for k, v in judge.state_dict().items():  # not saved: a counter only training reads
-        if k.endswith("num_batches_tracked"):
-            state[k] = v
     load_strict(judge, state, source=str(path))
     return judge.eval().requires_grad_(False)

@@ -1,12 +1,13 @@
 """Train the whole toy world: judge, VQGAN, two CLIP guides; write them and their figures.
 
-    python -m vqclip.toy.train            # into src/vqclip/toy/weights/, ~35 min on 2 CPU cores
+    python -m vqclip.toy.train            # into src/vqclip/toy/weights/ (timings: docs/toy.md)
+    python -m vqclip.toy.train --parts clip_a --out /tmp/w   # one part; parts run alone too
 
 Seeded and reproducible on one machine and thread count (bfloat16 autocast and thread
 scheduling can change the last bits elsewhere). Each part is measured with the shipped files
 loaded back through the public loaders, never with the in-memory models: judge accuracy on 1,000
 fresh images, the judge's reading of 1,000 VQGAN reconstructions and their PSNR, and each
-guide's zero-shot accuracy. Figures and wall times go to `training.json` beside the weights.
+guide's zero-shot accuracy. Figures and wall times go to `training_<part>.json` beside the weights.
 """
 
 from __future__ import annotations
@@ -36,54 +37,48 @@ from vqclip.toy.train_vqgan import psnr, reconstruct, train_vqgan
 from vqclip.toy.world import sample_images
 from vqclip.vqgan import load_vqgan, save_taming, save_vqgan
 
-PARTS = ("judge", "vqgan", "clip")
+PARTS = ("judge", "vqgan", "clip_a", "clip_b", "report")
 JUDGE_SEED = 1234  # the judge's own seed, unrelated to the guides'
-CLIP_SEEDS = (1, 2)
+VQGAN_SEED = 0
+CLIP_SEEDS = {"clip_a": 1, "clip_b": 2}
 EVAL_SEED = 99  # fresh images for every figure, never seen in training
+STEPS = {"judge": 1200, "vqgan": 1600, "clip_a": 1500, "clip_b": 1500}
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in d.items()}
 
 
-def _train_judge(out: Path, scale: float) -> dict:
-    judge = train_judge(steps=round(1500 * scale), seed=JUDGE_SEED)
-    save_judge(judge, out / JUDGE_FILE)
-    return {"accuracy": _rounded(evaluate_judge(load_judge(out / JUDGE_FILE), seed=EVAL_SEED))}
+def train_part(part: str, out: Path, scale: float = 1.0) -> None:
+    """Train one part and write its files into `out`."""
+    steps = max(1, round(STEPS[part] * scale))
+    if part == "judge":
+        save_judge(train_judge(steps=steps, seed=JUDGE_SEED), out / JUDGE_FILE)
+    elif part == "vqgan":
+        # fp16 storage halves the files; loading casts back to the model's float32.
+        model = train_vqgan(steps=steps, seed=VQGAN_SEED).half()
+        save_taming(model, out / VQGAN_CKPT, out / VQGAN_YAML)
+        save_vqgan(model, out / VQGAN_SAFETENSORS)
+    else:
+        name = CLIP_FILES[0] if part == "clip_a" else CLIP_FILES[1]
+        save_clip(train_clip(steps=steps, seed=CLIP_SEEDS[part]).half(), out / name)
 
 
-def _train_vqgan(out: Path, scale: float) -> dict:
-    model = train_vqgan(steps=round(2000 * scale), seed=0).half()
-    save_taming(model, out / VQGAN_CKPT, out / VQGAN_YAML)
-    save_vqgan(model, out / VQGAN_SAFETENSORS)
-    images, scenes = sample_images(1000, torch.Generator().manual_seed(EVAL_SEED))
+def report(out: Path) -> dict:
+    """Figures of the files in `out`, each loaded through the public loaders."""
     judge = load_judge(out / JUDGE_FILE)
-    figures = {}
+    figures: dict = {"judge": _rounded(evaluate_judge(judge, seed=EVAL_SEED))}
+    images, scenes = sample_images(1000, torch.Generator().manual_seed(EVAL_SEED))
     for label, path, config in (
-        ("taming_ckpt", out / VQGAN_CKPT, out / VQGAN_YAML),
-        ("safetensors", out / VQGAN_SAFETENSORS, None),
+        ("vqgan_taming_ckpt", out / VQGAN_CKPT, out / VQGAN_YAML),
+        ("vqgan_safetensors", out / VQGAN_SAFETENSORS, None),
     ):
         rec = reconstruct(load_vqgan(path, config), images)
-        figures[label] = {
-            "psnr": round(psnr(rec, images), 2),
-            **_rounded(score_scenes(judge, rec, scenes)),
-        }
-    return {"reconstructions": figures}
-
-
-def _train_clips(out: Path, scale: float) -> dict:
-    figures = {}
-    for seed, name in zip(CLIP_SEEDS, CLIP_FILES, strict=True):
-        start = time.perf_counter()
-        save_clip(train_clip(steps=round(900 * scale), seed=seed).half(), out / name)
-        figures[name] = {
-            "zero_shot": _rounded(zero_shot(load_clip(out / name), seed=EVAL_SEED)),
-            "wall_s": round(time.perf_counter() - start, 1),
-        }
+        figures[label] = {"psnr": round(psnr(rec, images), 2)}
+        figures[label].update(_rounded(score_scenes(judge, rec, scenes)))
+    for name in CLIP_FILES:
+        figures[name] = _rounded(zero_shot(load_clip(out / name), seed=EVAL_SEED))
     return figures
-
-
-_TRAINERS = {"judge": _train_judge, "vqgan": _train_vqgan, "clip": _train_clips}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,19 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown parts {unknown}; choose from {PARTS}")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    record_path = args.out / "training.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    record["threads"] = args.threads
-    record["scale"] = args.scale
     for part in PARTS:
         if part not in parts:
             continue
         start = time.perf_counter()
-        figures = _TRAINERS[part](args.out, args.scale)
-        figures["wall_s"] = round(time.perf_counter() - start, 1)
-        record[part] = figures
-        print(f"{part}: {json.dumps(figures)}", flush=True)
-        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        if part == "report":
+            record = report(args.out)
+        else:
+            train_part(part, args.out, args.scale)
+            record = {"steps": max(1, round(STEPS[part] * args.scale))}
+        record.update(wall_s=round(time.perf_counter() - start, 1), threads=args.threads)
+        print(f"{part}: {json.dumps(record)}", flush=True)
+        atomic_write_text(args.out / f"training_{part}.json", json.dumps(record, indent=2) + "\n")
     return 0
 
 

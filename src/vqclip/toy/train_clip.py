@@ -171,10 +171,10 @@ def multi_positive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor
 
 def train_clip(
     *,
-    steps: int = 800,
-    batch: int = 192,
+    steps: int = 1500,
+    batch: int = 128,
     seed: int = 0,
-    lr: float = 2e-3,
+    lr: float = 3e-3,
     config: CLIPConfig = TOY_CLIP,
     bf16: bool = True,
     device: str = "cpu",

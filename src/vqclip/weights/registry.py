@@ -450,7 +450,7 @@ PAIRS: dict[str, ModelPair] = {
     "toy": ModelPair(
         str(_TOY_DIR / "toy_vqgan.safetensors"),
         (str(_TOY_DIR / "toy_clip_a.safetensors"), str(_TOY_DIR / "toy_clip_b.safetensors")),
-        (("size", (64, 64)), ("iterations", 100)),
+        (("size", (64, 64)), ("iterations", 100), ("cut_method", "overview"), ("cutn", 16)),
     ),
 }
 
