@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random models that run in milliseconds on a CPU."""
 
 import os
+import urllib.request
 
 import pytest
 import torch
@@ -80,3 +81,18 @@ def tiny_clip_b():
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+def _no_network(request, timeout=None):
+    url = getattr(request, "full_url", request)
+    raise AssertionError(f"test touched the network: {url}")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test: no network, a private weights cache, none of the user's offline/hub settings.
+    Tests of the download path install their own fake `urlopen` on top of this."""
+    monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "cache"))
+    for var in ("VQCLIP_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)

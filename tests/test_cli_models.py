@@ -32,18 +32,6 @@ class FakeServer:
         return response
 
 
-def _no_network(request, timeout=None):
-    raise AssertionError(f"test touched the network: {request.full_url}")
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "cache"))
-    for var in ("VQCLIP_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
-
-
 def serve(monkeypatch, routes: dict[str, bytes]) -> FakeServer:
     server = FakeServer(routes)
     monkeypatch.setattr(urllib.request, "urlopen", server)

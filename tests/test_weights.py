@@ -72,16 +72,8 @@ class FakeServer:
         return FakeResponse(route["body"], route["headers"], route["fail_at"], error, self.on_read)
 
 
-def _no_network(request, timeout=None):
-    raise AssertionError(f"test touched the network: {request.full_url}")
-
-
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "cache"))
-    for var in ("VQCLIP_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+def small_chunks(monkeypatch):
     monkeypatch.setattr(download, "_CHUNK", 1024)
 
 
