@@ -233,3 +233,25 @@ def test_lr_counts_codebook_standard_deviations(tiny_vqgan, tiny_clip):
     assert wide_gen.effective_lr == pytest.approx(10 * narrow_gen.effective_lr, rel=1e-5)
     absolute = make(dict(prompts=("x",), lr=0.3, lr_scale="none"), wide, tiny_clip)
     assert absolute.optimiser.param_groups[0]["lr"] == 0.3
+
+
+def test_a_nan_in_one_image_stops_only_that_image(tiny_vqgan, tiny_clip, monkeypatch):
+    gen = make(dict(prompts=("a", "b"), batch_size=2, iterations=4), tiny_vqgan, tiny_clip)
+    gen.step()
+    original = tiny_clip.encode_image
+    cutn = gen.config.cutn
+
+    def nan_for_image_0(x):
+        out = original(x)
+        mask = torch.ones_like(out)
+        mask[:cutn] = float("nan")  # the cutouts of image 0 come first
+        return out * mask
+
+    monkeypatch.setattr(tiny_clip, "encode_image", nan_for_image_0)
+    frozen = gen.z[0].detach().clone()
+    moving = gen.z[1].detach().clone()
+    steps = [gen.step() for _ in range(3)]
+    assert steps[-1].failed.tolist() == [True, False]
+    assert gen.failures == [(2, 0)]
+    assert torch.equal(gen.z[0], frozen) and torch.isfinite(gen.z).all()
+    assert not torch.equal(gen.z[1], moving)

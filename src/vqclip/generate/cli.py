@@ -275,13 +275,17 @@ def run_generate(args: argparse.Namespace) -> int:
     )
 
     def metadata(index: int) -> dict:
-        return {
+        meta = {
             "vqclip_version": __version__,
             "config": config.to_dict(),
             "image_index": index,
             "step": gen.step_index,
             "size": [width, height],
         }
+        stopped = [step for step, i in gen.failures if i == index]
+        if stopped:
+            meta["stopped_at_step"] = stopped[0]  # its loss became NaN: the last good image
+        return meta
 
     video = VideoWriter(output.with_suffix(".mp4")) if args.video else None
     bar = tqdm(
@@ -335,4 +339,11 @@ def run_generate(args: argparse.Namespace) -> int:
         f"seed {config.seed}, {elapsed:.1f} s)",
         file=sys.stderr,
     )
+    for step, i in gen.failures:
+        print(
+            f"warning: image {i} ({paths[i]}) stopped at step {step}: its loss became NaN; "
+            "it holds "
+            "its last good image",
+            file=sys.stderr,
+        )
     return 0

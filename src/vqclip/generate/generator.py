@@ -37,6 +37,7 @@ class Step:
     total: torch.Tensor  # (B,) total loss
     image: torch.Tensor  # (B, 3, H, W) in [0, 1]: the image this step's loss was computed on
     lr: float
+    failed: torch.Tensor  # (B,) bool: images stopped because their loss became NaN
 
 
 def _lr_lambda(config: GenerateConfig):
@@ -154,6 +155,8 @@ class Generator:
                 self.device,
             )
         self.timer = None  # a vqclip.bench.StageTimer while benchmarking
+        self.failed = torch.zeros(config.batch_size, dtype=torch.bool, device=self.device)
+        self.failures: list[tuple[int, int]] = []  # (step, image index) where a loss went NaN
         self.check_every = 1 if self.device.type == "cpu" else 10
 
     # prompts
@@ -286,31 +289,44 @@ class Generator:
     def step(self) -> Step:
         total, losses, image = self._forward()
         # Checking the loss reads it on the host, a sync that stalls a GPU's queue: done every
-        # `check_every` steps there (every step on a CPU, where it costs nothing). A NaN that
-        # slips past an unchecked step makes z NaN, so every later loss is NaN too and the next
-        # check catches it; the last good latent is the one of the last passed check.
+        # `check_every` steps there (every step on a CPU, where it costs nothing). An image whose
+        # loss turns NaN is stopped and keeps its latent of the last passed check; the others go
+        # on (a NaN that slips past an unchecked step makes that image's z NaN, so the next check
+        # catches it). Only when every image has stopped does the run fail.
         if self.step_index % self.check_every == 0 or self.step_index + 1 == self.config.iterations:
-            if not torch.isfinite(total).all():
-                if torch.isfinite(self.z).all():  # NaN from the loss, not from a broken update
-                    self.last_good_z = self.z.detach().clone()
-                raise GenerationError(
-                    f"the loss became {total.tolist()} at step {self.step_index + 1}; stopped "
-                    "and kept the last good image. Try a lower --learning-rate or another "
-                    "--optimiser."
-                )
-            self.last_good_z = self.z.detach().clone()
+            z_ok = torch.isfinite(self.z.detach()).flatten(1).all(dim=1)  # (B,)
+            # Keep the current latent of every image still running whose z is finite (a NaN
+            # from the loss alone leaves z good).
+            keep = (~self.failed & z_ok).view(-1, 1, 1, 1)
+            self.last_good_z = torch.where(keep, self.z.detach(), self.last_good_z)
+            new = ~(torch.isfinite(total) & z_ok) & ~self.failed
+            if new.any():
+                self.failed |= new
+                step = self.step_index + 1
+                self.failures += [(step, i) for i in new.nonzero().flatten().tolist()]
+                if self.failed.all():
+                    raise GenerationError(
+                        f"the loss became {total.tolist()} at step {step}; stopped and kept the "
+                        "last good image. Try a lower --learning-rate or another --optimiser."
+                    )
         self.optimiser.zero_grad(set_to_none=True)
         self._mark("loss")
-        total.sum().backward()
+        torch.where(self.failed, 0.0, total).sum().backward()
         self._mark("decode")  # the decoder's backward ends the backward pass
         lr = self.optimiser.param_groups[0]["lr"]
         self.optimiser.step()
         self.scheduler.step()
         with torch.no_grad():
-            self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
+            z = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
+            self.z.copy_(torch.where(self._failed_4d(), self.last_good_z, z))
         self._mark("optimiser")
         self.step_index += 1
-        return Step(self.step_index, losses, total.detach(), image.detach(), lr)
+        return Step(
+            self.step_index, losses, total.detach(), image.detach(), lr, self.failed.clone()
+        )
+
+    def _failed_4d(self) -> torch.Tensor:
+        return self.failed.view(-1, 1, 1, 1)
 
     def iterate(self) -> Iterator[Step]:
         """Yield steps until `config.iterations` are done (from where a resume left off)."""
@@ -344,6 +360,7 @@ class Generator:
             "optimiser": self.optimiser.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": self.rng.get_state(),
+            "failed": self.failed.cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -359,6 +376,7 @@ class Generator:
         self.optimiser.load_state_dict(state["optimiser"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.set_state(state["rng"])
+        self.failed = state["failed"].to(self.device)
         self.step_index = int(state["step"])
         self.last_good_z = self.z.detach().clone()
 
