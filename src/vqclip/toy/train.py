@@ -42,7 +42,11 @@ JUDGE_SEED = 1234  # the judge's own seed, unrelated to the guides'
 VQGAN_SEED = 0
 CLIP_SEEDS = {"clip_a": 1, "clip_b": 2}
 EVAL_SEED = 99  # fresh images for every figure, never seen in training
-STEPS = {"judge": 1200, "vqgan": 1600, "clip_a": 1500, "clip_b": 1500}
+STEPS = {"judge": 1200, "vqgan": 1600, "clip_a": 3500, "clip_b": 3500}
+# Guide training: a pre-rendered pool (rendering costs as much as a step), batches of sibling
+# runs (same colour, background and size; different shape and position) and auxiliary
+# attribute heads, so that shape and position are learned, not just colour.
+CLIP_TRAINING = {"pool": 16384, "group": 4, "aux": 1.0, "lr": 2e-3}
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
@@ -61,7 +65,8 @@ def train_part(part: str, out: Path, scale: float = 1.0) -> None:
         save_vqgan(model, out / VQGAN_SAFETENSORS)
     else:
         name = CLIP_FILES[0] if part == "clip_a" else CLIP_FILES[1]
-        save_clip(train_clip(steps=steps, seed=CLIP_SEEDS[part]).half(), out / name)
+        model = train_clip(steps=steps, seed=CLIP_SEEDS[part], **CLIP_TRAINING)
+        save_clip(model.half(), out / name)
 
 
 def report(out: Path) -> dict:

@@ -6,26 +6,37 @@ made robust for generation: it sees views like the loop's cutouts (crops that ke
 affine jitter, noise, erasing) and reject-class images (clutter, several shapes, smears, ...)
 whose only positives are their own captions ("clutter", "a smeared shape"), so an image the loop
 paints as clutter is far from every world caption.
+
+Colour and background alone separate most pairs in a random batch, so the guide would stop
+there: clean images come in runs of siblings that differ only in shape and position, and
+auxiliary attribute heads on the image embedding give the scene labels directly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from vqclip.clip import CLIP, CLIPConfig, tokenize
 from vqclip.toy.world import (
     ATTRIBUTES,
     POSITION_PHRASES,
+    POSITIONS,
     REJECT_CAPTIONS,
     REJECT_KINDS,
+    SHAPES,
+    Scene,
     random_caption,
+    render,
     render_rejects,
     sample_images,
+    sample_scenes,
 )
 
 TOY_CLIP = CLIPConfig(
@@ -121,38 +132,104 @@ def _slots_of_constraints(constraints: dict[str, str]) -> list[int]:
     ]
 
 
+def _render_items(n: int, g: torch.Generator) -> tuple[torch.Tensor, list[Scene | str]]:
+    """n images (n, 3, 64, 64), a REJECT_SHARE of them rejects, and each one's Scene or kind."""
+    n_rej = round(n * REJECT_SHARE)
+    clean, scenes = sample_images(n - n_rej, g)
+    rejects, kinds = render_rejects(n_rej, g)
+    return torch.cat([clean, rejects]), [*scenes, *kinds]
+
+
+def _caption_items(
+    items: Sequence[Scene | str], g: torch.Generator
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """One random caption per item, and slot vectors (n, 6) for the images and the captions."""
+    captions, cap_slots, img_slots = [], [], []
+    for item in items:
+        if isinstance(item, Scene):
+            text, c = random_caption(item, g)
+            captions.append(text)
+            cap_slots.append(_slots_of_constraints(c))
+            img_slots.append(_slots_of_scene(item))
+            continue
+        options = REJECT_CAPTIONS[item]
+        captions.append(options[int(torch.randint(len(options), (), generator=g))])
+        k = REJECT_KINDS.index(item) + 1
+        cap_slots.append([-1] * len(ATTRIBUTES) + [k])
+        img_slots.append([-2] * len(ATTRIBUTES) + [k])
+    return captions, torch.tensor(img_slots), torch.tensor(cap_slots)
+
+
 def training_batch(
     n: int, g: torch.Generator
 ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
     """Images (n, 3, 64, 64), one caption per image, and slot vectors (n, 6) for the images
     and the captions: a caption matches an image iff each of its slots is -1 or equal."""
-    n_rej = round(n * REJECT_SHARE)
-    clean, scenes = sample_images(n - n_rej, g)
-    rejects, kinds = render_rejects(n_rej, g)
-    captions, cap_slots, img_slots = [], [], []
-    for s in scenes:
-        text, c = random_caption(s, g)
-        captions.append(text)
-        cap_slots.append(_slots_of_constraints(c))
-        img_slots.append(_slots_of_scene(s))
-    for kind in kinds:
-        options = REJECT_CAPTIONS[kind]
-        captions.append(options[int(torch.randint(len(options), (), generator=g))])
-        k = REJECT_KINDS.index(kind) + 1
-        cap_slots.append([-1] * len(ATTRIBUTES) + [k])
-        img_slots.append([-2] * len(ATTRIBUTES) + [k])
-    return (
-        torch.cat([clean, rejects]),
-        captions,
-        torch.tensor(img_slots),
-        torch.tensor(cap_slots),
-    )
+    images, items = _render_items(n, g)
+    return (images, *_caption_items(items, g))
+
+
+def _sibling_scenes(n: int, group: int, g: torch.Generator) -> list[Scene]:
+    """n scenes in runs of `group` that share colour, background and size and differ in shape
+    and position (each run has distinct shapes while it can): within a run only shape and
+    position tell the images apart, so colour alone cannot solve the contrastive task."""
+    scenes = []
+    for base in sample_scenes(-(-n // group), g):
+        shapes = torch.randperm(len(SHAPES), generator=g).tolist()
+        places = torch.randperm(len(POSITIONS), generator=g).tolist()
+        for j in range(group):
+            shape, place = SHAPES[shapes[j % len(SHAPES)]], POSITIONS[places[j % len(POSITIONS)]]
+            scenes.append(replace(base, shape=shape, position=place))
+    return scenes[:n]
+
+
+class _Pool:
+    """Pre-rendered training images, drawn from with fresh views and captions every step.
+
+    Rendering (4x supersampled) costs as much as a training step, so it is paid once. Clean
+    images come in runs of `group` siblings (see `_sibling_scenes`) and are drawn run by run."""
+
+    def __init__(self, n: int, g: torch.Generator, group: int = 1, chunk: int = 256) -> None:
+        self.group = group
+        n_rej = round(n * REJECT_SHARE)
+        n_clean = (n - n_rej) // group * group
+        clean, rejects, self.scenes, self.kinds = [], [], [], []
+        for start in range(0, n_clean, chunk):
+            scenes = _sibling_scenes(min(chunk, n_clean - start), group, g)
+            clean.append(render(scenes, g).half())  # fp16 storage halves the memory
+            self.scenes += scenes
+        for start in range(0, n_rej, chunk):
+            images, kinds = render_rejects(min(chunk, n_rej - start), g)
+            rejects.append(images.half())
+            self.kinds += kinds
+        self.clean, self.rejects = torch.cat(clean), torch.cat(rejects)
+
+    def batch(
+        self, n: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+        n_rej = round(n * REJECT_SHARE)
+        runs = torch.randperm(len(self.scenes) // self.group, generator=g)[
+            : -(-(n - n_rej) // self.group)
+        ]
+        clean = (runs.view(-1, 1) * self.group + torch.arange(self.group)).flatten()[: n - n_rej]
+        rej = torch.randperm(len(self.kinds), generator=g)[:n_rej]
+        images = torch.cat([self.clean[clean], self.rejects[rej]]).float()
+        items = [self.scenes[i] for i in clean.tolist()] + [self.kinds[i] for i in rej.tolist()]
+        return (images, *_caption_items(items, g))
 
 
 def positives(img_slots: torch.Tensor, cap_slots: torch.Tensor) -> torch.Tensor:
     """(N_img, N_cap) bool: caption j describes image i."""
     c, s = cap_slots.unsqueeze(0), img_slots.unsqueeze(1)  # (1, Nc, 6), (Ni, 1, 6)
     return ((c == -1) | (c == s)).all(-1)
+
+
+def _attribute_loss(scores: torch.Tensor, img_slots: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each attribute's slice of scores (N, sum of values) on the clean
+    images (reject images carry -2 slots and are left out)."""
+    clean = img_slots[:, 0] >= 0
+    parts = scores[clean].split([len(v) for v in ATTRIBUTES.values()], dim=1)
+    return sum(F.cross_entropy(p, img_slots[clean, i]) for i, p in enumerate(parts)) / len(parts)
 
 
 def multi_positive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -175,6 +252,10 @@ def train_clip(
     batch: int = 128,
     seed: int = 0,
     lr: float = 3e-3,
+    warmup: int = 60,
+    pool: int = 0,
+    group: int = 1,
+    aux: float = 0.0,
     config: CLIPConfig = TOY_CLIP,
     bf16: bool = True,
     device: str = "cpu",
@@ -182,29 +263,38 @@ def train_clip(
 ) -> CLIP:
     """Train one toy CLIP guide from scratch; returned on the CPU in eval mode.
 
-    `bf16` runs the towers under bfloat16 autocast (faster on CPUs with AVX512-BF16)."""
+    `pool` > 0 renders that many images once and draws every batch from them (fresh views and
+    captions each step); 0 renders every batch anew. `bf16` runs the towers under bfloat16
+    autocast (faster on CPUs with AVX512-BF16)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = CLIP(config).to(device)
     tokens = _Tokens(config.context_length)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    images_from = _Pool(pool, g, group).batch if pool > 0 else training_batch
+    # Auxiliary attribute heads on the image embedding (discarded after training): the labels
+    # the captions are made from, given directly, so the ViT finds position and shape sooner.
+    heads = nn.Linear(config.embed_dim, sum(len(v) for v in ATTRIBUTES.values())).to(device)
+    named = [*model.named_parameters(), *heads.named_parameters()]
+    decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}], lr=lr
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / 60) * 0.5 * (1 + math.cos(math.pi * i / steps))
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps))
     )
     model.train()
     bar = tqdm(range(steps), desc=f"clip seed {seed}", disable=not progress, mininterval=2)
     for _ in bar:
-        images, captions, img_slots, cap_slots = training_batch(batch, g)
+        images, captions, img_slots, cap_slots = images_from(batch, g)
         views = guide_views(images, g, config.image_size).to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            img = F.normalize(model.encode_image(views).float(), dim=-1)
+            raw = model.encode_image(views).float()
             txt = F.normalize(model.encode_text(tokens(captions).to(device)).float(), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()
+        logits = model.logit_scale.exp().clamp(max=100) * F.normalize(raw, dim=-1) @ txt.t()
         loss = multi_positive_loss(logits, positives(img_slots, cap_slots).to(device))
+        if aux > 0:
+            loss = loss + aux * _attribute_loss(heads(raw), img_slots.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
