@@ -193,7 +193,7 @@ class Generator:
                     align_corners=False,
                 ).clamp(0, 1)
                 with torch.no_grad():
-                    embed = self._embed(clip, cutouts(img, self.rng))
+                    embed = self._embed(clip.encode_image, cutouts(img, self.rng))
                 terms.append((f"image:{spec.value}", Prompt(embed, spec.weight, spec.stop), None))
             for seed, weight in zip(cfg.noise_prompt_seeds, noise_weights, strict=True):
                 embed = noise_embedding(seed, clip.config.embed_dim).to(self.device)
@@ -240,11 +240,13 @@ class Generator:
         if self.timer is not None:
             self.timer.mark(stage, tensor, grad_stage)
 
-    def _decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        return self.vqgan.decode(z_q.to(self.dtype)).float()
+    def _decode(self, z_q: torch.Tensor, decode=None) -> torch.Tensor:
+        """Decoder in the compute dtype, result in fp32; `decode` may be its CUDA graph."""
+        return (decode or self.vqgan.decode)(z_q.to(self.dtype)).float()
 
-    def _embed(self, clip, cuts: torch.Tensor) -> torch.Tensor:
-        return clip.encode_image(cuts.to(self.dtype)).float()
+    def _embed(self, encode, cuts: torch.Tensor) -> torch.Tensor:
+        """A CLIP image tower (or its CUDA graph) in the compute dtype, result in fp32."""
+        return encode(cuts.to(self.dtype)).float()
 
     def _forward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         cfg, mark = self.config, self._mark
@@ -253,8 +255,7 @@ class Generator:
             self.vqgan.decode,
             [clip.encode_image for clip in self.clips],
         )
-        decoded = decode(z_q.to(self.dtype)).float()
-        image = clamp_with_grad(decoded.add(1).div(2), 0, 1)  # (B, 3, H, W)
+        image = clamp_with_grad(self._decode(z_q, decode).add(1).div(2), 0, 1)  # (B, 3, H, W)
         mark("decode", image, "cutouts")
         B = image.shape[0]
         total = torch.zeros(B, device=self.device)
@@ -264,7 +265,7 @@ class Generator:
         ):
             cuts = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
             mark("cutouts", cuts, "clip")
-            embeds = encode(cuts.to(self.dtype)).float().view(B, cfg.cutn, -1)  # (B, cutn, D)
+            embeds = self._embed(encode, cuts).view(B, cfg.cutn, -1)  # (B, cutn, D)
             mark("clip")
             for label, prompt, index in terms:
                 if index is None:
