@@ -174,7 +174,7 @@ def test_vit_b32_preset_has_openai_keys_and_parameter_count():
 
 
 def test_presets_cover_the_published_vits():
-    assert set(CLIP_PRESETS) == {"ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336"}
+    assert {"ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336"} <= set(CLIP_PRESETS)
     large = clip_preset("ViT-L-14-336", quick_gelu=False)
     assert (large.grid_size, large.vision_heads, large.text_heads) == (24, 16, 12)
     with pytest.raises(ConfigError, match="ViT-H-14"):

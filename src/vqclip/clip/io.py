@@ -120,7 +120,7 @@ def load_clip(
     quick_gelu: bool | None = None,
     device: str | torch.device = "cpu",
 ) -> CLIP:
-    """Load a ViT CLIP from .safetensors or a .bin/.pt/.pth state dict, strictly.
+    """Load a CLIP (ViT or ResNet) from .safetensors or a .bin/.pt/.pth state dict, strictly.
 
     The config is, in order: `config` if given (a CLIPConfig, its dict, or a `CLIP_PRESETS`
     entry, which then needs `quick_gelu`); the JSON `save_clip` wrote beside the file; else it
@@ -135,6 +135,10 @@ def load_clip(
     state_dict = _read_state_dict(path)
     cfg = _resolve_config(path, state_dict, config, quick_gelu)
     model = build_empty(cfg, device)
+    for key in model.state_dict():
+        # A BatchNorm step counter (ResNet towers): bookkeeping that some exports drop.
+        if key.endswith(".num_batches_tracked") and key not in state_dict:
+            state_dict[key] = torch.tensor(0)
     load_strict(model, state_dict, source=str(path))
     return model.eval().requires_grad_(False)
 

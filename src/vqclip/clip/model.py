@@ -1,9 +1,9 @@
-"""CLIP with a ViT image tower (Radford et al. 2021, https://arxiv.org/abs/2103.00020).
+"""CLIP with a ViT or ResNet image tower (Radford et al. 2021, https://arxiv.org/abs/2103.00020).
 
-Parameter names are exactly those of OpenAI's and OpenCLIP's ViT CLIP state dicts, so their
-checkpoints load strictly. Attention keeps nn.MultiheadAttention's parameter names
-(in_proj_weight, in_proj_bias, out_proj) but computes with scaled_dot_product_attention on
-batch-first tensors.
+Parameter names are exactly those of OpenAI's and OpenCLIP's CLIP state dicts, so their
+checkpoints load strictly (the ResNet tower is in `vqclip.clip.resnet`). Attention keeps
+nn.MultiheadAttention's parameter names (in_proj_weight, in_proj_bias, out_proj) but computes
+with scaled_dot_product_attention on batch-first tensors.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import nn
 
 from vqclip.attention import attention
 from vqclip.clip.config import CLIPConfig
+from vqclip.clip.resnet import ModifiedResNet
 from vqclip.clip.tokenizer import tokenize
 from vqclip.errors import ConfigError
 
@@ -141,7 +142,8 @@ def _init_transformer(transformer: Transformer, width: int, layers: int) -> None
 
 
 class CLIP(nn.Module):
-    """A ViT CLIP: `encode_image` for [0, 1] images, `encode_text` for token ids.
+    """A CLIP (ViT or ResNet image tower): `encode_image` for [0, 1] images, `encode_text` for
+    token ids.
 
     Embeddings are returned un-normalised; divide by their norm before comparing.
     """
@@ -149,7 +151,17 @@ class CLIP(nn.Module):
     def __init__(self, config: CLIPConfig) -> None:
         super().__init__()
         self.config = config
-        self.visual = VisionTransformer(config)
+        self.visual: nn.Module
+        if config.is_resnet:
+            self.visual = ModifiedResNet(
+                config.vision_layers,
+                config.embed_dim,
+                config.vision_heads,
+                config.image_size,
+                config.vision_width,
+            )
+        else:
+            self.visual = VisionTransformer(config)
         self.token_embedding = nn.Embedding(config.vocab_size, config.text_width)
         self.positional_embedding = nn.Parameter(
             torch.empty(config.context_length, config.text_width)
@@ -177,7 +189,8 @@ class CLIP(nn.Module):
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=c.text_width**-0.5)
         _init_transformer(self.transformer, c.text_width, c.text_layers)
-        _init_transformer(self.visual.transformer, c.vision_width, c.vision_layers)
+        if not c.is_resnet:  # the ResNet initialises itself
+            _init_transformer(self.visual.transformer, c.vision_width, c.vision_layers)
 
     def reset_pixel_stats(self) -> None:
         """Fill the mean/std buffers from the config (needed after `to_empty`)."""
