@@ -3,12 +3,18 @@ import pytest
 import torch
 from torch import nn
 
-from vqclip.augments import AUGMENTS, DEFAULT_AUGMENTS, build_augments, check_augment_codes
+from vqclip.augments import (
+    AUGMENTS,
+    DEFAULT_AUGMENTS,
+    ColourJitter,
+    build_augments,
+    check_augment_codes,
+)
 from vqclip.errors import ConfigError
 
 # code -> kornia class and the per-cutout probability of method.md step 5
 EXPECTED = {
-    "Ji": (K.ColorJitter, 0.7),
+    "Ji": (ColourJitter, 0.7),
     "Sh": (K.RandomSharpness, 0.5),
     "Gn": (K.RandomGaussianNoise, 0.5),
     "Pe": (K.RandomPerspective, 0.7),
@@ -27,12 +33,14 @@ def test_every_code_maps_to_its_kornia_class_and_probability():
     for code, (cls, p) in EXPECTED.items():
         (aug,) = build_augments([code], cut_size=32)
         assert isinstance(aug, cls), code
-        assert aug.p == p and aug.p_batch == 1.0, code  # per cutout, never all-or-nothing
+        assert aug.p == p, code
+        if code != "Ji":  # kornia's: per cutout, never all-or-nothing
+            assert aug.p_batch == 1.0, code
 
 
 def test_codes_apply_in_the_given_order():
     augs = build_augments(["Pe", "Af", "Ji"], cut_size=32)
-    assert [type(a) for a in augs] == [K.RandomPerspective, K.RandomAffine, K.ColorJitter]
+    assert [type(a) for a in augs] == [K.RandomPerspective, K.RandomAffine, ColourJitter]
     assert DEFAULT_AUGMENTS == ("Af", "Pe", "Ji", "Er")
 
 
@@ -84,3 +92,34 @@ def test_string_instead_of_list_is_rejected():
 def test_bad_cut_size_is_rejected():
     with pytest.raises(ConfigError, match="cut_size"):
         build_augments(["Cr"], cut_size=0)
+
+
+def _luma(x):
+    return (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+
+
+def test_colour_jitter_factors_act_as_named():
+    # Mid-grey, mildly coloured pixels: no jitter below pushes a channel out of [0, 1].
+    x = 0.45 + 0.1 * torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    bright = ColourJitter(0.1, 0.0, 0.0, 0.0, p=1.0)(x)
+    ratio = (bright / x).flatten(1)  # one brightness factor per image, within its range
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
+    assert ratio.min() >= 0.9 - 1e-5 and ratio.max() <= 1.1 + 1e-5 and ratio.std() > 0.01
+    hue = ColourJitter(0.0, 0.0, 0.0, 0.5, p=1.0)(x)  # a hue turn keeps luma, changes colour
+    assert torch.allclose(_luma(hue), _luma(x), atol=1e-4) and not torch.allclose(hue, x)
+    grey = ColourJitter(0.0, 0.0, 1.0, 0.0, p=1.0)(x)  # saturation in [0, 2]: luma kept
+    assert torch.allclose(_luma(grey), _luma(x), atol=1e-4)
+    contrast = ColourJitter(0.0, 0.5, 0.0, 0.0, p=1.0)(x)  # contrast keeps the mean luma
+    assert torch.allclose(_luma(contrast).mean((1, 2)), _luma(x).mean((1, 2)), atol=1e-4)
+    assert torch.equal(ColourJitter(0.5, 0.5, 0.5, 0.5, p=0.0)(x), x)
+
+
+def test_colour_jitter_gates_each_image_and_follows_the_seed():
+    x = 0.3 + 0.4 * torch.rand(400, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(3)
+    a = ColourJitter(0.1, 0.1, 0.1, 0.1, p=0.7)(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, ColourJitter(0.1, 0.1, 0.1, 0.1, p=0.7)(x))
+    changed = (a - x).flatten(1).abs().amax(1) > 1e-6
+    assert 0.6 < changed.float().mean() < 0.8

@@ -87,6 +87,22 @@ def test_ensemble_noise_prompts_and_regularisers(tiny_vqgan, tiny_clip, tiny_cli
     assert torch.isfinite(step.total).all()
 
 
+def test_guides_of_one_input_size_share_the_cutouts(tiny_vqgan, tiny_clip, tiny_clip_b):
+    """One augmentation pass per step for an ensemble of same-size guides: both see the very
+    same cutouts, so the cut-making runs once."""
+    config = GenerateConfig(**FAST, prompts=("a cat",), clip=("a", "b"), iterations=1)
+    gen = Generator(config, vqgan=tiny_vqgan, clips=[tiny_clip, tiny_clip_b])
+    seen = []
+    for cutouts in gen.cutouts:
+        cutouts.register_forward_hook(lambda m, args, out: seen.append(out))
+    inputs = []
+    for clip in gen.clips:
+        clip.visual.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+    gen.step()
+    assert len(seen) == 1 and len(inputs) == 2
+    assert torch.equal(inputs[0], inputs[1])
+
+
 @pytest.mark.parametrize("init", ["pixels", "gradient"])
 def test_encoded_inits_differ_from_random_codes(tiny_vqgan, tiny_clip, init):
     random_z = make(dict(prompts=("x",), seed=1), tiny_vqgan, tiny_clip).z

@@ -260,11 +260,16 @@ class Generator:
         B = image.shape[0]
         total = torch.zeros(B, device=self.device)
         losses: dict[str, torch.Tensor] = {}
+        # Guides with the same input size share one set of cutouts (one augmentation pass).
+        shared: dict[int, torch.Tensor] = {}
         for encode, cutouts, terms, weight in zip(
             encoders, self.cutouts, self.prompts, cfg.weights_of_clips, strict=True
         ):
-            cuts = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
-            mark("cutouts", cuts, "clip")
+            size = cutouts.config.cut_size
+            if size not in shared:
+                shared[size] = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
+                mark("cutouts", shared[size], "clip")
+            cuts = shared[size]
             embeds = self._embed(encode, cuts).view(B, cfg.cutn, -1)  # (B, cutn, D)
             mark("clip")
             for label, prompt, index in terms:

@@ -12,7 +12,24 @@ from vqclip.errors import ConfigError
 
 _BYTES = 4  # fp32 activations
 _DECODER_TENSORS_PER_BLOCK = 8  # norm, swish and conv inputs kept for backward, twice per block
-_CLIP_TENSORS_PER_LAYER = 16  # ln, qkv, attention output, 4x-wide MLP and its activation
+_CLIP_TENSORS_PER_LAYER = 20  # ln, qkv, attention and its output, 4x-wide MLP, activation
+_RESNET_TENSORS_PER_BLOCK = 8  # conv, norm and ReLU outputs of a bottleneck, at its widest
+
+
+def _clip_values_per_cut(c) -> int:
+    """Activation values one cutout keeps for the backward pass through a CLIP image tower."""
+    pixels = 9 * c.image_size**2  # the cutout, its normalised copy and the patches or stem input
+    if not c.is_resnet:
+        tokens = (c.image_size // c.patch_size) ** 2 + 1
+        return pixels + c.vision_layers * tokens * c.vision_width * _CLIP_TENSORS_PER_LAYER
+    side = c.image_size // 2  # the stem works at half resolution
+    values = pixels + 9 * side * side * c.vision_width  # three conv + norm + ReLU
+    side //= 2
+    for stage, blocks in enumerate(c.vision_layers):
+        side = side if stage == 0 else side // 2
+        channels = c.vision_width * 2**stage * 4
+        values += blocks * _RESNET_TENSORS_PER_BLOCK * channels * side * side
+    return values
 
 
 def estimate_bytes(config, vqgan, clips, image_size: tuple[int, int]) -> int:
@@ -27,9 +44,7 @@ def estimate_bytes(config, vqgan, clips, image_size: tuple[int, int]) -> int:
     decoder *= config.batch_size * _BYTES
     clip_bytes = 0
     for clip in clips:
-        c = clip.config
-        tokens = (c.image_size // c.patch_size) ** 2 + 1
-        per_cut = c.vision_layers * tokens * c.vision_width * _CLIP_TENSORS_PER_LAYER
+        per_cut = _clip_values_per_cut(clip.config)
         clip_bytes += per_cut * config.cutn * config.batch_size * _BYTES
     weights = sum(p.numel() * p.element_size() for m in (vqgan, *clips) for p in m.parameters())
     return decoder + clip_bytes + weights

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from vqclip.clip import CLIP
 from vqclip.errors import ConfigError
 from vqclip.generate import GenerateConfig, GenerationError, Generator
+from vqclip.generate.rerank import best_of, guide_scores
 from vqclip.toy.judge import Verdict
 from vqclip.toy.models import ToyModels, load_toy_models
 from vqclip.toy.world import ATTRIBUTES, REJECT_CAPTIONS, caption_text, parse_caption
@@ -69,13 +70,17 @@ class EvalSettings:
     tv_weight: float = 0.0
     seed: int = 0
     init: str = "random"
+    best_of: int = 1
 
     def config(self, prompts: Sequence[str], method: str, models: ToyModels) -> GenerateConfig:
+        """The run for all prompts at once: `best_of` candidates of each, candidate-major."""
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        if self.best_of < 1:
+            raise ConfigError(f"best_of must be at least 1, got {self.best_of}")
         return GenerateConfig(
-            prompts=tuple(prompts),
-            batch_size=len(prompts),
+            prompts=tuple(prompts) * self.best_of,
+            batch_size=len(prompts) * self.best_of,
             size=(64, 64),
             iterations=self.iterations,
             seed=self.seed,
@@ -96,6 +101,7 @@ class PromptResult:
     wanted: dict[str, str]
     verdict: Verdict
     guide_yes: bool
+    any_right: bool = False  # with best-of-N: some candidate, not only the kept one, was right
     correct: dict[str, bool] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -148,7 +154,11 @@ def run_method(
     *,
     progress: bool = True,
 ) -> tuple[list[PromptResult], torch.Tensor, float]:
-    """Generate all prompts as one batch; (results, images (N, 3, 64, 64), seconds per image)."""
+    """Generate all prompts as one batch; (results, images (N, 3, 64, 64), seconds per prompt).
+
+    With `settings.best_of` > 1 every prompt gets that many candidates and the guides keep one
+    (`vqclip.generate.rerank`); the judge sees only the kept image, and `any_right` records
+    whether any candidate would have passed."""
     config = settings.config(prompts, method, models)
     gen = Generator(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
     start = time.perf_counter()
@@ -159,12 +169,26 @@ def run_method(
     except GenerationError as e:  # a NaN loss: judge the last good images, and say so
         print(f"{method}: {e.args[0][-120:]}", file=sys.stderr)
         images = gen.last_good_image()
-    seconds = (time.perf_counter() - start) / len(prompts)
+    n, k = len(prompts), settings.best_of
+    if k > 1:
+        every = models.judge.verdicts(images)
+        any_right = [
+            any(all(every[c * n + i].correct(parse_caption(p)).values()) for c in range(k))
+            for i, p in enumerate(prompts)
+        ]
+        scores = guide_scores(models.clips, images, config.prompts)
+        images = images[best_of(scores, n, k)]
+    seconds = (time.perf_counter() - start) / n
     verdicts = models.judge.verdicts(images)
+    if k == 1:
+        any_right = [
+            all(v.correct(parse_caption(p)).values())
+            for v, p in zip(verdicts, prompts, strict=True)
+        ]
     guide = guide_says_yes(models.clips, images, prompts)
     results = [
-        PromptResult(p, parse_caption(p), v, y)
-        for p, v, y in zip(prompts, verdicts, guide, strict=True)
+        PromptResult(p, parse_caption(p), v, y, a)
+        for p, v, y, a in zip(prompts, verdicts, guide, any_right, strict=True)
     ]
     return results, images, seconds
 
@@ -182,12 +206,13 @@ def summarise(results: Sequence[PromptResult]) -> dict[str, float]:
     out["guide_yes"] = sum(r.guide_yes for r in results) / n
     out["gap"] = sum(r.guide_yes and not r.success for r in results) / n
     out["clean"] = sum(r.verdict.clean for r in results) / n
+    out["any_right"] = sum(r.any_right for r in results) / n
     return out
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A plain-text table: one row per method, percentages."""
-    cols = [*ATTRIBUTES, "clean", "overall", "guide_yes", "gap", "s/img"]
+    cols = [*ATTRIBUTES, "clean", "overall", "any_right", "guide_yes", "gap", "s/prompt"]
     width = max(len(m) for m in rows) + 2
     lines = ["method".ljust(width) + "".join(c.rjust(11) for c in cols)]
     for method, row in rows.items():
@@ -196,7 +221,7 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
             v = row.get(c)
             if v is None:
                 cells.append("-".rjust(11))
-            elif c == "s/img":
+            elif c == "s/prompt":
                 cells.append(f"{v:.2f}".rjust(11))
             else:
                 cells.append(f"{100 * v:.0f}%".rjust(11))
@@ -223,9 +248,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=EvalSettings.lr)
     parser.add_argument("--tv-weight", type=float, default=EvalSettings.tv_weight)
     parser.add_argument("--seed", type=int, default=EvalSettings.seed)
+    parser.add_argument(
+        "--best-of",
+        type=int,
+        default=EvalSettings.best_of,
+        help="candidates per prompt; the guides keep the best (the judge sees that one)",
+    )
     parser.add_argument("--limit", type=int, help="only the first N prompts")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--weights", type=Path, help="a folder of toy weights (default: the shipped ones)"
+    )
     parser.add_argument("--images", type=Path, help="save a PNG grid per method in this folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -233,23 +267,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prompts:
         prompts = [ln.strip() for ln in args.prompts.read_text().splitlines() if ln.strip()]
     prompts = prompts[: args.limit] if args.limit else prompts
-    settings = EvalSettings(args.steps, args.cutn, args.lr, args.tv_weight, args.seed)
-    models = load_toy_models()
+    settings = EvalSettings(
+        args.steps, args.cutn, args.lr, args.tv_weight, args.seed, best_of=args.best_of
+    )
+    models = load_toy_models(args.weights) if args.weights else load_toy_models()
     rows: dict[str, dict[str, float]] = {}
     report: dict = {"settings": settings.__dict__, "prompts": prompts, "methods": {}}
     for method in args.methods.split(","):
         results, images, seconds = run_method(models, prompts, method, settings)
         for group, idx in _split_by_kind(prompts).items():
-            rows[f"{method} [{group}]"] = {**summarise([results[i] for i in idx]), "s/img": seconds}
+            rows[f"{method} [{group}]"] = {
+                **summarise([results[i] for i in idx]),
+                "s/prompt": seconds,
+            }
         report["methods"][method] = {
             "summary": summarise(results),
-            "seconds_per_image": seconds,
+            "seconds_per_prompt": seconds,
             "per_prompt": [
                 {
                     "prompt": r.prompt,
                     "success": r.success,
                     "correct": r.correct,
                     "clean": r.verdict.clean,
+                    "any_right": r.any_right,
                     "guide_yes": r.guide_yes,
                 }
                 for r in results

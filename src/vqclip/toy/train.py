@@ -42,11 +42,12 @@ JUDGE_SEED = 1234  # the judge's own seed, unrelated to the guides'
 VQGAN_SEED = 0
 CLIP_SEEDS = {"clip_a": 1, "clip_b": 2}
 EVAL_SEED = 99  # fresh images for every figure, never seen in training
-STEPS = {"judge": 1200, "vqgan": 1600, "clip_a": 3500, "clip_b": 3500}
+STEPS = {"judge": 1200, "vqgan": 1600, "clip_a": 1500, "clip_b": 1500}
 # Guide training: a pre-rendered pool (rendering costs as much as a step), batches of sibling
 # runs (same colour, background and size; different shape and position) and auxiliary
 # attribute heads, so that shape and position are learned, not just colour.
-CLIP_TRAINING = {"pool": 16384, "group": 4, "aux": 1.0, "lr": 2e-3}
+# Half the reject images are hard negatives in a scene's own colours (patterns, several shapes).
+CLIP_TRAINING = {"pool": 16384, "group": 4, "aux": 1.0, "lr": 2e-3, "hard": 0.5}
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:

@@ -26,6 +26,8 @@ from tqdm import tqdm
 from vqclip.clip import CLIP, CLIPConfig, tokenize
 from vqclip.toy.world import (
     ATTRIBUTES,
+    BACKGROUNDS,
+    COLOURS,
     POSITION_PHRASES,
     POSITIONS,
     REJECT_CAPTIONS,
@@ -37,22 +39,34 @@ from vqclip.toy.world import (
     render_rejects,
     sample_images,
     sample_scenes,
+    shape_coverage,
 )
 
+# CLIP's ResNet image tower (as RN50, one block per stage, stem width 16) at 64 px: a tiny ViT
+# (32 px, patch 4, width 64) learned colour, background, size and position but stayed near
+# chance on shape for thousands of steps, where this ResNet reads shape ~99% after ~600
+# supervised steps (docs/toy.md). Text width 32 halves the 49,408-row token table the real BPE
+# vocabulary needs, which is most of the file.
 TOY_CLIP = CLIPConfig(
     embed_dim=64,
-    image_size=32,
-    patch_size=4,
-    vision_width=64,
-    vision_layers=3,
-    vision_heads=4,
+    image_size=64,
+    vision_width=16,
+    vision_layers=(1, 1, 1, 1),
     context_length=24,
-    text_width=64,
+    text_width=32,
     text_layers=3,
-    text_heads=4,
+    text_heads=2,
     quick_gelu=False,
 )
 REJECT_SHARE = 0.25
+# What the generation loop paints when it fools a guide: the prompt's two colours as a pattern,
+# or as several shapes. The world's reject images use arbitrary colours, which a guide learns
+# to refuse by colour alone; these keep a world scene's colours so only the layout differs.
+HARD_NEGATIVE_CAPTIONS: dict[str, tuple[str, ...]] = {
+    "pattern": ("a pattern", "a texture", "blobs of colour"),
+    "same-colour several": ("several shapes", "two shapes", "many shapes"),
+}
+_KINDS = (*REJECT_KINDS, *HARD_NEGATIVE_CAPTIONS)  # slot value k + 1 names kind k
 _N_SLOTS = len(ATTRIBUTES) + 1  # the five attributes, then the reject kind (0 = clean)
 
 ZERO_SHOT_PROMPTS = {
@@ -122,6 +136,33 @@ def guide_views(images: torch.Tensor, g: torch.Generator, size: int) -> torch.Te
     return views + noise
 
 
+def render_hard_negatives(n: int, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """n images (n, 3, 64, 64) in a world scene's colours that are not a clean scene: a
+    two-colour pattern (thresholded smooth noise) or 2-4 shapes of the one colour."""
+    scenes = sample_scenes(n, g)
+    fg = torch.tensor([COLOURS[s.colour] for s in scenes]).view(n, 3, 1, 1)
+    bg = torch.tensor([BACKGROUNDS[s.background] for s in scenes]).view(n, 3, 1, 1)
+    pattern = torch.rand(n, generator=g) < 0.5
+    cells = int(torch.randint(3, 9, (), generator=g))
+    noise = F.interpolate(
+        torch.rand(n, 1, cells, cells, generator=g), size=(64, 64), mode="bicubic"
+    )
+    level = 0.35 + 0.3 * torch.rand(n, 1, 1, 1, generator=g)
+    cover = torch.sigmoid((noise - level) * 40)  # (n, 1, 64, 64)
+    several = torch.zeros(n, 1, 64, 64)
+    for _ in range(int(torch.randint(2, 5, (), generator=g))):
+        shape = torch.randint(len(SHAPES), (n,), generator=g)
+        cx, cy = (0.15 + 0.7 * torch.rand(2, n, generator=g)).unbind(0)
+        radius = 0.07 + 0.08 * torch.rand(n, generator=g)
+        angle = (torch.rand(n, generator=g) - 0.5) * 2 * math.pi
+        one = shape_coverage(shape, cx, cy, radius, angle).unsqueeze(1)
+        several = torch.maximum(several, one)
+    cover = torch.where(pattern.view(n, 1, 1, 1), cover, several)
+    images = bg * (1 - cover) + fg * cover
+    kinds = ["pattern" if p else "same-colour several" for p in pattern.tolist()]
+    return images, kinds
+
+
 def _slots_of_scene(scene) -> list[int]:
     return [*scene.label(), 0]
 
@@ -152,9 +193,9 @@ def _caption_items(
             cap_slots.append(_slots_of_constraints(c))
             img_slots.append(_slots_of_scene(item))
             continue
-        options = REJECT_CAPTIONS[item]
+        options = REJECT_CAPTIONS.get(item) or HARD_NEGATIVE_CAPTIONS[item]
         captions.append(options[int(torch.randint(len(options), (), generator=g))])
-        k = REJECT_KINDS.index(item) + 1
+        k = _KINDS.index(item) + 1
         cap_slots.append([-1] * len(ATTRIBUTES) + [k])
         img_slots.append([-2] * len(ATTRIBUTES) + [k])
     return captions, torch.tensor(img_slots), torch.tensor(cap_slots)
@@ -189,7 +230,9 @@ class _Pool:
     Rendering (4x supersampled) costs as much as a training step, so it is paid once. Clean
     images come in runs of `group` siblings (see `_sibling_scenes`) and are drawn run by run."""
 
-    def __init__(self, n: int, g: torch.Generator, group: int = 1, chunk: int = 256) -> None:
+    def __init__(
+        self, n: int, g: torch.Generator, group: int = 1, chunk: int = 256, hard: float = 0.0
+    ) -> None:
         self.group = group
         n_rej = round(n * REJECT_SHARE)
         n_clean = (n - n_rej) // group * group
@@ -198,8 +241,13 @@ class _Pool:
             scenes = _sibling_scenes(min(chunk, n_clean - start), group, g)
             clean.append(render(scenes, g).half())  # fp16 storage halves the memory
             self.scenes += scenes
-        for start in range(0, n_rej, chunk):
-            images, kinds = render_rejects(min(chunk, n_rej - start), g)
+        n_hard = round(n_rej * hard)
+        for start in range(0, n_rej - n_hard, chunk):
+            images, kinds = render_rejects(min(chunk, n_rej - n_hard - start), g)
+            rejects.append(images.half())
+            self.kinds += kinds
+        for start in range(0, n_hard, chunk):
+            images, kinds = render_hard_negatives(min(chunk, n_hard - start), g)
             rejects.append(images.half())
             self.kinds += kinds
         self.clean, self.rejects = torch.cat(clean), torch.cat(rejects)
@@ -256,6 +304,7 @@ def train_clip(
     pool: int = 0,
     group: int = 1,
     aux: float = 0.0,
+    hard: float = 0.0,
     config: CLIPConfig = TOY_CLIP,
     bf16: bool = True,
     device: str = "cpu",
@@ -270,7 +319,7 @@ def train_clip(
     torch.manual_seed(seed)
     model = CLIP(config).to(device)
     tokens = _Tokens(config.context_length)
-    images_from = _Pool(pool, g, group).batch if pool > 0 else training_batch
+    images_from = _Pool(pool, g, group, hard=hard).batch if pool > 0 else training_batch
     # Auxiliary attribute heads on the image embedding (discarded after training): the labels
     # the captions are made from, given directly, so the ViT finds position and shape sooner.
     heads = nn.Linear(config.embed_dim, sum(len(v) for v in ATTRIBUTES.values())).to(device)

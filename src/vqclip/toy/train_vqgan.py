@@ -102,6 +102,7 @@ def train_vqgan(
     warmup: int = 100,
     crop: int | None = 32,
     full_share: float = 0.25,
+    config: VQGANConfig = TOY_VQGAN,
     bf16: bool = True,
     device: str = "cpu",
     progress: bool = True,
@@ -116,13 +117,13 @@ def train_vqgan(
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = VQGAN(TOY_VQGAN).to(device)
+    model = VQGAN(config).to(device)
     codebook = model.quantize.embedding.weight
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / 50) * 0.5 * (1 + math.cos(math.pi * i / steps))
     )
-    usage = torch.zeros(TOY_VQGAN.n_embed, device=device)
+    usage = torch.zeros(config.n_embed, device=device)
     full_from = round(steps * (1 - full_share))
     bar = tqdm(range(steps), desc="vqgan", disable=not progress, mininterval=2)
     model.train()
@@ -139,9 +140,9 @@ def train_vqgan(
                         [model.encode(_batch(batch, g, crop).to(device)) for _ in range(4)]
                     )
                     feats = F.normalize(feats, dim=1).permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-                    codebook.copy_(spherical_kmeans(feats, TOY_VQGAN.n_embed, g))
+                    codebook.copy_(spherical_kmeans(feats, config.n_embed, g))
             zq, idx, vq_loss = cosine_quantize(z, codebook)
-            usage += torch.bincount(idx, minlength=TOY_VQGAN.n_embed)
+            usage += torch.bincount(idx, minlength=config.n_embed)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             x_hat = model.decode(zq).float()
         rec = reconstruction_loss(x_hat, x)
