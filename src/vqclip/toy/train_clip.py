@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vqclip.clip import CLIP, CLIPConfig, tokenize
+from vqclip.devices import autocast_bf16
 from vqclip.toy.world import (
     ATTRIBUTES,
     BACKGROUNDS,
@@ -306,7 +307,7 @@ def train_clip(
     aux: float = 0.0,
     hard: float = 0.0,
     config: CLIPConfig = TOY_CLIP,
-    bf16: bool = True,
+    bf16: bool | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> CLIP:
@@ -314,9 +315,10 @@ def train_clip(
 
     `pool` > 0 renders that many images once and draws every batch from them (fresh views and
     captions each step); 0 renders every batch anew. `bf16` runs the towers under bfloat16
-    autocast (faster on CPUs with AVX512-BF16)."""
+    autocast; None (the default) turns it on only where it is fast (`autocast_bf16`)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    bf16 = autocast_bf16(device) if bf16 is None else bf16
     model = CLIP(config).to(device)
     tokens = _Tokens(config.context_length)
     images_from = _Pool(pool, g, group, hard=hard).batch if pool > 0 else training_batch

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from vqclip.devices import autocast_bf16
 from vqclip.toy.world import render_rejects, sample_images
 from vqclip.vqgan import VQGAN, VQGANConfig
 
@@ -103,7 +104,7 @@ def train_vqgan(
     crop: int | None = 32,
     full_share: float = 0.25,
     config: VQGANConfig = TOY_VQGAN,
-    bf16: bool = True,
+    bf16: bool | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> VQGAN:
@@ -112,11 +113,12 @@ def train_vqgan(
     The first (1 - full_share) of the steps see `crop`-pixel crops (the network is convolutional,
     and a 32 px crop costs a quarter of a full image); the rest see whole 64 px images, so the
     normalisation statistics and the attention over the latent grid settle at the real size.
-    `bf16` runs the forward pass under bfloat16 autocast (about 1.7x faster on CPUs that have
-    AVX512-BF16).
+    `bf16` runs the forward pass under bfloat16 autocast; None (the default) turns it on only
+    where it is fast (`autocast_bf16`).
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    bf16 = autocast_bf16(device) if bf16 is None else bf16
     model = VQGAN(config).to(device)
     codebook = model.quantize.embedding.weight
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
