@@ -23,6 +23,7 @@ import torch
 
 from vqclip.atomic import atomic_write_text
 from vqclip.clip import load_clip, save_clip
+from vqclip.toy.harden import loop_negatives, loop_prompts, vqgan_redraw
 from vqclip.toy.judge import evaluate_judge, load_judge, save_judge, score_scenes, train_judge
 from vqclip.toy.models import (
     CLIP_FILES,
@@ -37,7 +38,7 @@ from vqclip.toy.train_vqgan import psnr, reconstruct, train_vqgan
 from vqclip.toy.world import sample_images
 from vqclip.vqgan import load_vqgan, save_taming, save_vqgan
 
-PARTS = ("judge", "vqgan", "clip_a", "clip_b", "report")
+PARTS = ("judge", "vqgan", "clip_a", "clip_b", "harden", "report")
 JUDGE_SEED = 1234  # the judge's own seed, unrelated to the guides'
 VQGAN_SEED = 0
 CLIP_SEEDS = {"clip_a": 1, "clip_b": 2}
@@ -48,6 +49,12 @@ STEPS = {"judge": 1200, "vqgan": 1600, "clip_a": 1500, "clip_b": 1500}
 # attribute heads, so that shape and position are learned, not just colour.
 # Half the reject images are hard negatives in a scene's own colours (patterns, several shapes).
 CLIP_TRAINING = {"pool": 16384, "group": 4, "aux": 1.0, "lr": 2e-3, "hard": 0.5}
+# One round of adversarial training (`vqclip.toy.harden`): the loop paints world captions (not
+# the eval's list; seeded apart) with both guides, its snapshots become clutter, and each guide
+# trains on from where it was, half its clean images drawn by the VQGAN.
+HARDEN_LOOP = {"prompts": 120, "batch": 60, "steps": 60, "snapshots": (20, 40, 60), "cutn": 8}
+HARDEN_TRAINING = {"steps": 500, "pool": 4096, "group": 4, "aux": 1.0, "lr": 5e-4, "hard": 0.5}
+HARDEN_SEED = 7
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
@@ -68,6 +75,42 @@ def train_part(part: str, out: Path, scale: float = 1.0) -> None:
         name = CLIP_FILES[0] if part == "clip_a" else CLIP_FILES[1]
         model = train_clip(steps=steps, seed=CLIP_SEEDS[part], **CLIP_TRAINING)
         save_clip(model.half(), out / name)
+
+
+def harden(out: Path, scale: float = 1.0) -> dict:
+    """Make loop negatives with the guides in `out`, train both guides on with them, save them
+    over the old ones; returns how many negatives were made."""
+    vqgan = load_vqgan(out / VQGAN_SAFETENSORS)
+    paths = [out / name for name in CLIP_FILES]
+    clips = [load_clip(p) for p in paths]
+    loop = HARDEN_LOOP
+    prompts = loop_prompts(max(1, round(loop["prompts"] * scale)), HARDEN_SEED)
+    negatives = torch.cat(
+        [
+            loop_negatives(
+                vqgan,
+                paths,
+                clips,
+                prompts=prompts[i : i + loop["batch"]],
+                steps=loop["steps"],
+                snapshots=loop["snapshots"],
+                cutn=loop["cutn"],
+                seed=HARDEN_SEED + i,
+            )
+            for i in range(0, len(prompts), loop["batch"])
+        ]
+    )
+    training = dict(HARDEN_TRAINING, steps=max(1, round(HARDEN_TRAINING["steps"] * scale)))
+    for part, clip, path in zip(("clip_a", "clip_b"), clips, paths, strict=True):
+        model = train_clip(
+            seed=CLIP_SEEDS[part] + HARDEN_SEED,
+            init=clip,
+            negatives=negatives,
+            redraw=lambda x: vqgan_redraw(vqgan, x),
+            **training,
+        )
+        save_clip(model.half(), path)
+    return {"negatives": len(negatives), "steps": training["steps"]}
 
 
 def report(out: Path) -> dict:
@@ -111,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         if part == "report":
             record = report(args.out)
+        elif part == "harden":
+            record = harden(args.out, args.scale)
         else:
             train_part(part, args.out, args.scale)
             record = {"steps": max(1, round(STEPS[part] * args.scale))}

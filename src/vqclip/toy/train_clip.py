@@ -15,7 +15,7 @@ auxiliary attribute heads on the image embedding give the scene labels directly.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -232,7 +232,14 @@ class _Pool:
     images come in runs of `group` siblings (see `_sibling_scenes`) and are drawn run by run."""
 
     def __init__(
-        self, n: int, g: torch.Generator, group: int = 1, chunk: int = 256, hard: float = 0.0
+        self,
+        n: int,
+        g: torch.Generator,
+        group: int = 1,
+        chunk: int = 256,
+        hard: float = 0.0,
+        negatives: torch.Tensor | None = None,
+        redraw: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.group = group
         n_rej = round(n * REJECT_SHARE)
@@ -240,8 +247,17 @@ class _Pool:
         clean, rejects, self.scenes, self.kinds = [], [], [], []
         for start in range(0, n_clean, chunk):
             scenes = _sibling_scenes(min(chunk, n_clean - start), group, g)
-            clean.append(render(scenes, g).half())  # fp16 storage halves the memory
+            images = render(scenes, g)
+            if redraw is not None:  # half of each chunk as the VQGAN draws it
+                half = len(images) // 2
+                images = torch.cat([redraw(images[:half]), images[half:]])
+            clean.append(images.half())  # fp16 storage halves the memory
             self.scenes += scenes
+        if negatives is not None:  # images the loop made: "clutter" whatever they were meant as
+            n_rej -= len(negatives)
+            rejects.append(negatives.half())
+            self.kinds += ["clutter"] * len(negatives)
+        n_rej = max(n_rej, 0)
         n_hard = round(n_rej * hard)
         for start in range(0, n_rej - n_hard, chunk):
             images, kinds = render_rejects(min(chunk, n_rej - n_hard - start), g)
@@ -306,6 +322,9 @@ def train_clip(
     group: int = 1,
     aux: float = 0.0,
     hard: float = 0.0,
+    init: CLIP | None = None,
+    negatives: torch.Tensor | None = None,
+    redraw: Callable[[torch.Tensor], torch.Tensor] | None = None,
     config: CLIPConfig = TOY_CLIP,
     bf16: bool | None = None,
     device: str = "cpu",
@@ -314,14 +333,29 @@ def train_clip(
     """Train one toy CLIP guide from scratch; returned on the CPU in eval mode.
 
     `pool` > 0 renders that many images once and draws every batch from them (fresh views and
-    captions each step); 0 renders every batch anew. `bf16` runs the towers under bfloat16
-    autocast; None (the default) turns it on only where it is fast (`autocast_bf16`)."""
+    captions each step); 0 renders every batch anew. `init` continues from a trained guide
+    (its config wins over `config`); `negatives` (N, 3, 64, 64) join the pool's reject images as
+    clutter, and `redraw` (e.g. a VQGAN round trip) is applied to half of its clean images, so
+    that clean and rejected images come in the same drawing style (`vqclip.toy.harden`).
+    `bf16` runs the towers under bfloat16 autocast; None (the default) turns it on only where
+    it is fast (`autocast_bf16`)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     bf16 = autocast_bf16(device) if bf16 is None else bf16
-    model = CLIP(config).to(device)
+    if init is not None:
+        config = init.config
+        model = CLIP(config)
+        model.load_state_dict(init.state_dict())
+        model = model.float().to(device).requires_grad_(True)
+    else:
+        model = CLIP(config).to(device)
     tokens = _Tokens(config.context_length)
-    images_from = _Pool(pool, g, group, hard=hard).batch if pool > 0 else training_batch
+    if pool > 0:
+        images_from = _Pool(pool, g, group, hard=hard, negatives=negatives, redraw=redraw).batch
+    elif negatives is not None or redraw is not None:
+        raise ValueError("negatives and redraw need a pool (pool > 0)")
+    else:
+        images_from = training_batch
     # Auxiliary attribute heads on the image embedding (discarded after training): the labels
     # the captions are made from, given directly, so the ViT finds position and shape sooner.
     heads = nn.Linear(config.embed_dim, sum(len(v) for v in ATTRIBUTES.values())).to(device)

@@ -1,0 +1,80 @@
+"""Hardening the guides: loop snapshots become clutter, training resumes from a guide."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from vqclip.clip import CLIP
+from vqclip.toy.harden import loop_negatives, loop_prompts, vqgan_redraw
+from vqclip.toy.train_clip import TOY_CLIP, _Pool, train_clip
+from vqclip.toy.train_vqgan import TOY_VQGAN
+from vqclip.toy.world import parse_caption
+from vqclip.vqgan import VQGAN
+
+# A guide of the toy kind (ResNet tower at 64 px), a few channels wide.
+SMALL_GUIDE = replace(TOY_CLIP, embed_dim=16, vision_width=8, text_width=16, text_layers=1)
+# f4 like the toy VQGAN, so 64 px images make a 16x16 grid.
+SMALL_VQGAN = replace(TOY_VQGAN, z_channels=8, embed_dim=4, n_embed=16)
+
+
+@pytest.fixture
+def small_models():
+    torch.manual_seed(0)
+    vqgan = VQGAN(SMALL_VQGAN).eval().requires_grad_(False)
+    return vqgan, [CLIP(SMALL_GUIDE).eval().requires_grad_(False)]
+
+
+def test_loop_prompts_are_seeded_world_captions():
+    prompts = loop_prompts(9, seed=3)
+    assert prompts == loop_prompts(9, seed=3) and prompts != loop_prompts(9, seed=4)
+    named = [set(parse_caption(p)) for p in prompts]
+    assert all({"shape", "colour", "background"} <= n for n in named)
+    assert sum(len(n) == 5 for n in named) == 3  # every third also names size and position
+
+
+def test_loop_negatives_are_the_loops_snapshots(small_models):
+    vqgan, clips = small_models
+    prompts = loop_prompts(2, seed=0)
+    args = dict(prompts=prompts, steps=4, snapshots=(2, 4), cutn=2, progress=False)
+    images = loop_negatives(vqgan, ["a"], clips, seed=0, **args)
+    assert images.shape == (4, 3, 64, 64)  # 2 prompts x 2 snapshots
+    assert images.min() >= 0 and images.max() <= 1
+    # Snapshots at different steps differ: the loop moved between them.
+    assert not torch.equal(images[:2], images[2:])
+    assert torch.equal(images, loop_negatives(vqgan, ["a"], clips, seed=0, **args))
+    with pytest.raises(ValueError, match="snapshots"):
+        loop_negatives(vqgan, ["a"], clips, prompts=prompts, steps=3, snapshots=(5,))
+
+
+def test_pool_takes_negatives_as_clutter_and_redraws_half_the_clean_images():
+    negatives = torch.full((10, 3, 64, 64), 0.5)
+    calls = []
+
+    def redraw(x):
+        calls.append(len(x))
+        return torch.zeros_like(x)
+
+    pool = _Pool(64, torch.Generator().manual_seed(0), group=4, negatives=negatives, redraw=redraw)
+    assert pool.kinds.count("clutter") >= 10 and len(pool.kinds) == 16  # 25% of 64 are rejects
+    assert (pool.rejects[:10] == 0.5).all()
+    assert sum(calls) == len(pool.clean) // 2
+    black = pool.clean.flatten(1).amax(1) == 0
+    assert black.sum() == len(pool.clean) // 2
+
+
+def test_training_resumes_from_the_given_guide(small_models):
+    vqgan, (guide,) = small_models
+    negatives = torch.rand(8, 3, 64, 64)
+    args = dict(steps=1, batch=8, pool=32, group=4, negatives=negatives, progress=False)
+    trained = train_clip(init=guide, lr=1e-9, redraw=lambda x: vqgan_redraw(vqgan, x), **args)
+    # A vanishing learning rate leaves the starting weights: it went on from `guide`.
+    params = zip(guide.named_parameters(), trained.parameters(), strict=True)
+    for (name, a), b in params:
+        assert torch.allclose(a, b, atol=1e-6), name
+    fresh = train_clip(config=SMALL_GUIDE, lr=1e-9, **args)
+    assert not torch.allclose(fresh.visual.conv1.weight, guide.visual.conv1.weight)
+    with pytest.raises(ValueError, match="pool"):
+        train_clip(steps=1, batch=8, negatives=negatives, config=SMALL_GUIDE, progress=False)
