@@ -87,6 +87,19 @@ def test_ensemble_noise_prompts_and_regularisers(tiny_vqgan, tiny_clip, tiny_cli
     assert torch.isfinite(step.total).all()
 
 
+@pytest.mark.parametrize("tv_on", ["image", "z"])
+def test_total_variation_is_of_the_chosen_tensor(tiny_vqgan, tiny_clip, tv_on):
+    from vqclip.losses import tv_loss
+
+    gen = make(dict(prompts=("x",), tv_weight=2.0, tv_on=tv_on), tiny_vqgan, tiny_clip)
+    z = gen.z.detach().clone()
+    step = gen.step()
+    want = tv_loss(step.image) if tv_on == "image" else tv_loss(z)
+    assert torch.allclose(step.losses["tv"], 2.0 * want, atol=1e-6)
+    with pytest.raises(ConfigError, match="tv_on"):
+        GenerateConfig(prompts=("x",), tv_on="pixels")
+
+
 def test_guides_of_one_input_size_share_the_cutouts(tiny_vqgan, tiny_clip, tiny_clip_b):
     """One augmentation pass per step for an ensemble of same-size guides: both see the very
     same cutouts, so the cut-making runs once."""

@@ -21,6 +21,7 @@ from vqclip.generate.config import (
     OPTIMISERS,
     PRECISIONS,
     SCHEDULES,
+    TV_TARGETS,
     GenerateConfig,
 )
 
@@ -132,6 +133,12 @@ def add_generate_parser(subparsers) -> None:
     )
     g.add_argument("-iw", "--init-weight", type=float, help=INIT_WEIGHT_HELP + f" Default: 0{PAIR}")
     g.add_argument("--tv-weight", type=float, help=f"total-variation loss weight; default: 0{PAIR}")
+    g.add_argument(
+        "--tv-on",
+        choices=TV_TARGETS,
+        default=DEFAULTS.tv_on,
+        help="total variation of the image's pixels, or of the latent z (fewer code changes)",
+    )
 
     g = p.add_argument_group("optimiser")
     g.add_argument("-opt", "--optimiser", choices=OPTIMISERS, default=DEFAULTS.optimiser)
@@ -216,6 +223,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         init_image=args.init_image,
         init_weight=pick("init_weight", args.init_weight),
         tv_weight=pick("tv_weight", args.tv_weight),
+        tv_on=args.tv_on,
         optimiser=args.optimiser,
         lr=pick("lr", args.learning_rate),
         lr_scale=args.lr_scale,

@@ -19,6 +19,7 @@ SCHEDULES = ("constant", "cosine", "step")
 CUT_METHODS = ("crowson", "whole", "overview")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_SCALES = ("codebook", "none")
+TV_TARGETS = ("image", "z")
 DEFAULT_AUGMENTS = ("Af", "Pe", "Ji", "Er")
 DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
 DEFAULT_CLIP = "clip_vit_b32_openai"
@@ -54,6 +55,7 @@ class GenerateConfig:
     init_image: str | None = None
     init_weight: float = 0.0
     tv_weight: float = 0.0
+    tv_on: str = "image"  # image: pixels; z: the latent grid (penalises code changes)
     optimiser: str = "adam"
     lr: float = 0.1
     lr_scale: str = "codebook"  # codebook: lr in codebook standard deviations; none: absolute
@@ -125,6 +127,7 @@ class GenerateConfig:
             ("precision", PRECISIONS),
             ("lr_scale", LR_SCALES),
             ("cut_method", CUT_METHODS),
+            ("tv_on", TV_TARGETS),
         ):
             if getattr(self, name) not in allowed:
                 _fail(name, getattr(self, name), f"choose one of {', '.join(allowed)}")

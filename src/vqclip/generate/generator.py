@@ -287,7 +287,7 @@ class Generator:
             losses["init_weight"] = anchor.detach()
             total = total + anchor
         if cfg.tv_weight:
-            tv = cfg.tv_weight * tv_loss(image)
+            tv = cfg.tv_weight * tv_loss(image if cfg.tv_on == "image" else self.z)
             losses["tv"] = tv.detach()
             total = total + tv
         return total, losses, image
