@@ -100,6 +100,35 @@ def test_total_variation_is_of_the_chosen_tensor(tiny_vqgan, tiny_clip, tv_on):
         GenerateConfig(prompts=("x",), tv_on="pixels")
 
 
+def test_decoder_checkpointing_gives_the_same_steps_and_keeps_less(tiny_vqgan, tiny_clip):
+    plain = make(dict(prompts=("x",), iterations=3, seed=2), tiny_vqgan, tiny_clip)
+    totals = [s.total for s in plain.iterate()]
+    z_plain = plain.z.detach().clone()
+    ckpt = make(
+        dict(prompts=("x",), iterations=3, seed=2, checkpoint_decoder=True), tiny_vqgan, tiny_clip
+    )
+    assert tiny_vqgan.decoder.checkpoint
+    assert torch.allclose(torch.stack([s.total for s in ckpt.iterate()]), torch.stack(totals))
+    assert torch.allclose(ckpt.z, z_plain, atol=1e-6)
+
+    def saved(checkpoint: bool) -> int:
+        tiny_vqgan.decoder.checkpoint = checkpoint
+        z = torch.randn(1, 4, 16, 16, requires_grad=True)
+        count = [0]
+
+        def pack(t):
+            count[0] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            tiny_vqgan.decode(z)
+        return count[0]
+
+    assert saved(True) < saved(False) / 2
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        GenerateConfig(prompts=("x",), cuda_graphs=True, checkpoint_decoder=True)
+
+
 def test_guides_of_one_input_size_share_the_cutouts(tiny_vqgan, tiny_clip, tiny_clip_b):
     """One augmentation pass per step for an ensemble of same-size guides: both see the very
     same cutouts, so the cut-making runs once."""

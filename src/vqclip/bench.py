@@ -62,6 +62,7 @@ class BenchConfig:
     device: str = "auto"
     precision: str = "auto"
     cuda_graphs: bool = False
+    checkpoint_decoder: bool = False
     steps: int = 5
     warmup: int = 2
 
@@ -109,6 +110,7 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         device=config.device,
         precision=config.precision,
         cuda_graphs=config.cuda_graphs,
+        checkpoint_decoder=config.checkpoint_decoder,
         iterations=total_steps,
     )
     gen = Generator(gen_config, vqgan=vqgan, clips=clips)
@@ -145,6 +147,7 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         "device_name": _device_name(device),
         "precision": str(gen.dtype).removeprefix("torch."),
         "cuda_graphs": config.cuda_graphs,
+        "checkpoint_decoder": config.checkpoint_decoder,
         "threads": torch.get_num_threads(),
         "s_per_it": s_per_it,
         "it_per_s": 1 / s_per_it,

@@ -50,6 +50,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--cuda-graphs", action="store_true", help="replay decoder and CLIP as graphs")
+    p.add_argument(
+        "--checkpoint-decoder", action="store_true", help="gradient checkpointing of the decoder"
+    )
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", help="also write the result as JSON to this file")
@@ -70,6 +73,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         cuda_graphs=args.cuda_graphs,
+        checkpoint_decoder=args.checkpoint_decoder,
         steps=args.steps,
         warmup=args.warmup,
     )

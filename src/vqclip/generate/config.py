@@ -65,6 +65,7 @@ class GenerateConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with bf16 support, else fp32
     cuda_graphs: bool = False  # replay the decoder and CLIP towers as CUDA graphs
+    checkpoint_decoder: bool = False  # recompute decoder levels in backward: less memory
 
     def __post_init__(self) -> None:
         # Lists from JSON or callers become tuples so the config stays hashable and comparable.
@@ -131,6 +132,12 @@ class GenerateConfig:
         ):
             if getattr(self, name) not in allowed:
                 _fail(name, getattr(self, name), f"choose one of {', '.join(allowed)}")
+        if self.cuda_graphs and self.checkpoint_decoder:
+            _fail(
+                "checkpoint_decoder",
+                True,
+                "not with cuda_graphs (a graph keeps its activations anyway); choose one",
+            )
         if self.init == "image" and not self.init_image:
             _fail("init_image", self.init_image, "init='image' needs an init image path")
         if self.init_image and self.init != "image":

@@ -94,6 +94,7 @@ class Generator:
         self.vqgan = vqgan.to(self.device).eval().requires_grad_(False)
         self.vqgan.post_quant_conv.to(self.dtype)
         self.vqgan.decoder.to(self.dtype)
+        self.vqgan.decoder.checkpoint = config.checkpoint_decoder
         self.clips = [c.to(self.device, self.dtype).eval().requires_grad_(False) for c in clips]
 
         f = self.vqgan.downsample_factor

@@ -36,11 +36,17 @@ def estimate_bytes(config, vqgan, clips, image_size: tuple[int, int]) -> int:
     vq = vqgan.config
     width, height = image_size
     f = vqgan.downsample_factor
-    decoder = 0
+    levels = []
     for level, mult in enumerate(vq.ch_mult):
         scale = f // 2**level
         pixels = (width // scale) * (height // scale) if scale >= 1 else width * height
-        decoder += (vq.num_res_blocks + 1) * _DECODER_TENSORS_PER_BLOCK * vq.ch * mult * pixels
+        levels.append((vq.num_res_blocks + 1) * _DECODER_TENSORS_PER_BLOCK * vq.ch * mult * pixels)
+    if config.checkpoint_decoder:
+        # Each level's input is kept, and one level at a time is recomputed in backward.
+        per_tensor = _DECODER_TENSORS_PER_BLOCK * (vq.num_res_blocks + 1)
+        decoder = max(levels) + sum(levels) // per_tensor
+    else:
+        decoder = sum(levels)
     decoder *= config.batch_size * _BYTES
     clip_bytes = 0
     for clip in clips:

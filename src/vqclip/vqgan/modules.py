@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from vqclip.attention import attention
@@ -216,9 +217,17 @@ class Decoder(nn.Module):
         self.up = nn.ModuleList(levels)
         self.norm_out = normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, c.out_ch, kernel_size=3, padding=1)
+        # Gradient checkpointing: keep only each level's input for the backward pass and run
+        # the level again there. Not part of the weights; the generation loop sets it.
+        self.checkpoint = False
+
+    def _run(self, part: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and torch.is_grad_enabled() and h.requires_grad:
+            return torch.utils.checkpoint.checkpoint(part, h, use_reentrant=False)
+        return part(h)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.conv_in(z))
+        h = self._run(self.mid, self.conv_in(z))
         for level in reversed(self.up):
-            h = level(h)
+            h = self._run(level, h)
         return self.conv_out(F.silu(self.norm_out(h)))
