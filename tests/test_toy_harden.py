@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from vqclip.clip import CLIP
-from vqclip.toy.harden import loop_negatives, loop_prompts, vqgan_redraw
+from vqclip.toy.harden import loop_negatives, loop_prompts
 from vqclip.toy.train_clip import TOY_CLIP, _Pool, train_clip
-from vqclip.toy.train_vqgan import TOY_VQGAN
+from vqclip.toy.train_vqgan import TOY_VQGAN, reconstruct
 from vqclip.toy.world import parse_caption
 from vqclip.vqgan import VQGAN
 
@@ -69,7 +69,7 @@ def test_training_resumes_from_the_given_guide(small_models):
     vqgan, (guide,) = small_models
     negatives = torch.rand(8, 3, 64, 64)
     args = dict(steps=1, batch=8, pool=32, group=4, negatives=negatives, progress=False)
-    trained = train_clip(init=guide, lr=1e-9, redraw=lambda x: vqgan_redraw(vqgan, x), **args)
+    trained = train_clip(init=guide, lr=1e-9, redraw=lambda x: reconstruct(vqgan, x), **args)
     # A vanishing learning rate leaves the starting weights: it went on from `guide`.
     params = zip(guide.named_parameters(), trained.parameters(), strict=True)
     for (name, a), b in params:

@@ -179,3 +179,17 @@ def test_text_steers_the_image():
         load_toy_models(), prompts, "overview", EvalSettings(), progress=False
     )
     assert sum(r.success for r in results) >= 5, [(r.prompt, r.correct) for r in results]
+
+
+@needs_weights
+def test_best_of_keeps_one_candidate_per_prompt_and_counts_any_right():
+    from vqclip.toy.eval import EvalSettings, run_method
+
+    prompts = ["a red circle on a blue background", "a white star on a black background"]
+    settings = EvalSettings(iterations=2, cutn=2, best_of=3)
+    results, images, _ = run_method(
+        load_toy_models(), prompts, "overview", settings, progress=False
+    )
+    assert images.shape == (2, 3, 64, 64) and [r.prompt for r in results] == prompts
+    # The kept image's verdict is what counts; any_right also looks at the other candidates.
+    assert all(r.any_right or not r.success for r in results)

@@ -25,6 +25,7 @@ from vqclip.errors import ConfigError
 _YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
 )
+_YIQ_INV = torch.linalg.inv(_YIQ)
 
 
 class ColourJitter(nn.Module):
@@ -60,7 +61,7 @@ class ColourJitter(nn.Module):
         chroma[:, 0, 0] = 1.0
         chroma[:, 1, 1], chroma[:, 1, 2] = cos, -sin
         chroma[:, 2, 1], chroma[:, 2, 2] = sin, cos
-        matrix = torch.linalg.inv(_YIQ) @ chroma @ _YIQ * b.view(n, 1, 1)  # (n, 3, 3)
+        matrix = _YIQ_INV @ chroma @ _YIQ * b.view(n, 1, 1)  # (n, 3, 3)
         matrix = matrix.to(device=x.device, dtype=x.dtype)
         # Contrast blends with the mean luma: fold it into the same matrix and an offset.
         y = torch.bmm(matrix, x.reshape(n, 3, -1))  # (n, 3, HW)

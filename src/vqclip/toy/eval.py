@@ -170,21 +170,16 @@ def run_method(
         print(f"{method}: {e.args[0][-120:]}", file=sys.stderr)
         images = gen.last_good_image()
     n, k = len(prompts), settings.best_of
-    if k > 1:
-        every = models.judge.verdicts(images)
-        any_right = [
-            any(all(every[c * n + i].correct(parse_caption(p)).values()) for c in range(k))
-            for i, p in enumerate(prompts)
-        ]
-        scores = guide_scores(models.clips, images, config.prompts)
-        images = images[best_of(scores, n, k)]
+    kept = best_of(guide_scores(models.clips, images, config.prompts), n, k) if k > 1 else None
     seconds = (time.perf_counter() - start) / n
-    verdicts = models.judge.verdicts(images)
-    if k == 1:
-        any_right = [
-            all(v.correct(parse_caption(p)).values())
-            for v, p in zip(verdicts, prompts, strict=True)
-        ]
+    every = models.judge.verdicts(images)  # every candidate, candidate-major
+    any_right = [
+        any(all(every[c * n + i].correct(parse_caption(p)).values()) for c in range(k))
+        for i, p in enumerate(prompts)
+    ]
+    if kept is not None:
+        images = images[kept]
+    verdicts = every if kept is None else [every[i] for i in kept.tolist()]
     guide = guide_says_yes(models.clips, images, prompts)
     results = [
         PromptResult(p, parse_caption(p), v, y, a)

@@ -36,13 +36,6 @@ def loop_prompts(n: int, seed: int) -> list[str]:
     return out
 
 
-@torch.no_grad()
-def vqgan_redraw(vqgan: VQGAN, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """decode(quantise(encode(x))) in [0, 1]: how the VQGAN draws the images (N, 3, H, W)."""
-    chunks = [vqgan(c * 2 - 1).add(1).div(2).clamp(0, 1) for c in images.split(batch)]
-    return torch.cat(chunks)
-
-
 # main functions
 
 

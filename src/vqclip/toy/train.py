@@ -23,7 +23,7 @@ import torch
 
 from vqclip.atomic import atomic_write_text
 from vqclip.clip import load_clip, save_clip
-from vqclip.toy.harden import loop_negatives, loop_prompts, vqgan_redraw
+from vqclip.toy.harden import loop_negatives, loop_prompts
 from vqclip.toy.judge import evaluate_judge, load_judge, save_judge, score_scenes, train_judge
 from vqclip.toy.models import (
     CLIP_FILES,
@@ -109,7 +109,7 @@ def harden(out: Path, scale: float = 1.0) -> dict:
             seed=CLIP_SEEDS[part] + HARDEN_SEED,
             init=clip,
             negatives=negatives,
-            redraw=lambda x: vqgan_redraw(vqgan, x),
+            redraw=lambda x: reconstruct(vqgan, x),
             **training,
         )
         save_clip(model.half(), path)
