@@ -297,6 +297,39 @@ def _attribute_loss(scores: torch.Tensor, img_slots: torch.Tensor) -> torch.Tens
     return sum(F.cross_entropy(p, img_slots[clean, i]) for i, p in enumerate(parts)) / len(parts)
 
 
+def adversarial_views(
+    model: CLIP,
+    views: torch.Tensor,
+    txt: torch.Tensor,
+    pos: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Views moved within an L2 ball of radius `eps` (per view, in [0, 1] pixel units) to raise
+    the contrastive loss against the (fixed, normalised) caption embeddings `txt`: projected
+    gradient ascent, `steps` normalised steps of 2.5 eps / steps (Madry et al.).
+
+    Training on these makes a guide robust, and a robust classifier's input gradients look like
+    the object it names (Santurkar et al. 2019, "perceptually aligned gradients"): the loop,
+    which follows those gradients, then paints shapes instead of fragments that only fool it."""
+    scale = model.logit_scale.exp().clamp(max=100).detach()
+    delta = torch.zeros_like(views)
+    alpha = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=bf16):
+            emb = model.encode_image(views + delta).float()
+        loss = multi_positive_loss(scale * F.normalize(emb, dim=-1) @ txt.t(), pos)
+        (grad,) = torch.autograd.grad(loss, delta)
+        step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        delta = delta.detach() + alpha * step
+        norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        delta = delta * (eps / norm).clamp(max=1.0)
+    return (views + delta).detach()
+
+
 def multi_positive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE where the target of each row is uniform over its positives."""
 
@@ -325,6 +358,8 @@ def train_clip(
     init: CLIP | None = None,
     negatives: torch.Tensor | None = None,
     redraw: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    adv_eps: float = 0.0,
+    adv_steps: int = 3,
     config: CLIPConfig = TOY_CLIP,
     bf16: bool | None = None,
     device: str = "cpu",
@@ -337,6 +372,8 @@ def train_clip(
     (its config wins over `config`); `negatives` (N, 3, 64, 64) join the pool's reject images as
     clutter, and `redraw` (e.g. a VQGAN round trip) is applied to half of its clean images, so
     that clean and rejected images come in the same drawing style (`vqclip.toy.harden`).
+    `adv_eps` > 0 trains on adversarial views (`adversarial_views`, L2 radius adv_eps in pixel
+    units, `adv_steps` steps of ascent), which costs adv_steps + 1 image-tower passes a step.
     `bf16` runs the towers under bfloat16 autocast; None (the default) turns it on only where
     it is fast (`autocast_bf16`)."""
     g = torch.Generator().manual_seed(seed)
@@ -373,11 +410,17 @@ def train_clip(
     for _ in bar:
         images, captions, img_slots, cap_slots = images_from(batch, g)
         views = guide_views(images, g, config.image_size).to(device)
+        pos = positives(img_slots, cap_slots).to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            txt = F.normalize(model.encode_text(tokens(captions).to(device)).float(), dim=-1)
+        if adv_eps > 0:
+            views = adversarial_views(
+                model, views, txt.detach(), pos, eps=adv_eps, steps=adv_steps, bf16=bf16
+            )
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             raw = model.encode_image(views).float()
-            txt = F.normalize(model.encode_text(tokens(captions).to(device)).float(), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * F.normalize(raw, dim=-1) @ txt.t()
-        loss = multi_positive_loss(logits, positives(img_slots, cap_slots).to(device))
+        loss = multi_positive_loss(logits, pos)
         if aux > 0:
             loss = loss + aux * _attribute_loss(heads(raw), img_slots.to(device))
         opt.zero_grad(set_to_none=True)
