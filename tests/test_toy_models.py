@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from vqclip.toy.judge import Judge, Verdict, load_judge, save_judge, score_scenes, training_batch
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models, toy_paths
 from vqclip.toy.train_clip import (
+    DEFAULT_HARD_KINDS,
     HARD_NEGATIVE_CAPTIONS,
     TOY_CLIP,
     _caption_items,
@@ -104,7 +105,7 @@ def test_multi_positive_loss_prefers_embeddings_that_match_all_positives():
 
 def test_hard_negatives_match_only_their_own_captions():
     images, kinds = render_hard_negatives(12, _gen(7))
-    assert images.shape == (12, 3, 64, 64) and set(kinds) == set(HARD_NEGATIVE_CAPTIONS)
+    assert images.shape == (12, 3, 64, 64) and set(kinds) == set(DEFAULT_HARD_KINDS)
     captions, img_slots, own_slots = _caption_items(kinds, _gen(8))
     assert all(c in HARD_NEGATIVE_CAPTIONS[k] for c, k in zip(captions, kinds, strict=True))
     *_, world_slots = clip_batch(64, _gen(9))

@@ -66,7 +66,10 @@ REJECT_SHARE = 0.25
 HARD_NEGATIVE_CAPTIONS: dict[str, tuple[str, ...]] = {
     "pattern": ("a pattern", "a texture", "blobs of colour"),
     "same-colour several": ("several shapes", "two shapes", "many shapes"),
+    # Opt-in (hard_kinds): one lumpy blob, what the loop paints with robust guides.
+    "blob": ("a blob", "a shapeless blob", "a lumpy shape"),
 }
+DEFAULT_HARD_KINDS = ("pattern", "same-colour several")
 _KINDS = (*REJECT_KINDS, *HARD_NEGATIVE_CAPTIONS)  # slot value k + 1 names kind k
 _N_SLOTS = len(ATTRIBUTES) + 1  # the five attributes, then the reject kind (0 = clean)
 
@@ -137,9 +140,34 @@ def guide_views(images: torch.Tensor, g: torch.Generator, size: int) -> torch.Te
     return views + noise
 
 
-def render_hard_negatives(n: int, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+def lumpy_blobs(n: int, g: torch.Generator, size: int = 64) -> torch.Tensor:
+    """Coverage (n, 1, size, size) of one soft-edged blob each, whose radius wobbles with the
+    angle (r0 (1 + sum_k a_k cos(k theta + phi_k)), k = 1..5): one object, but no world shape."""
+
+    def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=g)
+
+    cx, cy, r0 = u(0.25, 0.75, n, 1, 1), u(0.25, 0.75, n, 1, 1), u(0.1, 0.28, n, 1, 1)
+    amp, phase = u(0.0, 0.22, n, 5, 1, 1), u(0.0, 2 * math.pi, n, 5, 1, 1)
+    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    dx, dy = grid.view(1, 1, -1) - cx, grid.view(1, -1, 1) - cy
+    theta = torch.atan2(dy, dx).unsqueeze(1)  # (n, 1, size, size)
+    k = torch.arange(1, 6, dtype=torch.float32).view(1, 5, 1, 1)
+    radius = r0 * (1 + (amp * torch.cos(k * theta + phase)).sum(1))
+    return torch.sigmoid((radius - torch.sqrt(dx * dx + dy * dy)) * size * 1.5).unsqueeze(1)
+
+
+def render_hard_negatives(
+    n: int, g: torch.Generator, kinds: Sequence[str] = DEFAULT_HARD_KINDS
+) -> tuple[torch.Tensor, list[str]]:
     """n images (n, 3, 64, 64) in a world scene's colours that are not a clean scene: a
-    two-colour pattern (thresholded smooth noise) or 2-4 shapes of the one colour."""
+    two-colour pattern (thresholded smooth noise) or 2-4 shapes of the one colour; with "blob"
+    in `kinds`, a third of them are one lumpy blob (`lumpy_blobs`) instead."""
+    unknown = set(kinds) - set(HARD_NEGATIVE_CAPTIONS)
+    if unknown or not set(DEFAULT_HARD_KINDS) <= set(kinds):
+        raise ValueError(
+            f"hard negative kinds {tuple(kinds)}: need {DEFAULT_HARD_KINDS}, optionally with 'blob'"
+        )
     scenes = sample_scenes(n, g)
     fg = torch.tensor([COLOURS[s.colour] for s in scenes]).view(n, 3, 1, 1)
     bg = torch.tensor([BACKGROUNDS[s.background] for s in scenes]).view(n, 3, 1, 1)
@@ -159,9 +187,13 @@ def render_hard_negatives(n: int, g: torch.Generator) -> tuple[torch.Tensor, lis
         one = shape_coverage(shape, cx, cy, radius, angle).unsqueeze(1)
         several = torch.maximum(several, one)
     cover = torch.where(pattern.view(n, 1, 1, 1), cover, several)
+    names = ["pattern" if p else "same-colour several" for p in pattern.tolist()]
+    if "blob" in kinds:
+        blob = torch.rand(n, generator=g) < 1 / 3
+        cover = torch.where(blob.view(n, 1, 1, 1), lumpy_blobs(n, g), cover)
+        names = ["blob" if b else k for b, k in zip(blob.tolist(), names, strict=True)]
     images = bg * (1 - cover) + fg * cover
-    kinds = ["pattern" if p else "same-colour several" for p in pattern.tolist()]
-    return images, kinds
+    return images, names
 
 
 def _slots_of_scene(scene) -> list[int]:
@@ -238,6 +270,7 @@ class _Pool:
         group: int = 1,
         chunk: int = 256,
         hard: float = 0.0,
+        hard_kinds: Sequence[str] = DEFAULT_HARD_KINDS,
         negatives: torch.Tensor | None = None,
         redraw: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
@@ -264,7 +297,7 @@ class _Pool:
             rejects.append(images.half())
             self.kinds += kinds
         for start in range(0, n_hard, chunk):
-            images, kinds = render_hard_negatives(min(chunk, n_hard - start), g)
+            images, kinds = render_hard_negatives(min(chunk, n_hard - start), g, hard_kinds)
             rejects.append(images.half())
             self.kinds += kinds
         self.clean, self.rejects = torch.cat(clean), torch.cat(rejects)
@@ -355,6 +388,7 @@ def train_clip(
     group: int = 1,
     aux: float = 0.0,
     hard: float = 0.0,
+    hard_kinds: Sequence[str] = DEFAULT_HARD_KINDS,
     init: CLIP | None = None,
     negatives: torch.Tensor | None = None,
     redraw: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -372,6 +406,7 @@ def train_clip(
     (its config wins over `config`); `negatives` (N, 3, 64, 64) join the pool's reject images as
     clutter, and `redraw` (e.g. a VQGAN round trip) is applied to half of its clean images, so
     that clean and rejected images come in the same drawing style (`vqclip.toy.harden`).
+    `hard_kinds` picks the hard negatives (`render_hard_negatives`; "blob" is opt-in).
     `adv_eps` > 0 trains on adversarial views (`adversarial_views`, L2 radius adv_eps in pixel
     units, `adv_steps` steps of ascent), which costs adv_steps + 1 image-tower passes a step.
     `bf16` runs the towers under bfloat16 autocast; None (the default) turns it on only where
@@ -388,7 +423,9 @@ def train_clip(
         model = CLIP(config).to(device)
     tokens = _Tokens(config.context_length)
     if pool > 0:
-        images_from = _Pool(pool, g, group, hard=hard, negatives=negatives, redraw=redraw).batch
+        images_from = _Pool(
+            pool, g, group, hard=hard, hard_kinds=hard_kinds, negatives=negatives, redraw=redraw
+        ).batch
     elif negatives is not None or redraw is not None:
         raise ValueError("negatives and redraw need a pool (pool > 0)")
     else:
