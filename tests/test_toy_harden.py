@@ -78,3 +78,23 @@ def test_training_resumes_from_the_given_guide(small_models):
     assert not torch.allclose(fresh.visual.conv1.weight, guide.visual.conv1.weight)
     with pytest.raises(ValueError, match="pool"):
         train_clip(steps=1, batch=8, negatives=negatives, config=SMALL_GUIDE, progress=False)
+
+
+def test_sharpen_tunes_only_the_decoder_and_uses_the_discriminator():
+    from vqclip.toy.train_vqgan import sharpen_decoder
+
+    def fresh() -> VQGAN:
+        torch.manual_seed(0)
+        return VQGAN(SMALL_VQGAN)
+
+    before = fresh().state_dict()
+    plain = sharpen_decoder(fresh(), steps=2, batch=4, gan_weight=0.0, progress=False)
+    sharp = sharpen_decoder(fresh(), steps=2, batch=4, gan_weight=0.5, progress=False)
+    assert not sharp.training and not any(p.requires_grad for p in sharp.parameters())
+    for name, value in sharp.state_dict().items():
+        tuned = name.startswith(("decoder.", "post_quant_conv."))
+        if not tuned:  # encoder, quant_conv and the codebook stay as they were
+            assert torch.equal(value, before[name]), name
+    assert not torch.equal(sharp.decoder.conv_out.weight, before["decoder.conv_out.weight"])
+    # The GAN term changes what the decoder learns.
+    assert not torch.equal(sharp.decoder.conv_out.weight, plain.decoder.conv_out.weight)

@@ -34,19 +34,20 @@ from vqclip.toy.models import (
     WEIGHTS_DIR,
 )
 from vqclip.toy.train_clip import train_clip, zero_shot
-from vqclip.toy.train_vqgan import psnr, reconstruct, train_vqgan
+from vqclip.toy.train_vqgan import psnr, reconstruct, sharpen_decoder, train_vqgan
 from vqclip.toy.world import sample_images
 from vqclip.vqgan import load_vqgan, save_taming, save_vqgan
 
-PARTS = ("judge", "vqgan", "clip_a", "clip_b", "harden", "robust", "report")
+PARTS = ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "harden", "robust", "report")
 # What the shipped weights are: one round of hardening did not raise the eval (docs/toy.md), so
 # it is run only when asked for (`--parts harden,report`); so is `robust` (docs/toy.md).
-DEFAULT_PARTS = ("judge", "vqgan", "clip_a", "clip_b", "report")
+DEFAULT_PARTS = ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "report")
 JUDGE_SEED = 1234  # the judge's own seed, unrelated to the guides'
 VQGAN_SEED = 0
 CLIP_SEEDS = {"clip_a": 1, "clip_b": 2}
 EVAL_SEED = 99  # fresh images for every figure, never seen in training
-STEPS = {"judge": 1200, "vqgan": 1600, "clip_a": 1500, "clip_b": 1500}
+STEPS = {"judge": 1200, "vqgan": 1600, "sharpen": 300, "clip_a": 1500, "clip_b": 1500}
+SHARPEN_SEED = 5  # the decoder's GAN fine-tune (`train_vqgan.sharpen_decoder`)
 # Guide training: a pre-rendered pool (rendering costs as much as a step), batches of sibling
 # runs (same colour, background and size; different shape and position) and auxiliary
 # attribute heads, so that shape and position are learned, not just colour.
@@ -88,6 +89,12 @@ def train_part(part: str, out: Path, scale: float = 1.0) -> None:
     elif part == "vqgan":
         # fp16 storage halves the files; loading casts back to the model's float32.
         model = train_vqgan(steps=steps, seed=VQGAN_SEED).half()
+        save_taming(model, out / VQGAN_CKPT, out / VQGAN_YAML)
+        save_vqgan(model, out / VQGAN_SAFETENSORS)
+    elif part == "sharpen":
+        # Continues the VQGAN in `out`: its decoder against a patch discriminator.
+        vqgan = load_vqgan(out / VQGAN_SAFETENSORS)
+        model = sharpen_decoder(vqgan, steps=steps, seed=SHARPEN_SEED).half()
         save_taming(model, out / VQGAN_CKPT, out / VQGAN_YAML)
         save_vqgan(model, out / VQGAN_SAFETENSORS)
     else:
