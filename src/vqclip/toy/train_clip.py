@@ -344,9 +344,10 @@ def adversarial_views(
     the contrastive loss against the (fixed, normalised) caption embeddings `txt`: projected
     gradient ascent, `steps` normalised steps of 2.5 eps / steps (Madry et al.).
 
-    Training on these makes a guide robust, and a robust classifier's input gradients look like
-    the object it names (Santurkar et al. 2019, "perceptually aligned gradients"): the loop,
-    which follows those gradients, then paints shapes instead of fragments that only fool it."""
+    Training on these makes a guide robust, and a robust classifier's input gradients tend to
+    look like the object it names (Santurkar et al. 2019, "perceptually aligned gradients").
+    With the toy guides the loop then paints one blob instead of a cluster of fragments, but not
+    yet a world shape (docs/toy.md)."""
     scale = model.logit_scale.exp().clamp(max=100).detach()
     delta = torch.zeros_like(views)
     alpha = 2.5 * eps / steps

@@ -238,6 +238,7 @@ def sharpen_decoder(
             z_q, _ = model.quantize(model.encode(x))
         x_hat = model.decode(z_q)
         rec = reconstruction_loss(x_hat, x)
+        disc.requires_grad_(False)  # the generator's step needs no gradients of the critic
         gan = -disc(x_hat).mean()
         (g_rec,) = torch.autograd.grad(rec, last, retain_graph=True)
         (g_gan,) = torch.autograd.grad(gan, last, retain_graph=True)
@@ -245,6 +246,7 @@ def sharpen_decoder(
         opt_g.zero_grad(set_to_none=True)
         (rec + weight * gan).backward()
         opt_g.step()
+        disc.requires_grad_(True)
         d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(x_hat.detach())).mean()
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
