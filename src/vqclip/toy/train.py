@@ -2,6 +2,11 @@
 
     python -m vqclip.toy.train            # into src/vqclip/toy/weights/ (timings: docs/toy.md)
     python -m vqclip.toy.train --parts clip_a --out /tmp/w   # one part; parts run alone too
+    python -m vqclip.toy.train --jobs 1   # one part at a time, in this process
+
+With --jobs N (default: 2 where there are 2 or more cores) independent parts run side by
+side, each in its own process with --threads threads (default: the cores shared among the
+jobs), so the files are the same as with --jobs 1 and the same --threads.
 
 Seeded and reproducible on one machine and thread count (bfloat16 autocast and thread
 scheduling can change the last bits elsewhere). Each part is measured with the shipped files
@@ -14,15 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from vqclip.atomic import atomic_write_text
 from vqclip.clip import load_clip, save_clip
+from vqclip.errors import VQClipError
 from vqclip.toy.harden import loop_negatives, loop_prompts
 from vqclip.toy.judge import evaluate_judge, load_judge, save_judge, score_scenes, train_judge
 from vqclip.toy.models import (
@@ -75,6 +86,15 @@ ROBUST_TRAINING = {
     "adv_steps": 3,
 }
 ROBUST_SEED = 100
+# What each part reads that another part writes; a part waits only for the requested ones.
+NEEDS = {
+    "sharpen": ("vqgan",),
+    "harden": ("vqgan", "sharpen", "clip_a", "clip_b"),
+    "robust": ("clip_a", "clip_b", "harden"),
+    "report": ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "harden", "robust"),
+}
+# Start order among the parts that are ready: the longest chain (vqgan, then sharpen) first.
+PRIORITY = ("vqgan", "sharpen", "clip_a", "clip_b", "judge", "harden", "robust", "report")
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
@@ -167,6 +187,85 @@ def report(out: Path) -> dict:
     return figures
 
 
+def dependencies(parts: Sequence[str]) -> dict[str, set[str]]:
+    """For each requested part, the requested parts it must wait for."""
+    return {p: {d for d in NEEDS.get(p, ()) if d in parts} for p in parts}
+
+
+class PartFailed(VQClipError):
+    """A training part run as a subprocess exited with an error."""
+
+
+def _progress_of(log: Path) -> str:
+    """The last percentage a part's progress bar wrote to its log, or "" if none yet."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, os.path.getsize(log) - 400))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    found = re.findall(r"(\d+)%\|", tail)
+    return f"{found[-1]}%" if found else ""
+
+
+def run_parallel(
+    parts: Sequence[str],
+    command,
+    *,
+    jobs: int,
+    log_dir: Path,
+    poll_s: float = 1.0,
+    progress: bool = True,
+) -> list[str]:
+    """Run each part as `command(part)` (an argv list) in its own process, at most `jobs` at
+    once, each only after the parts it needs (`dependencies`). Each process's output goes to
+    `log_dir/<part>.log`. Returns the parts in the order they finished; on a failure the
+    running processes are stopped and PartFailed names the part and shows its log's end."""
+    waiting = dependencies(parts)
+    todo = sorted(parts, key=PRIORITY.index)
+    running: dict[str, tuple[subprocess.Popen, Path]] = {}
+    finished: list[str] = []
+    bar = tqdm(total=len(parts), desc="toy train", disable=not progress)
+    try:
+        while todo or running:
+            for part in list(todo):
+                if len(running) < jobs and not (waiting[part] - set(finished)):
+                    log = log_dir / f"{part}.log"
+                    with open(log, "wb") as f:
+                        proc = subprocess.Popen(command(part), stdout=f, stderr=subprocess.STDOUT)
+                    running[part] = (proc, log)
+                    todo.remove(part)
+            for part, (proc, log) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del running[part]
+                if code != 0:
+                    tail = log.read_text(errors="replace")[-2000:].replace("\r", "\n")
+                    raise PartFailed(
+                        f"toy training part {part!r} failed (exit code {code}); the end of its "
+                        f"log {log}:\n{tail}"
+                    )
+                finished.append(part)
+                bar.update(1)
+            bar.set_postfix_str(
+                ", ".join(f"{p} {_progress_of(log)}".strip() for p, (_, log) in running.items()),
+                refresh=True,
+            )
+            if running:
+                time.sleep(poll_s)
+    finally:
+        for proc, _ in running.values():
+            proc.kill()
+            proc.wait()
+        bar.close()
+    return finished
+
+
+def _default_jobs() -> int:
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vqclip.toy.train", description=__doc__)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
@@ -178,17 +277,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads; 1 is fastest when anything else runs on a 2-core machine",
+        default=None,
+        help="torch threads of each part (default: the cores divided among the jobs); the "
+        "last bits of the files depend on it",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=_default_jobs(),
+        help="parts run side by side, each in its own process with --threads threads (the "
+        "files are the same as with --jobs 1); progress lines of each part go to a log",
+    )
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         parser.error(f"unknown parts {unknown}; choose from {PARTS}")
-    torch.set_num_threads(args.threads)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.jobs > 1 and len(parts) > 1:
+
+        def command(part: str) -> list[str]:
+            return [
+                sys.executable,
+                "-m",
+                "vqclip.toy.train",
+                *("--out", str(args.out), "--parts", part, "--jobs", "1"),
+                *("--threads", str(args.threads), "--scale", str(args.scale)),
+            ]
+
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="vqclip-toy-train-") as logs:
+            try:
+                run_parallel(parts, command, jobs=args.jobs, log_dir=Path(logs))
+            except PartFailed as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+        total = {"parts": parts, "jobs": args.jobs, "threads": args.threads}
+        total["wall_s"] = round(time.perf_counter() - start, 1)
+        print(f"all: {json.dumps(total)}", flush=True)
+        atomic_write_text(args.out / "training_all.json", json.dumps(total, indent=2) + "\n")
+        return 0
+    torch.set_num_threads(args.threads)
     for part in PARTS:
         if part not in parts:
             continue

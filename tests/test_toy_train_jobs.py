@@ -1,0 +1,93 @@
+"""`python -m vqclip.toy.train --jobs N`: independent parts side by side, dependencies kept."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from vqclip.toy.train import DEFAULT_PARTS, PartFailed, dependencies, run_parallel
+
+
+def _logging_command(record, seconds: dict[str, float], fail: str = ""):
+    """A stand-in part: writes 'start <part> <time>' and 'end <part> <time>' to `record`."""
+
+    def command(part: str) -> list[str]:
+        code = (
+            "import sys, time\n"
+            f"open({str(record)!r}, 'a').write(f'start {part} {{time.time()}}\\n')\n"
+            f"time.sleep({seconds.get(part, 0.3)})\n"
+            f"if {part == fail}: print('boom: bad {part}'); sys.exit(3)\n"
+            f"open({str(record)!r}, 'a').write(f'end {part} {{time.time()}}\\n')\n"
+        )
+        return [sys.executable, "-c", code]
+
+    return command
+
+
+def _events(record) -> dict[tuple[str, str], float]:
+    rows = [line.split() for line in record.read_text().splitlines()]
+    return {(kind, part): float(t) for kind, part, t in rows}
+
+
+def test_dependencies_are_only_the_requested_parts():
+    deps = dependencies(DEFAULT_PARTS)
+    assert deps["sharpen"] == {"vqgan"}
+    assert deps["judge"] == deps["vqgan"] == deps["clip_a"] == set()
+    assert deps["report"] == set(DEFAULT_PARTS) - {"report"}
+    # Asked alone, sharpen continues the VQGAN already in the folder: nothing to wait for.
+    assert dependencies(["sharpen", "report"])["sharpen"] == set()
+    assert dependencies(["robust", "report"]) == {"robust": set(), "report": {"robust"}}
+
+
+def test_parts_run_side_by_side_and_wait_for_what_they_need(tmp_path):
+    record = tmp_path / "record.txt"
+    parts = ["judge", "vqgan", "sharpen", "report"]
+    seconds = {"vqgan": 1.0, "judge": 1.0}
+    finished = run_parallel(
+        parts,
+        _logging_command(record, seconds),
+        jobs=2,
+        log_dir=tmp_path,
+        poll_s=0.05,
+        progress=False,
+    )
+    assert sorted(finished) == sorted(parts)
+    ev = _events(record)
+    # judge and vqgan overlap (two jobs); sharpen starts after vqgan, report after all.
+    assert ev[("start", "judge")] < ev[("end", "vqgan")]
+    assert ev[("start", "vqgan")] < ev[("end", "judge")]
+    assert ev[("start", "sharpen")] >= ev[("end", "vqgan")]
+    assert ev[("start", "report")] >= max(ev[("end", p)] for p in ("judge", "vqgan", "sharpen"))
+
+
+def test_one_job_runs_one_part_at_a_time(tmp_path):
+    record = tmp_path / "record.txt"
+    run_parallel(
+        ["judge", "clip_a"],
+        _logging_command(record, {}),
+        jobs=1,
+        log_dir=tmp_path,
+        poll_s=0.05,
+        progress=False,
+    )
+    ev = _events(record)
+    first, second = sorted(("judge", "clip_a"), key=lambda p: ev[("start", p)])
+    assert ev[("start", second)] >= ev[("end", first)]
+
+
+def test_a_failed_part_stops_the_others_and_says_why(tmp_path):
+    record = tmp_path / "record.txt"
+    command = _logging_command(record, {"vqgan": 30.0, "judge": 0.2}, fail="judge")
+    with pytest.raises(PartFailed, match=r"'judge' failed \(exit code 3\)(.|\n)*boom: bad judge"):
+        run_parallel(
+            ["judge", "vqgan", "sharpen"],
+            command,
+            jobs=2,
+            log_dir=tmp_path,
+            poll_s=0.05,
+            progress=False,
+        )
+    ev = _events(record)
+    assert ("start", "vqgan") in ev and ("end", "vqgan") not in ev  # stopped, not waited for
+    assert ("start", "sharpen") not in ev
