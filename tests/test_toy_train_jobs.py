@@ -6,7 +6,15 @@ import sys
 
 import pytest
 
-from vqclip.toy.train import DEFAULT_PARTS, PartFailed, dependencies, run_parallel
+from vqclip.toy.train import (
+    DEFAULT_PARTS,
+    NEEDS,
+    PARTS,
+    PRIORITY,
+    PartFailed,
+    dependencies,
+    run_parallel,
+)
 
 
 def _logging_command(record, seconds: dict[str, float], fail: str = ""):
@@ -28,6 +36,11 @@ def _logging_command(record, seconds: dict[str, float], fail: str = ""):
 def _events(record) -> dict[tuple[str, str], float]:
     rows = [line.split() for line in record.read_text().splitlines()]
     return {(kind, part): float(t) for kind, part, t in rows}
+
+
+def test_every_part_has_a_start_order_and_needs_only_known_parts():
+    assert sorted(PRIORITY) == sorted(PARTS)
+    assert {d for needs in NEEDS.values() for d in needs} <= set(PARTS)
 
 
 def test_dependencies_are_only_the_requested_parts():
