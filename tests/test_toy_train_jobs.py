@@ -12,6 +12,7 @@ from vqclip.toy.train import (
     PARTS,
     PRIORITY,
     PartFailed,
+    default_threads,
     dependencies,
     run_parallel,
 )
@@ -104,3 +105,11 @@ def test_a_failed_part_stops_the_others_and_says_why(tmp_path):
     ev = _events(record)
     assert ("start", "vqgan") in ev and ("end", "vqgan") not in ev  # stopped, not waited for
     assert ("start", "sharpen") not in ev
+
+
+def test_threads_default_shares_the_cores_among_the_parts_that_run_at_once():
+    assert default_threads(2, 6, cores=2) == 1
+    assert default_threads(2, 6, cores=16) == 8
+    assert default_threads(2, 1, cores=2) == 2  # one part alone gets every core
+    assert default_threads(4, 2, cores=8) == 4
+    assert default_threads(3, 5, cores=2) == 1

@@ -6,7 +6,7 @@
 
 With --jobs N (default: 2 where there are 2 or more cores) independent parts run side by
 side, each in its own process with --threads threads (default: the cores shared among the
-jobs), so the files are the same as with --jobs 1 and the same --threads.
+parts that run at once), so the files are the same as with --jobs 1 and the same --threads.
 
 Seeded and reproducible on one machine and thread count (bfloat16 autocast and thread
 scheduling can change the last bits elsewhere). Each part is measured with the shipped files
@@ -266,6 +266,13 @@ def _default_jobs() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
+def default_threads(jobs: int, n_parts: int, cores: int | None = None) -> int:
+    """Threads of each part: the cores shared among the parts that can run at once (one part
+    alone gets them all, whatever --jobs says)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, min(jobs, n_parts)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vqclip.toy.train", description=__doc__)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
@@ -278,8 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--threads",
         type=int,
         default=None,
-        help="torch threads of each part (default: the cores divided among the jobs); the "
-        "last bits of the files depend on it",
+        help="torch threads of each part (default: the cores divided among the parts that run "
+        "at once); the last bits of the files depend on it",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument(
@@ -297,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.threads is None:
-        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        args.threads = default_threads(args.jobs, len(parts))
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     args.out.mkdir(parents=True, exist_ok=True)
