@@ -98,3 +98,21 @@ def test_sharpen_tunes_only_the_decoder_and_uses_the_discriminator():
     assert not torch.equal(sharp.decoder.conv_out.weight, before["decoder.conv_out.weight"])
     # The GAN term changes what the decoder learns.
     assert not torch.equal(sharp.decoder.conv_out.weight, plain.decoder.conv_out.weight)
+
+
+def test_edge_weighted_reconstruction_loss_counts_errors_at_outlines_more():
+    from vqclip.toy.train_vqgan import edge_weights, reconstruction_loss
+
+    x = -torch.ones(2, 3, 32, 32)
+    x[:, 0, 8:24, 8:24] = 1.0  # a red square on black: its outline is the only edge
+    w = edge_weights(x, 8.0)
+    assert w.shape == (2, 1, 32, 32) and torch.isclose(w.mean(), torch.tensor(1.0))
+    assert w[0, 0, 8, 16] > 4 * w[0, 0, 0, 0]  # on the outline vs a far corner
+    at_edge, far = x.clone(), x.clone()
+    at_edge[:, :, 7:9, 10:14] += 0.3  # the same error: 2x4 pixels at the outline...
+    far[:, :, 1:3, 1:5] += 0.3  # ...or in the background, away from it
+    # Unweighted, both errors cost the same; edge-weighted, the one at the outline costs more.
+    assert torch.isclose(reconstruction_loss(at_edge, x), reconstruction_loss(far, x), rtol=1e-5)
+    assert reconstruction_loss(at_edge, x, 8.0) > 2 * reconstruction_loss(far, x, 8.0)
+    # Weight 0 is the plain loss exactly (the main VQGAN training uses it).
+    assert torch.equal(reconstruction_loss(far, x, 0.0), reconstruction_loss(far, x))

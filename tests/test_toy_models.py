@@ -150,8 +150,8 @@ def test_shipped_judge_and_vqgan_meet_their_gates_on_fresh_images():
     assert min(clean.values()) >= 0.97
     rec = score_scenes(models.judge, reconstruct(models.vqgan, images), scenes)
     # A floor against regressions: the gate (0.97 on every attribute) is not met yet;
-    # the shipped VQGAN measured 0.86 (shape) to 0.94 on 1,000 images.
-    assert min(rec.values()) >= 0.8
+    # the shipped VQGAN measured 0.925 (shape) to 0.977 on 1,000 images.
+    assert min(rec.values()) >= 0.87
 
 
 @needs_weights

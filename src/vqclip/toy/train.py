@@ -59,6 +59,8 @@ CLIP_SEEDS = {"clip_a": 1, "clip_b": 2}
 EVAL_SEED = 99  # fresh images for every figure, never seen in training
 STEPS = {"judge": 1200, "vqgan": 1600, "sharpen": 300, "clip_a": 1500, "clip_b": 1500}
 SHARPEN_SEED = 5  # the decoder's GAN fine-tune (`train_vqgan.sharpen_decoder`)
+# Its pixel losses weighted toward the targets' outlines (`train_vqgan.edge_weights`).
+SHARPEN_EDGE_WEIGHT = 8.0
 # Guide training: a pre-rendered pool (rendering costs as much as a step), batches of sibling
 # runs (same colour, background and size; different shape and position) and auxiliary
 # attribute heads, so that shape and position are learned, not just colour.
@@ -114,7 +116,9 @@ def train_part(part: str, out: Path, scale: float = 1.0) -> None:
     elif part == "sharpen":
         # Continues the VQGAN in `out`: its decoder against a patch discriminator.
         vqgan = load_vqgan(out / VQGAN_SAFETENSORS)
-        model = sharpen_decoder(vqgan, steps=steps, seed=SHARPEN_SEED).half()
+        model = sharpen_decoder(
+            vqgan, steps=steps, seed=SHARPEN_SEED, edge_weight=SHARPEN_EDGE_WEIGHT
+        ).half()
         save_taming(model, out / VQGAN_CKPT, out / VQGAN_YAML)
         save_vqgan(model, out / VQGAN_SAFETENSORS)
     else:
