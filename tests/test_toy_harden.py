@@ -116,3 +116,18 @@ def test_edge_weighted_reconstruction_loss_counts_errors_at_outlines_more():
     assert reconstruction_loss(at_edge, x, 8.0) > 2 * reconstruction_loss(far, x, 8.0)
     # Weight 0 is the plain loss exactly (the main VQGAN training uses it).
     assert torch.equal(reconstruction_loss(far, x, 0.0), reconstruction_loss(far, x))
+
+
+def test_train_vqgan_runs_seeded_and_its_edge_weight_reaches_the_loss():
+    from vqclip.toy.train_vqgan import train_vqgan
+
+    args = dict(steps=3, batch=4, warmup=1, config=SMALL_VQGAN, bf16=False, progress=False)
+    plain = train_vqgan(**args)
+    again = train_vqgan(**args)
+    edged = train_vqgan(**args, edge_weight=8.0)
+    assert not plain.training and not any(p.requires_grad for p in plain.parameters())
+    norms = plain.codebook.norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    w = "decoder.conv_out.weight"
+    assert torch.equal(plain.state_dict()[w], again.state_dict()[w])  # seeded
+    assert not torch.equal(plain.state_dict()[w], edged.state_dict()[w])

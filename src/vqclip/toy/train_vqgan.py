@@ -126,6 +126,7 @@ def train_vqgan(
     crop: int | None = 32,
     full_share: float = 0.25,
     config: VQGANConfig = TOY_VQGAN,
+    edge_weight: float = 0.0,
     bf16: bool | None = None,
     device: str = "cpu",
     progress: bool = True,
@@ -137,6 +138,7 @@ def train_vqgan(
     normalisation statistics and the attention over the latent grid settle at the real size.
     `bf16` runs the forward pass under bfloat16 autocast; None (the default) turns it on only
     where it is fast (`autocast_bf16`).
+    `edge_weight` weights the pixel losses toward the targets' edges (`reconstruction_loss`).
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -169,7 +171,7 @@ def train_vqgan(
             usage += torch.bincount(idx, minlength=config.n_embed)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             x_hat = model.decode(zq).float()
-        rec = reconstruction_loss(x_hat, x)
+        rec = reconstruction_loss(x_hat, x, edge_weight)
         loss = rec + vq_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
