@@ -57,13 +57,13 @@ def cosine_quantize(
     return zn + (e - zn).detach(), idx, vq_loss
 
 
-def edge_weights(x: torch.Tensor, strength: float, reach: int = 5) -> torch.Tensor:
+def edge_weights(x: torch.Tensor, strength: float, window: int = 5) -> torch.Tensor:
     """Per-pixel loss weights (B, 1, H, W) with mean 1 over the batch: 1 + `strength` within
-    `reach` pixels of an edge of the target `x` (a colour step of 0.2 or more in [-1, 1] units
-    counts in full, smaller steps in proportion)."""
+    window // 2 pixels of an edge of the target `x` (a colour step of 0.2 or more in [-1, 1]
+    units counts in full, smaller steps in proportion)."""
     step_x = F.pad(x.diff(dim=-1).abs().sum(1, keepdim=True), (0, 1, 0, 0))
     step_y = F.pad(x.diff(dim=-2).abs().sum(1, keepdim=True), (0, 0, 0, 1))
-    near = F.max_pool2d(((step_x + step_y) / 0.2).clamp(max=1), reach, 1, reach // 2)
+    near = F.max_pool2d(((step_x + step_y) / 0.2).clamp(max=1), window, 1, window // 2)
     w = 1 + strength * near
     return w / w.mean()
 
@@ -74,7 +74,7 @@ def reconstruction_loss(
     """L1 + MSE + L1 of the horizontal and vertical image gradients. With `edge_weight`,
     every term is weighted by `edge_weights(x, edge_weight)`: a small object's outline is a few
     percent of the pixels, so plain means let the decoder blur it almost for free."""
-    if not edge_weight:
+    if not edge_weight:  # the plain means, bit for bit as the shipped `vqgan` part used them
         grad = F.l1_loss(x_hat.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(
             x_hat.diff(dim=-2), x.diff(dim=-2)
         )
