@@ -194,3 +194,24 @@ def test_best_of_keeps_one_candidate_per_prompt_and_counts_any_right():
     assert images.shape == (2, 3, 64, 64) and [r.prompt for r in results] == prompts
     # The kept image's verdict is what counts; any_right also looks at the other candidates.
     assert all(r.any_right or not r.success for r in results)
+
+
+@needs_weights
+def test_eval_cli_every_and_guides(tmp_path, capsys):
+    """--every keeps every Nth default prompt; --guides swaps the guides (the report names
+    them) and keeps the toy VQGAN and judge."""
+    import json
+
+    from vqclip.toy.eval import DEFAULT_PROMPTS, main
+
+    guide = toy_paths()["clip_1"]
+    out = tmp_path / "eval.json"
+    argv = ["--every", "25", "--steps", "1", "--cutn", "2", "--methods", "overview"]
+    assert main([*argv, "--guides", str(guide), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["prompts"] == list(DEFAULT_PROMPTS[::25])
+    assert report["guides"] == [str(guide)]
+    assert len(report["methods"]["overview"]["per_prompt"]) == len(DEFAULT_PROMPTS[::25])
+    with pytest.raises(SystemExit):
+        main(["--every", "0"])
+    assert "--every must be at least 1" in capsys.readouterr().err

@@ -249,25 +249,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=EvalSettings.best_of,
         help="candidates per prompt; the guides keep the best (the judge sees that one)",
     )
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="only every Nth prompt (--every 5: the 12-prompt probe of docs/toy.md)",
+    )
     parser.add_argument("--limit", type=int, help="only the first N prompts")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--weights", type=Path, help="a folder of toy weights (default: the shipped ones)"
     )
+    parser.add_argument(
+        "--guides",
+        help="comma-separated CLIP files (or registered names) to guide with instead of the "
+        "toy guides; the VQGAN and the judge stay the toy ones",
+    )
     parser.add_argument("--images", type=Path, help="save a PNG grid per method in this folder")
     args = parser.parse_args(argv)
+    if args.every < 1:
+        parser.error(f"--every must be at least 1, got {args.every}")
     torch.set_num_threads(args.threads)
     prompts = list(DEFAULT_PROMPTS)
     if args.prompts:
         prompts = [ln.strip() for ln in args.prompts.read_text().splitlines() if ln.strip()]
+    prompts = prompts[:: args.every]
     prompts = prompts[: args.limit] if args.limit else prompts
     settings = EvalSettings(
         args.steps, args.cutn, args.lr, args.tv_weight, args.seed, best_of=args.best_of
     )
     models = load_toy_models(args.weights) if args.weights else load_toy_models()
+    if args.guides:
+        from vqclip.weights.resolve import load_clip_by_name
+
+        models.clip_paths = [Path(name) for name in args.guides.split(",") if name]
+        models.clips = [load_clip_by_name(str(path)) for path in models.clip_paths]
     rows: dict[str, dict[str, float]] = {}
-    report: dict = {"settings": settings.__dict__, "prompts": prompts, "methods": {}}
+    report: dict = {
+        "settings": settings.__dict__,
+        "guides": [str(path) for path in models.clip_paths],
+        "prompts": prompts,
+        "methods": {},
+    }
     for method in args.methods.split(","):
         results, images, seconds = run_method(models, prompts, method, settings)
         for group, idx in _split_by_kind(prompts).items():
