@@ -215,3 +215,6 @@ def test_eval_cli_every_and_guides(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--every", "0"])
     assert "--every must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--guides", ","])
+    assert "--guides needs at least one" in capsys.readouterr().err

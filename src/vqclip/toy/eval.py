@@ -270,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error(f"--every must be at least 1, got {args.every}")
+    guides = [name for name in (args.guides or "").split(",") if name]
+    if args.guides is not None and not guides:
+        parser.error("--guides needs at least one CLIP file or name, e.g. --guides a.safetensors")
     torch.set_num_threads(args.threads)
     prompts = list(DEFAULT_PROMPTS)
     if args.prompts:
@@ -280,11 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.steps, args.cutn, args.lr, args.tv_weight, args.seed, best_of=args.best_of
     )
     models = load_toy_models(args.weights) if args.weights else load_toy_models()
-    if args.guides:
+    if guides:
         from vqclip.weights.resolve import load_clip_by_name
 
-        models.clip_paths = [Path(name) for name in args.guides.split(",") if name]
-        models.clips = [load_clip_by_name(str(path)) for path in models.clip_paths]
+        models.clip_paths = [Path(name) for name in guides]
+        models.clips = [load_clip_by_name(name) for name in guides]
     rows: dict[str, dict[str, float]] = {}
     report: dict = {
         "settings": settings.__dict__,
