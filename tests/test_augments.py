@@ -1,56 +1,87 @@
+import math
+
 import kornia.augmentation as K
 import pytest
 import torch
-from torch import nn
 
 from vqclip.augments import (
     AUGMENTS,
     DEFAULT_AUGMENTS,
+    Augments,
     ColourJitter,
+    GaussianNoise,
+    Geometric,
+    Kornia,
+    RandomAffine,
+    RandomErasing,
+    RandomPerspective,
+    Warps,
     build_augments,
     check_augment_codes,
+    homography,
+    warp,
 )
 from vqclip.errors import ConfigError
 
-# code -> kornia class and the per-cutout probability of method.md step 5
+# code -> class (kornia's wrapped in Kornia) and the per-cutout probability of method.md step 5
 EXPECTED = {
     "Ji": (ColourJitter, 0.7),
     "Sh": (K.RandomSharpness, 0.5),
-    "Gn": (K.RandomGaussianNoise, 0.5),
-    "Pe": (K.RandomPerspective, 0.7),
-    "Ro": (K.RandomRotation, 0.7),
-    "Af": (K.RandomAffine, 0.7),
+    "Gn": (GaussianNoise, 0.5),
+    "Pe": (RandomPerspective, 0.7),
+    "Ro": (RandomAffine, 0.7),
+    "Af": (RandomAffine, 0.7),
     "Et": (K.RandomElasticTransform, 0.7),
     "Ts": (K.RandomThinPlateSpline, 0.7),
     "Cr": (K.RandomCrop, 0.5),
-    "Er": (K.RandomErasing, 0.7),
+    "Er": (RandomErasing, 0.7),
     "Re": (K.RandomResizedCrop, 0.5),
 }
 
 
-def test_every_code_maps_to_its_kornia_class_and_probability():
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def only(code, cut_size=32):
+    (part,) = build_augments([code], cut_size=cut_size).parts
+    return part
+
+
+def test_every_code_maps_to_its_class_and_probability():
     assert set(AUGMENTS) == set(EXPECTED)
     for code, (cls, p) in EXPECTED.items():
-        (aug,) = build_augments([code], cut_size=32)
-        assert isinstance(aug, cls), code
-        assert aug.p == p, code
-        if code != "Ji":  # kornia's: per cutout, never all-or-nothing
-            assert aug.p_batch == 1.0, code
+        part = only(code)
+        if isinstance(part, Kornia):
+            assert isinstance(part.aug, cls), code
+            assert part.aug.p_batch == 1.0, code  # per cutout, never all-or-nothing
+        else:
+            assert isinstance(part, cls), code
+        assert part.p == p, code
 
 
-def test_codes_apply_in_the_given_order():
-    augs = build_augments(["Pe", "Af", "Ji"], cut_size=32)
-    assert [type(a) for a in augs] == [K.RandomPerspective, K.RandomAffine, ColourJitter]
+def test_codes_apply_in_the_given_order_and_warps_fuse():
+    augs = build_augments(["Pe", "Af", "Ji", "Ro", "Sh"], cut_size=32)
+    assert [type(a) for a in augs.parts] == [
+        RandomPerspective,
+        RandomAffine,
+        ColourJitter,
+        RandomAffine,
+        Kornia,
+    ]
+    # Pe and Af run as one resample; Ro, after Ji, as another
+    assert [type(s) for s in augs.stages] == [Warps, ColourJitter, Warps, Kornia]
+    assert [type(p) for p in augs.stages[0].parts] == [RandomPerspective, RandomAffine]
     assert DEFAULT_AUGMENTS == ("Af", "Pe", "Ji", "Er")
 
 
 @pytest.mark.parametrize("code", sorted(AUGMENTS))
 def test_gradient_flows_through_each_augmentation(code):
-    torch.manual_seed(0)
-    (aug,) = build_augments([code], cut_size=32)
-    aug.p = 1.0  # force it on every cutout so the transform, not the identity, is tested
+    augs = Augments([code], cut_size=32)
+    part = augs.parts[0]
+    (part.aug if isinstance(part, Kornia) else part).p = 1.0  # the transform, not the identity
     x = torch.rand(4, 3, 32, 32, requires_grad=True)
-    y = aug(x)
+    y = augs(x, gen())
     assert y.shape == x.shape
     assert not torch.allclose(y, x), "augmentation did nothing"
     y.sum().backward()
@@ -58,21 +89,26 @@ def test_gradient_flows_through_each_augmentation(code):
     assert x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("code", ["Cr", "Re"])
-def test_crop_augments_gate_each_cutout(code):
-    # kornia's own crops apply to all or none of a batch; ours pick cutouts independently.
-    torch.manual_seed(0)
-    (aug,) = build_augments([code], cut_size=16)
-    x = torch.rand(64, 3, 16, 16)
-    changed = [not torch.equal(a, b) for a, b in zip(aug(x), x, strict=True)]
-    assert 10 < sum(changed) < 54
+@pytest.mark.parametrize("code", sorted(AUGMENTS))
+def test_each_augmentation_gates_each_cutout_and_follows_the_generator(code):
+    augs = build_augments([code], cut_size=16)
+    x = 0.2 + 0.6 * torch.rand(200, 3, 16, 16, generator=gen(5))
+    g = gen(1)
+    a = augs(x, g)
+    b = augs(x, g)
+    assert torch.equal(a, augs(x, gen(1)))
+    assert not torch.equal(a, b), "the generator's state did not advance"
+    before = torch.get_rng_state()
+    augs(x, gen(2))
+    assert torch.equal(torch.get_rng_state(), before), "the global RNG was touched"
+    changed = (a - x).flatten(1).abs().amax(1) > 1e-5
+    assert abs(changed.float().mean().item() - EXPECTED[code][1]) < 0.12
 
 
 def test_empty_list_is_identity():
     augs = build_augments([], cut_size=32)
-    assert isinstance(augs, nn.Identity)
     x = torch.rand(2, 3, 8, 8)
-    assert augs(x) is x
+    assert augs(x, gen()) is x
 
 
 def test_unknown_code_lists_valid_codes():
@@ -101,25 +137,110 @@ def _luma(x):
 def test_colour_jitter_factors_act_as_named():
     # Mid-grey, mildly coloured pixels: no jitter below pushes a channel out of [0, 1].
     x = 0.45 + 0.1 * torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    bright = ColourJitter(0.1, 0.0, 0.0, 0.0, p=1.0)(x)
+    bright = ColourJitter(0.1, 0.0, 0.0, 0.0, p=1.0)(x, gen())
     ratio = (bright / x).flatten(1)  # one brightness factor per image, within its range
     assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
     assert ratio.min() >= 0.9 - 1e-5 and ratio.max() <= 1.1 + 1e-5 and ratio.std() > 0.01
-    hue = ColourJitter(0.0, 0.0, 0.0, 0.5, p=1.0)(x)  # a hue turn keeps luma, changes colour
+    hue = ColourJitter(0.0, 0.0, 0.0, 0.5, p=1.0)(x, gen())  # a hue turn keeps luma, changes colour
     assert torch.allclose(_luma(hue), _luma(x), atol=1e-4) and not torch.allclose(hue, x)
-    grey = ColourJitter(0.0, 0.0, 1.0, 0.0, p=1.0)(x)  # saturation in [0, 2]: luma kept
+    grey = ColourJitter(0.0, 0.0, 1.0, 0.0, p=1.0)(x, gen())  # saturation in [0, 2]: luma kept
     assert torch.allclose(_luma(grey), _luma(x), atol=1e-4)
-    contrast = ColourJitter(0.0, 0.5, 0.0, 0.0, p=1.0)(x)  # contrast keeps the mean luma
+    contrast = ColourJitter(0.0, 0.5, 0.0, 0.0, p=1.0)(x, gen())  # contrast keeps the mean luma
     assert torch.allclose(_luma(contrast).mean((1, 2)), _luma(x).mean((1, 2)), atol=1e-4)
-    assert torch.equal(ColourJitter(0.5, 0.5, 0.5, 0.5, p=0.0)(x), x)
+    assert torch.equal(ColourJitter(0.5, 0.5, 0.5, 0.5, p=0.0)(x, gen()), x)
 
 
-def test_colour_jitter_gates_each_image_and_follows_the_seed():
-    x = 0.3 + 0.4 * torch.rand(400, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(3)
-    a = ColourJitter(0.1, 0.1, 0.1, 0.1, p=0.7)(x)
-    torch.manual_seed(3)
-    assert torch.equal(a, ColourJitter(0.1, 0.1, 0.1, 0.1, p=0.7)(x))
-    changed = (a - x).flatten(1).abs().amax(1) > 1e-6
-    assert 0.6 < changed.float().mean() < 0.8
+# geometry of the batched warps
+
+
+def _shift_map(dx, dy):
+    """Output -> input map of a shift of the picture by (dx, dy) pixels."""
+    return torch.tensor([[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]])
+
+
+def test_warp_identity_shift_and_quarter_turn_are_exact():
+    x = torch.rand(1, 3, 12, 12, generator=gen(0))
+    torch.testing.assert_close(warp(x, torch.eye(3)[None]), x, atol=1e-5, rtol=0)
+    shifted = warp(x, _shift_map(3, -2)[None])
+    expected = torch.zeros_like(x)
+    expected[..., :10, 3:] = x[..., 2:, :9]
+    torch.testing.assert_close(shifted, expected, atol=1e-5, rtol=0)
+    # a quarter turn about the centre maps pixel centres onto pixel centres
+    turn = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 12.0], [0.0, 0.0, 1.0]])
+    turned = warp(x, turn[None])
+    assert any(torch.allclose(turned, torch.rot90(x, k, (2, 3)), atol=1e-5) for k in (1, 3))
+
+
+def test_affine_maps_invert_the_forward_transform():
+    aug = RandomAffine(15.0, 0.1, 5.0, p=1.0)
+    x = torch.zeros(64, 3, 20, 30)
+    g = gen(4)
+    inverse = aug.inverse_maps(x, g)
+    rad = math.pi / 180
+    g = gen(4)  # the same draws, in the same order, rebuilt forward
+    angle = (torch.rand(64, generator=g) * 2 - 1) * 15 * rad
+    shift = ((torch.rand(128, generator=g) * 2 - 1) * 0.1).view(64, 2) * torch.tensor([30, 20])
+    shear = (torch.rand(64, generator=g) * 2 - 1) * 5 * rad
+    for i in range(64):
+        c, s = math.cos(angle[i]), math.sin(angle[i])
+        rot = torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+        sh = torch.tensor([[1, math.tan(shear[i]), 0], [0, 1, 0], [0, 0, 1.0]])
+        forward = _shift_map(15 + shift[i, 0], 10 + shift[i, 1]).inverse()
+        forward = forward @ rot @ sh @ _shift_map(15, 10)
+        torch.testing.assert_close(forward @ inverse[i], torch.eye(3), atol=1e-5, rtol=0)
+    assert angle.abs().max() > 10 * rad and shift.abs().max() > 2.5
+
+
+def test_homography_takes_the_points_where_asked():
+    src = torch.rand(8, 4, 2, generator=gen(1)) * 0.3 + torch.tensor(
+        [[0, 0], [0.7, 0], [0.7, 0.7], [0, 0.7]]
+    )
+    dst = torch.rand(8, 4, 2, generator=gen(2))
+    h = homography(src, dst)
+    mapped = torch.cat([src, torch.ones(8, 4, 1)], -1) @ h.transpose(1, 2)
+    torch.testing.assert_close(mapped[..., :2] / mapped[..., 2:], dst, atol=1e-4, rtol=0)
+
+
+def test_perspective_shrinks_the_picture_into_a_quadrilateral():
+    aug = RandomPerspective(0.7, p=1.0)
+    x = torch.ones(200, 1, 32, 32)
+    out = aug(x, gen(0))
+    corners = out[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]]  # corners move inward by U(0, 0.35)
+    assert (corners == 0).float().mean() > 0.9
+    assert out[:, 0, 14:18, 14:18].min() > 0.999  # the middle stays inside
+    kept = out.mean((1, 2, 3))  # the quadrilateral's area: from about 0.3^2 up to nearly 1
+    assert kept.min() > 0.05 and kept.max() < 0.95 and kept.std() > 0.05
+
+
+class _Fixed(Geometric):
+    def __init__(self, inverse):
+        super().__init__(p=1.0)
+        self.inverse = inverse
+
+    def inverse_maps(self, x, gen):
+        return self.inverse.expand(len(x), 3, 3)
+
+
+def test_fused_warps_equal_the_warps_one_after_another():
+    # A shift, then a quarter turn: they do not commute, so the order of composition shows.
+    turn = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 16.0], [0.0, 0.0, 1.0]])
+    shift = _shift_map(4, 0)
+    x = torch.rand(2, 3, 16, 16, generator=gen(3))
+    fused = Warps(_Fixed(shift), _Fixed(turn))(x, gen())
+    one_by_one = warp(warp(x, shift[None].expand(2, 3, 3)), turn[None].expand(2, 3, 3))
+    torch.testing.assert_close(fused, one_by_one, atol=1e-5, rtol=0)
+    other_order = warp(warp(x, turn[None].expand(2, 3, 3)), shift[None].expand(2, 3, 3))
+    assert not torch.allclose(fused, other_order, atol=1e-3)
+
+
+def test_erasing_zeroes_one_rectangle_of_the_given_area():
+    aug = RandomErasing((0.1, 0.4), (0.3, 1 / 0.3), p=1.0)
+    out = aug(torch.ones(300, 3, 40, 40), gen(0))
+    erased = out[:, 0] == 0
+    assert torch.equal(erased, (out == 0).all(1))  # every channel
+    frac = erased.float().mean((1, 2))
+    assert frac.min() > 0.08 and frac.max() < 0.42 and frac.std() > 0.05
+    rows, cols = erased.any(2), erased.any(1)  # a filled rectangle: rows x cols
+    assert torch.equal(erased, rows[:, :, None] & cols[:, None, :])
+    tall = rows.sum(1) > cols.sum(1)
+    assert 0.3 < tall.float().mean() < 0.7  # ratios below and above 1 alike

@@ -1,19 +1,30 @@
 """Cutout augmentations, named by the two-letter codes nerdyrodent's VQGAN+CLIP users know.
 
-Each code maps to one kornia augmentation with the parameters of method.md step 5 (colour
-jitter is our own batched version, ~100x faster). kornia draws
-random parameters per sample, so one call augments the whole cutout batch. kornia takes its
-randomness from torch's global RNG; `vqclip.cutouts` isolates it and seeds it from the run's
-generator.
+The parameters are those of method.md step 5. Six codes are our own batched versions, which
+draw their random numbers on the images' device from the run's generator and never copy
+anything to the host (the step can run without host syncs, which a fast GPU needs):
+
+- Af, Ro, Pe: each draws one 3x3 map per cutout; a run of them in the list (the default
+  "Af Pe") is composed into one map and resampled by one `grid_sample`, so the cutout is
+  interpolated once, not once per augmentation.
+- Ji: brightness, contrast, saturation and hue as one colour matrix per cutout.
+- Er: a zeroed rectangle per cutout, as a mask from coordinate comparisons.
+- Gn: additive Gaussian noise.
+
+The rest (Sh, Et, Ts, Cr, Re) are kornia's. kornia draws from torch's global RNG, so each of
+those is run with the global RNG seeded from the run's generator and restored afterwards.
+Every augmentation gates each cutout on its own with its probability p.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vqclip.errors import ConfigError
@@ -28,6 +39,166 @@ _YIQ = torch.tensor(
 _YIQ_INV = torch.linalg.inv(_YIQ)
 
 
+def _uniform(n: int, low: float, high: float, like: torch.Tensor, gen: torch.Generator):
+    """(n,) uniform in [low, high) on like's device, in float32."""
+    u = torch.rand(n, generator=gen, device=like.device)
+    return u * (high - low) + low
+
+
+def _gate(n: int, p: float, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(n,) bool: which cutouts get the augmentation."""
+    return torch.rand(n, generator=gen, device=like.device) < p
+
+
+@contextlib.contextmanager
+def _global_rng_seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG (CPU, and `device` if CUDA) for kornia; restore it on exit."""
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        for d in cuda:
+            with torch.cuda.device(d):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _affine_inverse(
+    angle: torch.Tensor,
+    shear: torch.Tensor,
+    shift: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """(n, 3, 3) maps from output to input pixel coordinates of the affine warps that shear
+    along x by `shear`, rotate by `angle` (radians, both (n,)) about the image centre, then
+    shift by `shift` (n, 2) pixels. Pixel coordinates: x right, y down, the image spans
+    [0, width] x [0, height]."""
+    n = angle.shape[0]
+    centre = angle.new_tensor([width / 2, height / 2])
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    # forward: p' = R S (p - c) + c + t  =>  inverse: p = S^-1 R^T (p' - c - t) + c
+    rt = torch.stack([cos, sin, -sin, cos], dim=1).view(n, 2, 2)
+    s_inv = torch.zeros(n, 2, 2, device=angle.device)
+    s_inv[:, 0, 0] = s_inv[:, 1, 1] = 1.0
+    s_inv[:, 0, 1] = -tan
+    linear = s_inv @ rt
+    offset = centre - (linear @ (centre + shift).unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(n, 3, 3, device=angle.device)
+    out[:, :2, :2] = linear
+    out[:, :2, 2] = offset
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """(n, 3, 3) homographies taking each of the 4 points src (n, 4, 2) to dst (n, 4, 2);
+    coordinates of order 1 (the 8x8 solve is in their dtype)."""
+    n = src.shape[0]
+    x, y = src.unbind(-1)  # (n, 4)
+    u, v = dst.unbind(-1)
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], dim=-1)
+    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], dim=-1)
+    a = torch.cat([rows_u, rows_v], dim=1)  # (n, 8, 8)
+    b = torch.cat([u, v], dim=1).unsqueeze(-1)  # (n, 8, 1)
+    h = torch.linalg.solve_ex(a, b)[0].squeeze(-1)  # no error check: no host sync
+    return torch.cat([h, torch.ones(n, 1, device=src.device, dtype=src.dtype)], 1).view(n, 3, 3)
+
+
+def warp(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Resample x (n, C, H, W) by per-image maps `inverse` (n, 3, 3) from output to input
+    pixel coordinates; bilinear, zeros outside the input."""
+    n, _, h, w = x.shape
+    ys = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, h * w, 3)
+    src = points @ inverse.float().transpose(1, 2)  # (n, HW, 3)
+    w_h = src[..., 2:]  # the homogeneous coordinate: any sign, never near 0 for these maps
+    src = src[..., :2] / torch.where(w_h.abs() < 1e-6, torch.full_like(w_h, 1e-6), w_h)
+    # grid_sample's align_corners=False coordinates: -1 and 1 are the outer pixel edges.
+    scale = src.new_tensor([2 / w, 2 / h])
+    grid = (src * scale - 1).view(n, h, w, 2).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# the augmentations
+
+
+class Geometric(nn.Module):
+    """A random warp per cutout; `inverse_maps` draws (n, 3, 3) maps from output to input
+    pixel coordinates, the identity for cutouts the gate leaves alone."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def inverse_maps(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gated(self, maps: torch.Tensor, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        on = _gate(len(x), self.p, x, gen).view(-1, 1, 1)
+        return torch.where(on, maps, torch.eye(3, device=x.device))
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return warp(x, self.inverse_maps(x, gen))
+
+
+class RandomAffine(Geometric):
+    """Rotation in +-degrees, shift in +-translate of the side, shear along x in +-shear
+    degrees, about the centre; zeros outside (kornia's RandomAffine with those arguments)."""
+
+    def __init__(self, degrees: float, translate: float, shear: float, p: float) -> None:
+        super().__init__(p)
+        self.degrees, self.translate, self.shear = degrees, translate, shear
+
+    def inverse_maps(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        rad = math.pi / 180
+        angle = _uniform(n, -self.degrees * rad, self.degrees * rad, x, gen)
+        shift = _uniform(2 * n, -self.translate, self.translate, x, gen).view(n, 2)
+        shift = shift * shift.new_tensor([w, h])
+        shear = _uniform(n, -self.shear * rad, self.shear * rad, x, gen)
+        return self.gated(_affine_inverse(angle, shear, shift, h, w), x, gen)
+
+
+class RandomPerspective(Geometric):
+    """Each corner moves inward by up to distortion_scale / 2 of the side, on each axis
+    (kornia's RandomPerspective, "basic" sampling); zeros outside."""
+
+    def __init__(self, distortion_scale: float, p: float) -> None:
+        super().__init__(p)
+        self.distortion_scale = distortion_scale
+
+    def inverse_maps(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        # In units of the side (float32 solves stay well conditioned), then in pixels.
+        corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], device=x.device)
+        inward = corners.new_tensor([[1, 1], [-1, 1], [-1, -1], [1, -1]])
+        u = torch.rand(n, 4, 2, generator=gen, device=x.device)
+        moved = corners + inward * (self.distortion_scale / 2) * u  # where each corner goes
+        # output -> input: the moved corners back to the image's corners
+        unit = homography(moved, corners.expand(n, 4, 2))
+        pixels = corners.new_tensor([w, h, 1.0])
+        maps = pixels.view(1, 3, 1) * unit / pixels.view(1, 1, 3)  # S H S^-1
+        return self.gated(maps, x, gen)
+
+
+class Warps(nn.Module):
+    """Consecutive geometric augmentations as one resample: their maps are composed."""
+
+    def __init__(self, *parts: Geometric) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        # x -> A -> B: an output pixel of B comes from B^-1, then A^-1, so maps chain left to right
+        inverse = self.parts[0].inverse_maps(x, gen)
+        for part in self.parts[1:]:
+            inverse = inverse @ part.inverse_maps(x, gen)
+        return warp(x, inverse)
+
+
 class ColourJitter(nn.Module):
     """Brightness, contrast, saturation and hue jitter of a batch, as one 3x3 colour matrix and
     one contrast blend per image: kornia's ColorJitter with the same ranges did four passes
@@ -36,8 +207,7 @@ class ColourJitter(nn.Module):
     jitter stays differentiable and smooth.
 
     Factors are drawn uniformly: brightness and contrast and saturation in [1 - a, 1 + a], hue in
-    [-h, h] turns; each image is jittered with probability p. Randomness comes from torch's
-    global RNG, like kornia's (`vqclip.cutouts` seeds it per step).
+    [-h, h] turns; each image is jittered with probability p.
     """
 
     def __init__(
@@ -47,111 +217,130 @@ class ColourJitter(nn.Module):
         self.ranges = (brightness, contrast, saturation, hue)
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n = x.shape[0]
         b, c, s, h = (
-            (torch.rand(n) * 2 - 1) * r + (0.0 if i == 3 else 1.0)
-            for i, r in enumerate(self.ranges)
+            _uniform(n, -r, r, x, gen) + (0.0 if i == 3 else 1.0) for i, r in enumerate(self.ranges)
         )
-        on = torch.rand(n) < self.p
-        b, c, s = (torch.where(on, v, torch.ones(n)) for v in (b, c, s))
-        angle = torch.where(on, h, torch.zeros(n)) * 2 * math.pi
+        on = _gate(n, self.p, x, gen)
+        one = torch.ones_like(b)
+        b, c, s = (torch.where(on, v, one) for v in (b, c, s))
+        angle = torch.where(on, h, torch.zeros_like(h)) * 2 * math.pi
         cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
-        chroma = torch.zeros(n, 3, 3)
+        chroma = torch.zeros(n, 3, 3, device=x.device)
         chroma[:, 0, 0] = 1.0
         chroma[:, 1, 1], chroma[:, 1, 2] = cos, -sin
         chroma[:, 2, 1], chroma[:, 2, 2] = sin, cos
-        matrix = _YIQ_INV @ chroma @ _YIQ * b.view(n, 1, 1)  # (n, 3, 3)
-        matrix = matrix.to(device=x.device, dtype=x.dtype)
+        yiq, yiq_inv = _YIQ.to(x.device), _YIQ_INV.to(x.device)
+        matrix = (yiq_inv @ chroma @ yiq * b.view(n, 1, 1)).to(x.dtype)  # (n, 3, 3)
         # Contrast blends with the mean luma: fold it into the same matrix and an offset.
         y = torch.bmm(matrix, x.reshape(n, 3, -1))  # (n, 3, HW)
-        mean = (_YIQ[0].to(y) @ y).mean(dim=1).view(n, 1, 1)  # (n, 1, 1)
-        c = c.to(device=x.device, dtype=x.dtype).view(n, 1, 1)
+        mean = (yiq[0].to(y) @ y).mean(dim=1).view(n, 1, 1)  # (n, 1, 1)
+        c = c.to(x.dtype).view(n, 1, 1)
         out = torch.addcmul(mean * (1 - c), y, c).clamp(0, 1).view_as(x)
         # Images left alone are passed through exactly (the matrix round trip is not).
-        return torch.where(on.to(x.device).view(n, 1, 1, 1), out, x)
+        return torch.where(on.view(n, 1, 1, 1), out, x)
 
 
-def _jitter(cut_size: int) -> nn.Module:
-    return ColourJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7)
+class RandomErasing(nn.Module):
+    """A rectangle of `scale` of the area and aspect ratio in `ratio` set to 0 (kornia's
+    RandomErasing: the ratio is uniform below 1 or above 1, each half the time)."""
+
+    def __init__(self, scale: tuple[float, float], ratio: tuple[float, float], p: float) -> None:
+        super().__init__()
+        self.scale, self.ratio, self.p = scale, ratio, p
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        area = _uniform(n, *self.scale, x, gen) * (h * w)
+        lo, hi = self.ratio
+        below = _uniform(n, lo, min(hi, 1.0), x, gen)
+        above = _uniform(n, max(lo, 1.0), hi, x, gen)
+        ratio = torch.where(_gate(n, 0.5, x, gen), below, above)
+        eh = (area * ratio).sqrt().round().clamp(1, h)
+        ew = (area / ratio).sqrt().round().clamp(1, w)
+        y0 = (torch.rand(n, generator=gen, device=x.device) * (h - eh + 1)).floor()
+        x0 = (torch.rand(n, generator=gen, device=x.device) * (w - ew + 1)).floor()
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        inside = (
+            (rows >= y0.view(n, 1, 1))
+            & (rows < (y0 + eh).view(n, 1, 1))
+            & (cols >= x0.view(n, 1, 1))
+            & (cols < (x0 + ew).view(n, 1, 1))
+        )
+        erase = inside & _gate(n, self.p, x, gen).view(n, 1, 1)
+        return x.masked_fill(erase.unsqueeze(1), 0.0)
 
 
-def _sharpness(cut_size: int) -> nn.Module:
-    return K.RandomSharpness(sharpness=0.3, p=0.5)
+class GaussianNoise(nn.Module):
+    """Additive N(0, std^2) noise on each gated cutout."""
+
+    def __init__(self, std: float, p: float) -> None:
+        super().__init__()
+        self.std, self.p = std, p
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        on = _gate(len(x), self.p, x, gen).to(x.dtype).view(-1, 1, 1, 1)
+        return x + noise * (self.std * on)
 
 
-def _gaussian_noise(cut_size: int) -> nn.Module:
-    return K.RandomGaussianNoise(mean=0.0, std=1.0, p=0.5)
+class Kornia(nn.Module):
+    """A kornia augmentation, its global-RNG draws seeded from the run's generator."""
+
+    def __init__(self, aug: K.AugmentationBase2D, p: float) -> None:
+        super().__init__()
+        # Per cutout: kornia's crops otherwise gate a whole batch at once (a crop may change
+        # the shape); ours keep the cutout size, so "p .5" means about half of the cutouts.
+        aug.p = p
+        self.aug = aug
+
+    @property
+    def p(self) -> float:
+        return self.aug.p
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device))
+        with _global_rng_seeded(seed, x.device):
+            return self.aug(x)
 
 
-def _perspective(cut_size: int) -> nn.Module:
-    return K.RandomPerspective(distortion_scale=0.7, p=0.7)
-
-
-def _rotation(cut_size: int) -> nn.Module:
-    return K.RandomRotation(degrees=15.0, p=0.7)
-
-
-def _affine(cut_size: int) -> nn.Module:
-    return K.RandomAffine(
-        degrees=15.0, translate=(0.1, 0.1), shear=5.0, padding_mode="zeros", p=0.7
-    )
-
-
-def _elastic(cut_size: int) -> nn.Module:
-    return K.RandomElasticTransform(p=0.7)
-
-
-def _thin_plate_spline(cut_size: int) -> nn.Module:
-    return K.RandomThinPlateSpline(scale=0.8, p=0.7)
-
-
-def _per_sample(aug: K.AugmentationBase2D, p: float) -> nn.Module:
-    # kornia's crops treat p as an all-or-nothing gate on the whole batch (a crop may change the
-    # shape). Ours keep the cutout size, so a per-cutout gate is safe, and it is what "p .5" means
-    # for the other codes: about half of the cutouts get it.
-    aug.p = p
-    return aug
+# main table and builder
 
 
 def _crop(cut_size: int) -> nn.Module:
     # The cutout already has the crop size, so nerdyrodent's pad_if_needed crop is an identity;
     # reflect-padding by an eighth makes it a real random shift.
-    crop = K.RandomCrop(
-        size=(cut_size, cut_size), padding=max(1, cut_size // 8), padding_mode="reflect", p=1.0
-    )
-    return _per_sample(crop, 0.5)
-
-
-def _erasing(cut_size: int) -> nn.Module:
-    return K.RandomErasing(scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), p=0.7)
+    pad = max(1, cut_size // 8)
+    return Kornia(K.RandomCrop((cut_size, cut_size), padding=pad, padding_mode="reflect"), 0.5)
 
 
 def _resized_crop(cut_size: int) -> nn.Module:
     # "resample" interpolates the crop, so gradients reach every source pixel it covers.
     crop = K.RandomResizedCrop(
-        size=(cut_size, cut_size),
-        scale=(0.1, 1.0),
-        ratio=(3 / 4, 4 / 3),
-        cropping_mode="resample",
-        p=1.0,
+        (cut_size, cut_size), scale=(0.1, 1.0), ratio=(3 / 4, 4 / 3), cropping_mode="resample"
     )
-    return _per_sample(crop, 0.5)
+    return Kornia(crop, 0.5)
 
-
-# main table and builder
 
 AUGMENTS: dict[str, tuple[str, Callable[[int], nn.Module]]] = {
-    "Ji": ("colour jitter 0.1, p .7", _jitter),
-    "Sh": ("sharpness 0.3, p .5", _sharpness),
-    "Gn": ("gaussian noise std 1, p .5", _gaussian_noise),
-    "Pe": ("perspective 0.7, p .7", _perspective),
-    "Ro": ("rotation 15 deg, p .7", _rotation),
-    "Af": ("affine 15 deg, translate .1, shear 5, p .7", _affine),
-    "Et": ("elastic transform, p .7", _elastic),
-    "Ts": ("thin plate spline 0.8, p .7", _thin_plate_spline),
+    "Ji": ("colour jitter 0.1, p .7", lambda c: ColourJitter(0.1, 0.1, 0.1, 0.1, p=0.7)),
+    "Sh": ("sharpness 0.3, p .5", lambda c: Kornia(K.RandomSharpness(sharpness=0.3), 0.5)),
+    "Gn": ("gaussian noise std 1, p .5", lambda c: GaussianNoise(std=1.0, p=0.5)),
+    "Pe": ("perspective 0.7, p .7", lambda c: RandomPerspective(0.7, p=0.7)),
+    "Ro": ("rotation 15 deg, p .7", lambda c: RandomAffine(15.0, 0.0, 0.0, p=0.7)),
+    "Af": (
+        "affine 15 deg, translate .1, shear 5, p .7",
+        lambda c: RandomAffine(15.0, 0.1, 5.0, p=0.7),
+    ),
+    "Et": ("elastic transform, p .7", lambda c: Kornia(K.RandomElasticTransform(), 0.7)),
+    "Ts": ("thin plate spline 0.8, p .7", lambda c: Kornia(K.RandomThinPlateSpline(0.8), 0.7)),
     "Cr": ("random crop with reflect padding, p .5", _crop),
-    "Er": ("random erasing scale .1-.4, p .7", _erasing),
+    "Er": (
+        "random erasing scale .1-.4, p .7",
+        lambda c: RandomErasing((0.1, 0.4), (0.3, 1 / 0.3), p=0.7),
+    ),
     "Re": ("random resized crop scale .1-1, p .5", _resized_crop),
 }
 DEFAULT_AUGMENTS: tuple[str, ...] = ("Af", "Pe", "Ji", "Er")
@@ -171,14 +360,34 @@ def check_augment_codes(codes: Sequence[str]) -> tuple[str, ...]:
     return tuple(codes)
 
 
-def build_augments(codes: Sequence[str], cut_size: int) -> nn.Module:
-    """The augmentations of `codes`, applied in order; identity for an empty list.
+class Augments(nn.Module):
+    """The augmentations of a list of codes, applied in order: `augs(x, generator)`.
 
-    `cut_size` is the cutout side, needed by the crop augmentations (Cr, Re).
+    Consecutive geometric ones (Af, Ro, Pe) run as one `Warps` stage. Every random number
+    comes from `generator`, which must live on x's device.
     """
-    codes = check_augment_codes(codes)
-    if cut_size < 1:
-        raise ConfigError(f"cut_size must be >= 1, got {cut_size}")
-    if not codes:
-        return nn.Identity()
-    return nn.Sequential(*(AUGMENTS[c][1](cut_size) for c in codes))
+
+    def __init__(self, codes: Sequence[str], cut_size: int) -> None:
+        super().__init__()
+        codes = check_augment_codes(codes)
+        if cut_size < 1:
+            raise ConfigError(f"cut_size must be >= 1, got {cut_size}")
+        self.codes = codes
+        self.parts = nn.ModuleList(AUGMENTS[c][1](cut_size) for c in codes)
+        stages: list[nn.Module] = []
+        for part in self.parts:
+            if isinstance(part, Geometric) and stages and isinstance(stages[-1], Warps):
+                stages[-1].parts.append(part)
+            else:
+                stages.append(Warps(part) if isinstance(part, Geometric) else part)
+        self.stages = stages  # a plain list: the parts above hold the modules
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x, gen)
+        return x
+
+
+def build_augments(codes: Sequence[str], cut_size: int) -> Augments:
+    """`Augments` of `codes`; `cut_size` is the cutout side, needed by Cr and Re."""
+    return Augments(codes, cut_size)

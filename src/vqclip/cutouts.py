@@ -4,16 +4,16 @@ Crowson's cut sizes (method.md step 5): size = floor(u^cut_pow * (max_size - min
 with u ~ U(0, 1), at a random offset inside the image. All crops of a batch are resized at once,
 with anti-aliasing, by two batched matrix products (see `resample_crops`).
 
-Every random number (sizes, offsets, kornia's augmentation parameters, noise) comes from the
+Every random number (sizes, offsets, augmentation parameters, noise) comes from the
 torch.Generator passed in, so the same generator state gives the same cutouts and restoring it
-resumes a run. The global torch RNG, which kornia samples from, is left as the caller had it.
+resumes a run. Boxes are drawn on the generator's device; augmentations and noise on the images'
+device, from a generator there seeded from it. The global torch RNG, which the kornia
+augmentations sample from, is left as the caller had it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -84,7 +84,7 @@ def _cubic(t: torch.Tensor) -> torch.Tensor:
 
 
 def _resize_weights(
-    offset: torch.Tensor, size: torch.Tensor, cut_size: int, length: int
+    offset: torch.Tensor, size: torch.Tensor, cut_size: int, length: int, span: tuple[int, int]
 ) -> torch.Tensor:
     """(N, cut_size, length) weights taking an image axis of `length` px to each crop's output.
 
@@ -94,8 +94,7 @@ def _resize_weights(
     antialias=True) on the cropped slice. Crop pixels outside the image (a padded square
     view) count in the normalisation but have no column: they are black.
     """
-    lo = min(0, int(offset.min()))
-    hi = max(length, int((offset + size).max()))
+    lo, hi = span  # pixels [lo, hi) hold every crop and the image
     pixel = torch.arange(lo, hi, dtype=offset.dtype, device=offset.device) + 0.5  # centres
     scale = size / cut_size
     out_pixel = torch.arange(cut_size, dtype=offset.dtype, device=offset.device) + 0.5
@@ -119,18 +118,6 @@ def _generator_on(generator: torch.Generator, device: torch.device) -> torch.Gen
         return generator
     seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     return torch.Generator(device=device).manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _global_rng_seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG (CPU, and `device` if CUDA) for kornia; restore it on exit."""
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-        torch.default_generator.manual_seed(seed)
-        for d in cuda:
-            with torch.cuda.device(d):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 # main functions
@@ -160,9 +147,13 @@ def resample_crops(
     cutn = N // B
     # float64 keeps the weights exact for large images; MPS has no float64
     dtype = torch.float32 if images.device.type == "mps" else torch.float64
+    # The pixel range the boxes reach, read where they were drawn (on the CPU: no wait for
+    # the GPU to finish the decode)
+    lo, hi = boxes[:, :2].amin(0), (boxes[:, :2] + boxes[:, 2:]).amax(0)
+    span_x, span_y = ((min(0, int(lo[i])), max(n, int(hi[i]))) for i, n in enumerate((W, H)))
     x0, y0, size = boxes.to(images.device, dtype).unbind(1)
-    a_y = _resize_weights(y0, size, cut_size, H).to(images.dtype)  # (N, c, H)
-    a_x = _resize_weights(x0, size, cut_size, W).to(images.dtype)  # (N, c, W)
+    a_y = _resize_weights(y0, size, cut_size, H, span_y).to(images.dtype)  # (N, c, H)
+    a_x = _resize_weights(x0, size, cut_size, W, span_x).to(images.dtype)  # (N, c, W)
     if hflip is not None:
         a_x = torch.where(hflip.to(a_x.device)[:, None, None], a_x.flip(1), a_x)
     # Rows first, all cutouts of an image in one product: (cutn * c, H) @ (H, C * W).
@@ -221,15 +212,14 @@ class MakeCutouts(nn.Module):
         out = resample_crops(images, boxes, cfg.cut_size, hflip=hflip)
         if cfg.method == "overview" and cfg.n_overview > 1:  # else no cutout is gray
             out = torch.where(gray.to(out.device).view(-1, 1, 1, 1), _grayscale(out), out)
+        if cfg.augments or cfg.noise_fac:
+            gen = _generator_on(generator, out.device)
         if cfg.augments:
-            seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
-            with _global_rng_seeded(seed, out.device):
-                out = self.augs(out)
+            out = self.augs(out, gen)
         if cfg.noise_fac:
-            facs = torch.rand(len(out), generator=generator, device=generator.device)
-            facs = (facs * cfg.noise_fac).to(out.device, out.dtype).view(-1, 1, 1, 1)
-            noise_gen = _generator_on(generator, out.device)
-            noise = torch.randn(out.shape, generator=noise_gen, device=out.device, dtype=out.dtype)
+            facs = torch.rand(len(out), generator=gen, device=out.device)
+            facs = (facs * cfg.noise_fac).to(out.dtype).view(-1, 1, 1, 1)
+            noise = torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
             out = out + facs * noise
         return out, boxes
 
