@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqclip.cutouts import CutoutConfig, MakeCutouts, resample_crops
+from vqclip.cutouts import CutoutConfig, MakeCutouts, resample_crops, square_spans
 from vqclip.errors import ConfigError
 
 
@@ -134,6 +134,25 @@ def test_batched_resize_matches_per_crop_reference():
     for i, box in enumerate(boxes.tolist()):
         expected = reference(images[i // 3 : i // 3 + 1], box, 16)[0]
         torch.testing.assert_close(out[i], expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["crowson", "whole", "overview"])
+@pytest.mark.parametrize(("height", "width"), [(48, 80), (80, 48), (64, 64)])
+def test_square_spans_bound_every_box_and_change_nothing(method, height, width):
+    # MakeCutouts passes these bounds instead of reading them from the boxes (a GPU sync).
+    cut = make(cut_size=16, cutn=40, method=method)
+    boxes, hflip, _ = cut.sample_boxes(2, height, width, gen(1))
+    (x_lo, x_hi), (y_lo, y_hi) = square_spans(height, width)
+    assert (boxes[:, 0] >= x_lo).all() and (boxes[:, 0] + boxes[:, 2] <= x_hi).all()
+    assert (boxes[:, 1] >= y_lo).all() and (boxes[:, 1] + boxes[:, 2] <= y_hi).all()
+    images = torch.rand(2, 3, height, width)
+    spans = square_spans(height, width)
+    torch.testing.assert_close(
+        resample_crops(images, boxes, 16, hflip=hflip, spans=spans),
+        resample_crops(images, boxes, 16, hflip=hflip),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_gradient_reaches_exactly_the_cropped_pixels():

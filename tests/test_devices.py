@@ -29,3 +29,12 @@ def test_fp16_on_cpu_and_unknown_names_are_refused():
         devices.resolve_precision("fp16", torch.device("cpu"))
     with pytest.raises(ConfigError, match="choose auto"):
         devices.resolve_precision("half", torch.device("cpu"))
+
+
+def test_constants_are_made_once_per_device_and_value():
+    constant = devices.constant
+    a = constant(((1, 2), (3, 4)), "cpu")
+    assert a.dtype == torch.float32 and a.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert constant([[1, 2], [3, 4]], torch.device("cpu")) is a  # lists and tuples alike
+    assert constant(((1, 2), (3, 5)), "cpu") is not a
+    assert constant(((1, 2), (3, 4)), "cpu", torch.float64).dtype == torch.float64

@@ -313,3 +313,17 @@ def test_a_nan_in_one_image_stops_only_that_image(tiny_vqgan, tiny_clip, monkeyp
     assert gen.failures == [(2, 0)]
     assert torch.equal(gen.z[0], frozen) and torch.isfinite(gen.z).all()
     assert not torch.equal(gen.z[1], moving)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_step_on_cuda_makes_no_host_syncs(tiny_vqgan, tiny_clip):
+    # Syncs stall the GPU's queue; the loss check is the only one, every check_every steps.
+    kwargs = dict(prompts=("a red circle",), iterations=4, augments=("Af", "Pe", "Ji", "Er"))
+    config = GenerateConfig(**{**FAST, **kwargs, "device": "cuda", "noise_fac": 0.1})
+    gen = Generator(config, vqgan=tiny_vqgan, clips=[tiny_clip])
+    gen.step()  # step 0 checks the loss
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        gen.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

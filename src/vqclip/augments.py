@@ -27,16 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqclip.devices import constant
 from vqclip.errors import ConfigError
 
 # helper functions
 
 
 # RGB -> YIQ (NTSC): Y is luma; a hue shift is a rotation of (I, Q), saturation scales them.
-_YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
+_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.595716, -0.274453, -0.321263),
+    (0.211456, -0.522591, 0.311135),
 )
-_YIQ_INV = torch.linalg.inv(_YIQ)
+_YIQ_INV = tuple(map(tuple, torch.linalg.inv(torch.tensor(_YIQ, dtype=torch.float64)).tolist()))
+# Constants of the step are made with `constant` (copied to the GPU once, not every step: a copy
+# from host memory makes the host wait for the GPU), so the step runs without host syncs.
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor, gen: torch.Generator):
@@ -74,7 +79,7 @@ def _affine_inverse(
     shift by `shift` (n, 2) pixels. Pixel coordinates: x right, y down, the image spans
     [0, width] x [0, height]."""
     n = angle.shape[0]
-    centre = angle.new_tensor([width / 2, height / 2])
+    centre = constant((width / 2, height / 2), angle.device)
     cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
     # forward: p' = R S (p - c) + c + t  =>  inverse: p = S^-1 R^T (p' - c - t) + c
     rt = torch.stack([cos, sin, -sin, cos], dim=1).view(n, 2, 2)
@@ -117,8 +122,7 @@ def warp(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     w_h = src[..., 2:]  # the homogeneous coordinate: any sign, never near 0 for these maps
     src = src[..., :2] / torch.where(w_h.abs() < 1e-6, torch.full_like(w_h, 1e-6), w_h)
     # grid_sample's align_corners=False coordinates: -1 and 1 are the outer pixel edges.
-    scale = src.new_tensor([2 / w, 2 / h])
-    grid = (src * scale - 1).view(n, h, w, 2).to(x.dtype)
+    grid = (src * constant((2 / w, 2 / h), x.device) - 1).view(n, h, w, 2).to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -157,7 +161,7 @@ class RandomAffine(Geometric):
         rad = math.pi / 180
         angle = _uniform(n, -self.degrees * rad, self.degrees * rad, x, gen)
         shift = _uniform(2 * n, -self.translate, self.translate, x, gen).view(n, 2)
-        shift = shift * shift.new_tensor([w, h])
+        shift = shift * constant((w, h), x.device)
         shear = _uniform(n, -self.shear * rad, self.shear * rad, x, gen)
         return self.gated(_affine_inverse(angle, shear, shift, h, w), x, gen)
 
@@ -173,13 +177,13 @@ class RandomPerspective(Geometric):
     def inverse_maps(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
         # In units of the side (float32 solves stay well conditioned), then in pixels.
-        corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], device=x.device)
-        inward = corners.new_tensor([[1, 1], [-1, 1], [-1, -1], [1, -1]])
+        corners = constant(((0, 0), (1, 0), (1, 1), (0, 1)), x.device)
+        inward = constant(((1, 1), (-1, 1), (-1, -1), (1, -1)), x.device)
         u = torch.rand(n, 4, 2, generator=gen, device=x.device)
         moved = corners + inward * (self.distortion_scale / 2) * u  # where each corner goes
         # output -> input: the moved corners back to the image's corners
         unit = homography(moved, corners.expand(n, 4, 2))
-        pixels = corners.new_tensor([w, h, 1.0])
+        pixels = constant((w, h, 1), x.device)
         maps = pixels.view(1, 3, 1) * unit / pixels.view(1, 1, 3)  # S H S^-1
         return self.gated(maps, x, gen)
 
@@ -231,7 +235,7 @@ class ColourJitter(nn.Module):
         chroma[:, 0, 0] = 1.0
         chroma[:, 1, 1], chroma[:, 1, 2] = cos, -sin
         chroma[:, 2, 1], chroma[:, 2, 2] = sin, cos
-        yiq, yiq_inv = _YIQ.to(x.device), _YIQ_INV.to(x.device)
+        yiq, yiq_inv = constant(_YIQ, x.device), constant(_YIQ_INV, x.device)
         matrix = (yiq_inv @ chroma @ yiq * b.view(n, 1, 1)).to(x.dtype)  # (n, 3, 3)
         # Contrast blends with the mean luma: fold it into the same matrix and an offset.
         y = torch.bmm(matrix, x.reshape(n, 3, -1))  # (n, 3, HW)

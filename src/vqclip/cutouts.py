@@ -6,9 +6,9 @@ with anti-aliasing, by two batched matrix products (see `resample_crops`).
 
 Every random number (sizes, offsets, augmentation parameters, noise) comes from the
 torch.Generator passed in, so the same generator state gives the same cutouts and restoring it
-resumes a run. Boxes are drawn on the generator's device; augmentations and noise on the images'
-device, from a generator there seeded from it. The global torch RNG, which the kornia
-augmentations sample from, is left as the caller had it.
+resumes a run. All of them are drawn on the images' device (from a generator there, seeded from
+the one passed in when that lives elsewhere), so a step on a GPU needs no host syncs. The global
+torch RNG, which the kornia augmentations sample from, is left as the caller had it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from vqclip.augments import DEFAULT_AUGMENTS, build_augments, check_augment_codes
+from vqclip.devices import constant
 from vqclip.errors import ConfigError
 
 METHODS = ("crowson", "whole", "overview")
@@ -108,7 +109,7 @@ def _resize_weights(
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
-    w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
+    w = constant(_LUMA, x.device, x.dtype).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True).expand_as(x)
 
 
@@ -129,12 +130,15 @@ def resample_crops(
     cut_size: int,
     *,
     hflip: torch.Tensor | None = None,
+    spans: tuple[tuple[int, int], tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Crop and resize every box at once; returns (N, C, cut_size, cut_size).
 
     images (B, C, H, W); boxes (N, 3) integer (x0, y0, size), N = B * cutn, the first cutn
     boxes cut image 0 and so on. A box may reach outside the image (the whole of a non-square
     image padded to a square): that part is black. `hflip` (N,) bool mirrors those cutouts.
+    `spans`, ((x_lo, x_hi), (y_lo, y_hi)): pixel ranges holding the image and every box
+    (`square_spans`); None reads them from the boxes, which waits for a GPU that holds them.
 
     Each cutout is A_y @ image @ A_x^T with per-crop resize matrices (`_resize_weights`), the
     same filter as F.interpolate(mode="bicubic", antialias=True) on the crop: anti-aliased
@@ -147,10 +151,10 @@ def resample_crops(
     cutn = N // B
     # float64 keeps the weights exact for large images; MPS has no float64
     dtype = torch.float32 if images.device.type == "mps" else torch.float64
-    # The pixel range the boxes reach, read where they were drawn (on the CPU: no wait for
-    # the GPU to finish the decode)
-    lo, hi = boxes[:, :2].amin(0), (boxes[:, :2] + boxes[:, 2:]).amax(0)
-    span_x, span_y = ((min(0, int(lo[i])), max(n, int(hi[i]))) for i, n in enumerate((W, H)))
+    if spans is None:
+        lo, hi = boxes[:, :2].amin(0), (boxes[:, :2] + boxes[:, 2:]).amax(0)
+        spans = tuple((min(0, int(lo[i])), max(n, int(hi[i]))) for i, n in enumerate((W, H)))
+    span_x, span_y = spans
     x0, y0, size = boxes.to(images.device, dtype).unbind(1)
     a_y = _resize_weights(y0, size, cut_size, H, span_y).to(images.dtype)  # (N, c, H)
     a_x = _resize_weights(x0, size, cut_size, W, span_x).to(images.dtype)  # (N, c, W)
@@ -161,6 +165,14 @@ def resample_crops(
     rows = rows.view(N, cut_size * C, W)  # (N, c * C, W)
     out = rows @ a_x.transpose(1, 2)  # (N, c * C, c)
     return out.view(N, cut_size, C, cut_size).transpose(1, 2)
+
+
+def square_spans(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((x_lo, x_hi), (y_lo, y_hi)) holding the image and its centred square (the whole-image
+    view of `MakeCutouts`): a bound on every box it draws, known without reading them."""
+    side = max(height, width)
+    x_off, y_off = (width - side) // 2, (height - side) // 2
+    return (min(0, x_off), max(width, x_off + side)), (min(0, y_off), max(height, y_off + side))
 
 
 class MakeCutouts(nn.Module):
@@ -178,8 +190,10 @@ class MakeCutouts(nn.Module):
         cfg, dev = self.config, generator.device
         n_over, n_crop = cfg.n_overview, cfg.cutn - cfg.n_overview
         side = max(height, width)
-        whole = torch.tensor([(width - side) // 2, (height - side) // 2, side], device=dev)
-        parts = [whole.expand(batch, n_over, 3)]
+        whole = torch.empty(batch, n_over, 3, dtype=torch.long, device=dev)  # filled on dev
+        whole[..., 0], whole[..., 1] = (width - side) // 2, (height - side) // 2
+        whole[..., 2] = side
+        parts = [whole]
         if n_crop:
             max_size = min(height, width)
             min_size = min(height, width, cfg.cut_size)
@@ -208,12 +222,13 @@ class MakeCutouts(nn.Module):
             raise ConfigError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
         cfg = self.config
         B, _, H, W = images.shape
-        boxes, hflip, gray = self.sample_boxes(B, H, W, generator)
-        out = resample_crops(images, boxes, cfg.cut_size, hflip=hflip)
+        # Everything is drawn on the images' device: no copies from the host, no host syncs.
+        gen = _generator_on(generator, images.device)
+        boxes, hflip, gray = self.sample_boxes(B, H, W, gen)
+        spans = square_spans(H, W)
+        out = resample_crops(images, boxes, cfg.cut_size, hflip=hflip, spans=spans)
         if cfg.method == "overview" and cfg.n_overview > 1:  # else no cutout is gray
             out = torch.where(gray.to(out.device).view(-1, 1, 1, 1), _grayscale(out), out)
-        if cfg.augments or cfg.noise_fac:
-            gen = _generator_on(generator, out.device)
         if cfg.augments:
             out = self.augs(out, gen)
         if cfg.noise_fac:

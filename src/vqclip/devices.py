@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -83,3 +84,19 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if name == "fp16" and device.type == "cpu":
         raise ConfigError("precision='fp16': not supported on CPU; use bf16 or fp32")
     return _DTYPES[name]
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
+def constant(values, device: torch.device | str, dtype: torch.dtype = torch.float32):
+    """A small constant tensor on `device`, copied there once and then reused.
+
+    Inside the generation step, `torch.tensor(..., device="cuda")` copies from pageable host
+    memory, which makes the host wait for the GPU's queue to drain: a sync per call. The
+    returned tensor is shared between callers: never modify it in place.
+    """
+    values = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in values)
+    return _cached_constant(values, torch.device(device), dtype)

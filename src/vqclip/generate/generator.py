@@ -278,9 +278,7 @@ class Generator:
                     loss, _distance = prompt(embeds)  # (B,)
                 else:  # this image's own prompt: zero for the others
                     own, _distance = prompt(embeds[index : index + 1])  # (1,)
-                    loss = torch.zeros(B, device=self.device).index_add(
-                        0, torch.tensor([index], device=self.device), own
-                    )
+                    loss = F.pad(own, (index, B - index - 1))  # (B,), no host copy
                 total = total + weight * loss
                 losses[label] = losses.get(label, 0) + loss.detach()
         if cfg.init_weight:
