@@ -207,11 +207,20 @@ def test_eval_cli_every_and_guides(tmp_path, capsys):
     guide = toy_paths()["clip_1"]
     out = tmp_path / "eval.json"
     argv = ["--every", "25", "--steps", "1", "--cutn", "2", "--methods", "overview"]
+    argv += ["--precision", "fp32"]
     assert main([*argv, "--guides", str(guide), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["prompts"] == list(DEFAULT_PROMPTS[::25])
     assert report["guides"] == [str(guide)]
     assert len(report["methods"]["overview"]["per_prompt"]) == len(DEFAULT_PROMPTS[::25])
+    assert report["settings"]["precision"] == "fp32"
+    for row in report["methods"]["overview"]["per_prompt"]:  # read ignores the reject head
+        assert set(row["read"]) == set(row["correct"])
+        assert all(row["read"][k] for k, ok in row["correct"].items() if ok)
+    read = report["methods"]["overview"]["summary"]["read"]
+    n_named = sum(len(row["read"]) for row in report["methods"]["overview"]["per_prompt"])
+    n_read = sum(sum(row["read"].values()) for row in report["methods"]["overview"]["per_prompt"])
+    assert read == n_read / n_named
     with pytest.raises(SystemExit):
         main(["--every", "0"])
     assert "--every must be at least 1" in capsys.readouterr().err

@@ -71,6 +71,7 @@ class EvalSettings:
     seed: int = 0
     init: str = "random"
     best_of: int = 1
+    precision: str = "auto"  # the decoder's and guides' compute dtype (the fast-path guard)
 
     def config(self, prompts: Sequence[str], method: str, models: ToyModels) -> GenerateConfig:
         """The run for all prompts at once: `best_of` candidates of each, candidate-major."""
@@ -91,6 +92,7 @@ class EvalSettings:
             tv_weight=self.tv_weight,
             init=self.init,
             device="cpu",
+            precision=self.precision,
             **METHODS[method],
         )
 
@@ -106,6 +108,12 @@ class PromptResult:
 
     def __post_init__(self) -> None:
         self.correct = self.verdict.correct(self.wanted)
+
+    @property
+    def read(self) -> dict[str, bool]:
+        """Per named attribute: what the judge reads, its reject head ignored. Shows which
+        attributes the text steers while the judge still refuses the picture as a whole."""
+        return {k: self.verdict.attributes[k] == v for k, v in self.wanted.items()}
 
     @property
     def success(self) -> bool:
@@ -189,8 +197,9 @@ def run_method(
 
 
 def summarise(results: Sequence[PromptResult]) -> dict[str, float]:
-    """Success rate per attribute (over the prompts naming it), overall, guide yes, and the
-    adversarial gap (guide yes but judge no)."""
+    """Success rate per attribute (over the prompts naming it), overall, guide yes, the
+    adversarial gap (guide yes but judge no), and `read`: the share of named attributes the
+    judge reads right with its reject head ignored."""
     out: dict[str, float] = {}
     for name in ATTRIBUTES:
         named = [r.correct[name] for r in results if name in r.correct]
@@ -198,6 +207,7 @@ def summarise(results: Sequence[PromptResult]) -> dict[str, float]:
             out[name] = sum(named) / len(named)
     n = len(results)
     out["overall"] = sum(r.success for r in results) / n
+    out["read"] = sum(sum(r.read.values()) for r in results) / sum(len(r.read) for r in results)
     out["guide_yes"] = sum(r.guide_yes for r in results) / n
     out["gap"] = sum(r.guide_yes and not r.success for r in results) / n
     out["clean"] = sum(r.verdict.clean for r in results) / n
@@ -207,7 +217,7 @@ def summarise(results: Sequence[PromptResult]) -> dict[str, float]:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A plain-text table: one row per method, percentages."""
-    cols = [*ATTRIBUTES, "clean", "overall", "any_right", "guide_yes", "gap", "s/prompt"]
+    cols = [*ATTRIBUTES, "clean", "overall", "any_right", "guide_yes", "gap", "read", "s/prompt"]
     width = max(len(m) for m in rows) + 2
     lines = ["method".ljust(width) + "".join(c.rjust(11) for c in cols)]
     for method, row in rows.items():
@@ -257,6 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=int, help="only the first N prompts")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default=EvalSettings.precision,
+        help="compute dtype of the decoder and guides (auto: bf16 only where it is fast); "
+        "compare bf16 with fp32 to check that the fast path paints the same",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--weights", type=Path, help="a folder of toy weights (default: the shipped ones)"
@@ -280,7 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     prompts = prompts[:: args.every]
     prompts = prompts[: args.limit] if args.limit else prompts
     settings = EvalSettings(
-        args.steps, args.cutn, args.lr, args.tv_weight, args.seed, best_of=args.best_of
+        args.steps,
+        args.cutn,
+        args.lr,
+        args.tv_weight,
+        args.seed,
+        best_of=args.best_of,
+        precision=args.precision,
     )
     models = load_toy_models(args.weights) if args.weights else load_toy_models()
     if guides:
@@ -311,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "success": r.success,
                     "correct": r.correct,
                     "clean": r.verdict.clean,
+                    "read": r.read,
                     "any_right": r.any_right,
                     "guide_yes": r.guide_yes,
                 }
