@@ -3,8 +3,8 @@
 With ViT-B/32 a step is launch-bound on a fast GPU (hundreds of small kernels: GroupNorm, SiLU,
 LayerNorm, ...). `torch.cuda.make_graphed_callables` records each part's forward and backward
 once and replays them, so each costs one launch. Their input shapes are fixed per run (the batch
-of latents, the batch of cutouts), which graphs require. The cutouts stay eager: their boxes are
-drawn on the host each step (the default augmentations draw on the device, without host syncs).
+of latents, the batch of cutouts), which graphs require. The cutouts stay eager (between the
+graphed parts; they draw on the device and make no host syncs, see `vqclip.cutouts`).
 """
 
 from __future__ import annotations
