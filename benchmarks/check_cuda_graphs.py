@@ -4,7 +4,7 @@ of the real architecture family), then times both. Run on a CUDA machine."""
 import torch
 
 from vqclip.bench import build_models
-from vqclip.generate import GenerateConfig, Generator
+from vqclip.generate import GenerateConfig, Run
 
 
 def losses(graphs: bool) -> list[float]:
@@ -19,7 +19,7 @@ def losses(graphs: bool) -> list[float]:
         precision="bf16",
         cuda_graphs=graphs,
     )
-    return [s.total.item() for s in Generator(config, vqgan=vqgan, clips=clips).iterate()]
+    return [s.total.item() for s in Run(config, vqgan=vqgan, clips=clips).iterate()]
 
 
 if __name__ == "__main__":

@@ -76,6 +76,19 @@ def tiny_clip_b():
     return _tiny_clip(1)
 
 
+@pytest.fixture
+def model_files(tmp_path, tiny_vqgan, tiny_clip):
+    """The tiny models saved as files, and the `vqclip generate` flags that load them."""
+    from vqclip.clip import save_clip
+    from vqclip.vqgan import save_vqgan
+
+    vqgan_path = tmp_path / "models" / "vqgan.safetensors"
+    clip_path = tmp_path / "models" / "clip.safetensors"
+    save_vqgan(tiny_vqgan, vqgan_path)
+    save_clip(tiny_clip, clip_path)
+    return ["--vqgan", str(vqgan_path), "--clip", str(clip_path)]
+
+
 # CI runs property tests derandomised, so a landing never hinges on a lucky draw; run locally
 # without CI=true to explore new examples.
 settings.register_profile("ci", derandomize=True, deadline=None)

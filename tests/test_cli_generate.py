@@ -3,19 +3,7 @@ import pytest
 from PIL import Image
 
 from vqclip.cli import main
-from vqclip.output import read_png_metadata
-
-
-@pytest.fixture
-def model_files(tmp_path, tiny_vqgan, tiny_clip):
-    from vqclip.clip import save_clip
-    from vqclip.vqgan import save_vqgan
-
-    vqgan_path = tmp_path / "models" / "vqgan.safetensors"
-    clip_path = tmp_path / "models" / "clip.safetensors"
-    save_vqgan(tiny_vqgan, vqgan_path)
-    save_clip(tiny_clip, clip_path)
-    return ["--vqgan", str(vqgan_path), "--clip", str(clip_path)]
+from vqclip.output import read_image_metadata
 
 
 def generate(args, model_files, tmp_path, capsys):
@@ -41,7 +29,7 @@ def test_generate_writes_png_with_settings_and_from_png_reproduces(model_files, 
     )
     assert code == 0, err
     assert "seed 42" in err and f"wrote {out}" in err
-    meta = read_png_metadata(out)
+    meta = read_image_metadata(out)
     assert meta["config"]["prompts"] == ["a red circle|blue:-0.5"]
     assert meta["config"]["seed"] == 42 and meta["config"]["iterations"] == 3
     assert meta["vqclip_version"]
@@ -65,19 +53,19 @@ def test_save_every_and_batch_outputs(model_files, tmp_path, capsys):
         "00002_0.png",
         "00002_1.png",
     ]
-    assert read_png_metadata(tmp_path / "b_1.png")["image_index"] == 1
+    assert read_image_metadata(tmp_path / "b_1.png")["image_index"] == 1
 
 
 def test_ctrl_c_checkpoints_and_resume_finishes_the_same_image(
     model_files, tmp_path, capsys, monkeypatch
 ):
-    from vqclip.generate.generator import Generator
+    from vqclip.generate.run import Run
 
     args = ["a tree", "-i", "4", "-sd", "1", "-aug", "Af", "Pe"]
     whole = tmp_path / "whole.png"
     assert generate([*args, "-o", str(whole)], model_files, tmp_path, capsys)[0] == 0
 
-    real_step = Generator.step
+    real_step = Run.step
 
     def interrupt_at_3(self):
         if self.step_index == 2:
@@ -85,10 +73,10 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_same_image(
         return real_step(self)
 
     part = tmp_path / "part.png"
-    monkeypatch.setattr(Generator, "step", interrupt_at_3)
+    monkeypatch.setattr(Run, "step", interrupt_at_3)
     code, err = generate([*args, "-o", str(part)], model_files, tmp_path, capsys)
     assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Generator, "step", real_step)
+    monkeypatch.setattr(Run, "step", real_step)
     assert not part.exists()
     code = main(
         ["generate", "--resume", str(tmp_path / "part.run"), "-o", str(part), "--no-progress"]
@@ -134,20 +122,20 @@ def test_unknown_model_and_missing_weights_offline(tmp_path, capsys, monkeypatch
 
 
 def test_nan_loss_keeps_last_good_image(model_files, tmp_path, capsys, monkeypatch):
-    from vqclip.generate.generator import GenerationError, Generator
+    from vqclip.generate.run import GenerationError, Run
 
-    real_step = Generator.step
+    real_step = Run.step
 
     def nan_at_2(self):
         if self.step_index == 1:
             raise GenerationError("the loss became [nan] at step 2")
         return real_step(self)
 
-    monkeypatch.setattr(Generator, "step", nan_at_2)
+    monkeypatch.setattr(Run, "step", nan_at_2)
     out = tmp_path / "nan.png"
     code, err = generate(["x", "-i", "5", "-o", str(out)], model_files, tmp_path, capsys)
     assert code == 3 and "nan" in err
-    assert read_png_metadata(out)["step"] == 1
+    assert read_image_metadata(out)["step"] == 1
 
 
 def test_video_of_the_progress(model_files, tmp_path, capsys):
@@ -180,7 +168,7 @@ def test_init_image_is_encoded_and_anchored(model_files, tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    config = read_png_metadata(out)["config"]
+    config = read_image_metadata(out)["config"]
     assert config["init"] == "image" and config["init_image"] == str(init)
 
 
@@ -201,8 +189,8 @@ def test_model_pair_supplies_its_settings_unless_a_flag_overrides(
     monkeypatch.setitem(registry.PAIRS, "tinypair", pair)
     base = ["generate", "x", "--model", "tinypair", "--precision", "fp32", "--no-progress"]
     assert main([*base, "-o", str(tmp_path / "a.png")]) == 0
-    config = read_png_metadata(tmp_path / "a.png")["config"]
+    config = read_image_metadata(tmp_path / "a.png")["config"]
     assert (config["size"], config["iterations"], config["cutn"]) == ([32, 32], 2, 3)
     assert config["vqgan"] == pair.vqgan and config["clip"] == list(pair.clips)
     assert main([*base, "-i", "1", "-o", str(tmp_path / "b.png")]) == 0
-    assert read_png_metadata(tmp_path / "b.png")["config"]["iterations"] == 1
+    assert read_image_metadata(tmp_path / "b.png")["config"]["iterations"] == 1

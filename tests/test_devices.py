@@ -11,17 +11,10 @@ from vqclip.errors import ConfigError
 def test_cpu_bf16_follows_the_hardware(monkeypatch, fast):
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: fast)
     cpu = torch.device("cpu")
-    assert devices.autocast_bf16("cpu") is fast
     assert devices.resolve_precision("auto", cpu) == (torch.bfloat16 if fast else torch.float32)
     # An explicit choice is kept whatever the hardware.
     assert devices.resolve_precision("bf16", cpu) == torch.bfloat16
     assert devices.resolve_precision("fp32", cpu) == torch.float32
-
-
-def test_autocast_bf16_is_on_for_cuda_and_off_for_mps(monkeypatch):
-    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
-    assert devices.autocast_bf16("cuda") is True
-    assert devices.autocast_bf16("mps") is False
 
 
 def test_fp16_on_cpu_and_unknown_names_are_refused():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vqclip.errors import ConfigError
-from vqclip.generate import GenerateConfig, GenerationError, Generator
+from vqclip.generate import GenerateConfig, GenerationError, Run
 from vqclip.generate.config import OPTIMISERS
 
 FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu", precision="fp32")
@@ -12,7 +12,7 @@ FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu", pre
 
 def make(config_kwargs, tiny_vqgan, tiny_clip, clips=None):
     config = GenerateConfig(**{**FAST, **config_kwargs})
-    return Generator(config, vqgan=tiny_vqgan, clips=clips or [tiny_clip])
+    return Run(config, vqgan=tiny_vqgan, clips=clips or [tiny_clip])
 
 
 def test_a_few_steps_lower_the_loss(tiny_vqgan, tiny_clip):
@@ -57,6 +57,47 @@ def test_resumed_run_equals_unbroken_run(tiny_vqgan, tiny_clip, tmp_path):
     assert torch.equal(resumed.run(), unbroken)
 
 
+def test_a_step_interrupted_before_its_update_leaves_the_run_as_it_was(
+    tiny_vqgan, tiny_clip, monkeypatch
+):
+    """The cutouts drew from the run's generator, then the interrupt: the generator is put back,
+    so the state is the last finished step's and the retried step is the same step."""
+    from vqclip.cutouts import MakeCutouts
+
+    kwargs = dict(prompts=("a tree",), iterations=3, seed=2, augments=("Af",))
+    unbroken = make(kwargs, tiny_vqgan, tiny_clip).run()
+    run = make(kwargs, tiny_vqgan, tiny_clip)
+    run.step()
+    before = run.state_dict()
+    real = MakeCutouts.forward
+
+    def interrupted(self, images, generator):
+        real(self, images, generator)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MakeCutouts, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.step()
+    monkeypatch.setattr(MakeCutouts, "forward", real)
+    after = run.state_dict()
+    assert torch.equal(after["rng"], before["rng"]) and torch.equal(after["z"], before["z"])
+    assert after["step"] == 1
+    assert torch.equal(run.run(), unbroken)
+
+
+def test_a_step_interrupted_inside_its_update_refuses_to_checkpoint(
+    tiny_vqgan, tiny_clip, monkeypatch
+):
+    from vqclip.errors import CheckpointError
+
+    run = make(dict(prompts=("x",), iterations=3, seed=2), tiny_vqgan, tiny_clip)
+    monkeypatch.setattr(run.optimiser, "step", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run.step()
+    with pytest.raises(CheckpointError, match="inside the update"):
+        run.state_dict()
+
+
 def test_batch_images_are_optimised_independently(tiny_vqgan, tiny_clip):
     gen = make(
         dict(prompts=("a red circle", "a green star"), batch_size=2, iterations=2),
@@ -81,7 +122,7 @@ def test_ensemble_noise_prompts_and_regularisers(tiny_vqgan, tiny_clip, tiny_cli
         tv_weight=0.1,
         iterations=2,
     )
-    gen = Generator(config, vqgan=tiny_vqgan, clips=[tiny_clip, tiny_clip_b])
+    gen = Run(config, vqgan=tiny_vqgan, clips=[tiny_clip, tiny_clip_b])
     step = next(gen.iterate())
     assert {"a cat", "a dog", "noise:3", "init_weight", "tv"} <= set(step.losses)
     assert torch.isfinite(step.total).all()
@@ -133,7 +174,7 @@ def test_guides_of_one_input_size_share_the_cutouts(tiny_vqgan, tiny_clip, tiny_
     """One augmentation pass per step for an ensemble of same-size guides: both see the very
     same cutouts, so the cut-making runs once."""
     config = GenerateConfig(**FAST, prompts=("a cat",), clip=("a", "b"), iterations=1)
-    gen = Generator(config, vqgan=tiny_vqgan, clips=[tiny_clip, tiny_clip_b])
+    gen = Run(config, vqgan=tiny_vqgan, clips=[tiny_clip, tiny_clip_b])
     seen = []
     for cutouts in gen.cutouts:
         cutouts.register_forward_hook(lambda m, args, out: seen.append(out))
@@ -320,7 +361,7 @@ def test_a_step_on_cuda_makes_no_host_syncs(tiny_vqgan, tiny_clip):
     # Syncs stall the GPU's queue; the loss check is the only one, every check_every steps.
     kwargs = dict(prompts=("a red circle",), iterations=4, augments=("Af", "Pe", "Ji", "Er"))
     config = GenerateConfig(**{**FAST, **kwargs, "device": "cuda", "noise_fac": 0.1})
-    gen = Generator(config, vqgan=tiny_vqgan, clips=[tiny_clip])
+    gen = Run(config, vqgan=tiny_vqgan, clips=[tiny_clip])
     gen.step()  # step 0 checks the loss
     torch.cuda.set_sync_debug_mode("error")
     try:

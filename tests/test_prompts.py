@@ -279,8 +279,8 @@ def test_prompt_rejects_mismatched_dims_and_bad_weight():
         Prompt(torch.randn(1, 2, 8))
 
 
-def test_prompt_from_spec_and_embedding_not_saved():
-    prompt = Prompt.from_spec(PromptSpec("text", "x", -2.0, 0.3), torch.randn(8))
+def test_prompt_keeps_weight_and_stop_and_does_not_save_its_embedding():
+    prompt = Prompt(torch.randn(8), -2.0, 0.3)
     assert (prompt.weight, prompt.stop) == (-2.0, 0.3)
     assert prompt.embed.shape == (1, 8)
     assert prompt.state_dict() == {}

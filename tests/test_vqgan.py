@@ -279,14 +279,6 @@ def test_half_precision_latents_quantize_like_fp32(tiny_vqgan):
     assert torch.equal(idx, tiny_vqgan.quantize(z.bfloat16().float())[1])
 
 
-def test_decode_indices_equals_decoding_the_looked_up_codes(tiny_vqgan):
-    idx = torch.randint(0, 16, (2, 4, 5), generator=torch.Generator().manual_seed(0))
-    expected = tiny_vqgan.decode(tiny_vqgan.codebook[idx].permute(0, 3, 1, 2))
-    torch.testing.assert_close(tiny_vqgan.decode_indices(idx), expected)
-    with pytest.raises(ConfigError, match="indices"):
-        tiny_vqgan.decode_indices(idx + 16)
-
-
 def test_wrong_channel_count_is_a_clear_error(tiny_vqgan):
     with pytest.raises(ConfigError, match=r"\(B, 3, H, W\)"):
         tiny_vqgan.encode(torch.zeros(1, 4, 32, 32))

@@ -30,9 +30,6 @@ from torch import nn
 from vqclip.devices import constant
 from vqclip.errors import ConfigError
 
-# helper functions
-
-
 # RGB -> YIQ (NTSC): Y is luma; a hue shift is a rotation of (I, Q), saturation scales them.
 _YIQ = (
     (0.299, 0.587, 0.114),

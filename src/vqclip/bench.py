@@ -1,7 +1,7 @@
 """Speed and memory of the generation loop at the real model sizes, with random weights.
 
 Speed does not depend on weight values, so the benchmark builds the real architectures (VQGAN
-ImageNet f16 16384, CLIP ViT presets) with random weights and times the normal `Generator` steps:
+ImageNet f16 16384, CLIP ViT presets) with random weights and times the normal `Run` steps:
 steady-state seconds per iteration (median after warm-up), peak memory, FLOPs per iteration
 (torch.utils.flop_counter) and the split by stage.
 """
@@ -24,14 +24,24 @@ PROMPT = "the great hall of the sacred library by James Gurney"
 
 
 class StageTimer:
-    """Wall time per stage of a step. Forward stages end at `mark`; a backward stage ends when
-    the gradient reaches the tensor given to `mark` (a hook), so each stage's time is its
-    forward plus its backward pass."""
+    """Wall time per stage of `Run.step`, measured from outside the loop with module hooks.
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    A forward hook on the decoder, each cutout maker and each CLIP image tower ends that
+    stage's forward time and hooks the stage's output tensor: when the backward pass reaches it,
+    the stage downstream has finished its backward (the loss, then CLIP, then the cutouts). The
+    gradient reaching the decoder's input ends the decoder's backward; what is left of the step
+    is the optimiser. Each stage's time is its forward plus its backward pass."""
+
+    def __init__(self, run) -> None:
+        self.device = run.device
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self._last = 0.0
+        self._seen: set[int] = set()
+        modules = [(run.vqgan.decoder, "decode", "cutouts")]
+        modules += [(c, "cutouts", "clip") for c in run.cutouts]
+        modules += [(c.visual, "clip", "loss") for c in run.clips]
+        self._handles = [m.register_forward_hook(self._forward_end(*s)) for m, *s in modules]
+        self._handles.append(run.vqgan.post_quant_conv.register_forward_pre_hook(self._input))
 
     def now(self) -> float:
         if self.device.type == "cuda":
@@ -39,18 +49,40 @@ class StageTimer:
         return time.perf_counter()
 
     def start(self) -> float:
+        self._seen.clear()
         self._last = self.now()
         return self._last
+
+    def stop(self) -> float:
+        """End the step (the optimiser's share) and return the time."""
+        self._add("optimiser")
+        return self._last
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
     def _add(self, stage: str) -> None:
         now = self.now()
         self.seconds[stage] += now - self._last
         self._last = now
 
-    def mark(self, stage: str, tensor: torch.Tensor | None = None, grad_stage: str = "") -> None:
-        self._add(stage)
-        if tensor is not None and tensor.requires_grad and grad_stage:
-            tensor.register_hook(lambda grad: self._add(grad_stage))
+    def _forward_end(self, stage: str, downstream: str):
+        def hook(module, inputs, output) -> None:
+            # A recomputation inside the backward pass (--checkpoint-decoder) is not a stage end.
+            if id(module) in self._seen:
+                return
+            self._seen.add(id(module))
+            self._add(stage)
+            if output.requires_grad:
+                output.register_hook(lambda grad: self._add(downstream))
+
+        return hook
+
+    def _input(self, module, inputs) -> None:
+        if id(module) not in self._seen and inputs[0].requires_grad:
+            self._seen.add(id(module))
+            inputs[0].register_hook(lambda grad: self._add("decode"))
 
 
 @dataclass(frozen=True)
@@ -97,7 +129,7 @@ def run_bench(config: BenchConfig, models=None) -> dict:
     """Benchmark one configuration; `models` (vqgan, clips) replaces the real sizes in tests."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vqclip.generate import GenerateConfig, Generator
+    from vqclip.generate import GenerateConfig, Run
 
     vqgan, clips = models if models is not None else build_models(config.clip)
     total_steps = config.warmup + config.steps + 1
@@ -112,40 +144,43 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         cuda_graphs=config.cuda_graphs,
         checkpoint_decoder=config.checkpoint_decoder,
         iterations=total_steps,
+        seed=0,
     )
-    gen = Generator(gen_config, vqgan=vqgan, clips=clips)
-    device = gen.device
+    run = Run(gen_config, vqgan=vqgan, clips=clips)
+    device = run.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(config.warmup):
-        gen.step()
+        run.step()
 
     times = []
-    timer = StageTimer(device)
-    gen.timer = timer
+    timer = StageTimer(run)
     for _ in range(config.steps):
         start = timer.start()
-        gen.step()
-        times.append(timer.now() - start)
-    gen.timer = None
-    stage_s = {k: v / config.steps for k, v in timer.seconds.items()}
+        run.step()
+        times.append(timer.stop() - start)
+    timer.remove()
+    # Graph replays run no Python hooks: with graphs only the total is measured.
+    stage_s = (
+        None if config.cuda_graphs else {k: v / config.steps for k, v in timer.seconds.items()}
+    )
     peak_mb = _peak_memory_mb(device)
 
     # Graph replays are invisible to the FLOP counter: count an eager step (the same work).
-    gen._graphs = None
+    eager = Run(gen_config.replace(cuda_graphs=False), vqgan=vqgan, clips=clips)
     with FlopCounterMode(display=False) as counter:
-        gen.step()
+        eager.step()
     flops = counter.get_total_flops()
 
     s_per_it = statistics.median(times)
     return {
-        "size": list(gen.image_size),
+        "size": list(run.image_size),
         "cutn": config.cutn,
         "batch": config.batch,
         "clip": list(config.clip),
         "device": str(device),
         "device_name": _device_name(device),
-        "precision": str(gen.dtype).removeprefix("torch."),
+        "precision": str(run.dtype).removeprefix("torch."),
         "cuda_graphs": config.cuda_graphs,
         "checkpoint_decoder": config.checkpoint_decoder,
         "threads": torch.get_num_threads(),
@@ -177,7 +212,7 @@ def format_table(results: list[dict]) -> str:
     )
     rows = [head, "|" + "---|" * 16]
     for r in results:
-        st = r["stage_s"]
+        st = r["stage_s"] or dict.fromkeys(STAGES, float("nan"))
         rows.append(
             f"| {r['size'][0]}x{r['size'][1]} | {r['cutn']} | {r['batch']} | "
             f"{'+'.join(r['clip'])} | {r['device_name']} | {r['precision']} | "

@@ -22,6 +22,7 @@ from torch import nn
 from vqclip.augments import DEFAULT_AUGMENTS, build_augments, check_augment_codes
 from vqclip.devices import constant
 from vqclip.errors import ConfigError
+from vqclip.validation import is_int
 
 METHODS = ("crowson", "whole", "overview")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's and torchvision's grayscale
@@ -49,7 +50,7 @@ class CutoutConfig:
     def __post_init__(self) -> None:
         for name in ("cut_size", "cutn"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if not (math.isfinite(self.cut_pow) and self.cut_pow > 0):
             raise ConfigError(f"cut_pow must be a finite number > 0, got {self.cut_pow!r}")
@@ -71,9 +72,6 @@ class CutoutConfig:
         if self.method == "crowson":
             return 0
         return self.overview_n if self.overview_n is not None else max(1, self.cutn // 4)
-
-
-# helper functions
 
 
 def _cubic(t: torch.Tensor) -> torch.Tensor:
@@ -119,9 +117,6 @@ def _generator_on(generator: torch.Generator, device: torch.device) -> torch.Gen
         return generator
     seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     return torch.Generator(device=device).manual_seed(seed)
-
-
-# main functions
 
 
 def resample_crops(

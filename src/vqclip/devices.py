@@ -36,6 +36,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def default_size(device: torch.device) -> tuple[int, int]:
+    """The image size when none is given: 512x512 on a GPU with 10 GB free, else 256x256."""
+    if device.type == "cuda" and available_memory_bytes(device) >= 10 * 2**30:
+        return (512, 512)
+    return (256, 256)
+
+
 def available_memory_bytes(device: torch.device) -> int:
     """Free memory the run may use: free GPU memory on CUDA, available RAM otherwise."""
     if device.type == "cuda":
@@ -60,14 +67,6 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def autocast_bf16(device: str | torch.device) -> bool:
-    """Whether bfloat16 autocast pays on `device`: on CUDA, and on CPUs with native bf16. Without
-    it a CPU emulates bf16, and small convolutions under autocast ran 13x slower than fp32 (toy
-    VQGAN forward + backward, one AVX-512 EPYC thread without AVX512-BF16)."""
-    kind = torch.device(device).type
-    return kind == "cuda" or (kind == "cpu" and cpu_has_fast_bf16())
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:

@@ -22,3 +22,7 @@ class WeightsNotFoundError(VQClipError, FileNotFoundError):
 
 class ChecksumError(VQClipError):
     """A downloaded file does not have the published sha256."""
+
+
+class VQClipWarning(UserWarning):
+    """Something the user should know that does not stop the run (a prompt cut to fit CLIP)."""

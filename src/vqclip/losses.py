@@ -14,8 +14,6 @@ import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 
-# helper functions
-
 
 def _mean_square(d: torch.Tensor) -> torch.Tensor:
     """(B, ...) -> (B,). A side of length 1 has no neighbours, hence no variation."""

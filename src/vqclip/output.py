@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +26,113 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return array.permute(1, 2, 0).cpu().numpy()
 
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+_PROBE_BYTES = 256 * 1024  # about one image: a folder that takes this will likely take the image
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format an output path asks for by its suffix; ConfigError for others."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ConfigError(
+            f"output {str(path)!r}: vqclip writes .png or .jpg/.jpeg images; "
+            f"give a name such as {Path(path).stem or 'output'}.png"
+        )
+    return IMAGE_FORMATS[suffix]
+
+
 def check_writable(path: str | os.PathLike) -> Path:
-    """Fail before a long run, not after it, when the output cannot be written."""
+    """Fail before a long run, not after it, when the output cannot be written: a bad suffix, a
+    folder or device in its place, or a folder that refuses a test write (full, read-only)."""
     path = Path(path)
+    image_format(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.exists() and path.is_dir():
         raise ConfigError(f"output {str(path)!r} is a directory; give a file name such as out.png")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"output {str(path)!r} is not a regular file (a device or pipe?)")
     if parent.exists() and not parent.is_dir():
         raise ConfigError(f"cannot write the output {str(path)!r}: {str(parent)!r} is not a folder")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create the output folder {str(parent)!r}: {e.strerror}")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"cannot write to the output folder {str(parent)!r}: permission denied")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent) as probe:
+            probe.write(bytes(_PROBE_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output folder {str(parent)!r}: {e.strerror}")
     return path
 
 
-def save_png(
+def encode_image(image: torch.Tensor, fmt: str, metadata: dict[str, Any] | None = None) -> bytes:
+    """A (3, H, W) image in [0, 1] as PNG or JPEG bytes, `metadata` as JSON in a text chunk
+    (PNG) or the comment (JPEG)."""
+    text = None if metadata is None else json.dumps(metadata, sort_keys=True)
+    buffer = io.BytesIO()
+    picture = Image.fromarray(to_uint8(image))
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        if text is not None:
+            info.add_itxt(METADATA_KEY, text)
+        picture.save(buffer, format="PNG", pnginfo=info)
+    else:
+        extra = {} if text is None else {"comment": (METADATA_KEY + ":" + text).encode()}
+        picture.save(buffer, format="JPEG", quality=95, **extra)
+    return buffer.getvalue()
+
+
+def save_image(
     image: torch.Tensor, path: str | os.PathLike, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write a (3, H, W) image in [0, 1] as PNG, with `metadata` as JSON in a text chunk."""
-    info = PngImagePlugin.PngInfo()
-    if metadata is not None:
-        info.add_itxt(METADATA_KEY, json.dumps(metadata, sort_keys=True))
-    buffer = io.BytesIO()
-    Image.fromarray(to_uint8(image)).save(buffer, format="PNG", pnginfo=info)
+    """Write a (3, H, W) image in [0, 1] atomically, as PNG or JPEG by the path's suffix, with
+    `metadata` (the run's settings) inside."""
     path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, encode_image(image, image_format(path), metadata))
     return path
 
 
-def read_png_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The settings a vqclip PNG carries; a clear error for other files."""
+def rescue_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "vqclip-rescued"
+
+
+def save_image_or_rescue(
+    image: torch.Tensor, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> tuple[Path, str | None]:
+    """`save_image`, and when `path` cannot be written (a full disk, a vanished folder), the
+    same image in `rescue_dir()` instead: (where it went, why not at `path` or None)."""
+    path = Path(path)
+    try:
+        return save_image(image, path, metadata), None
+    except OSError as e:
+        why = f"{e.strerror or e}"
+    fallback = rescue_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
+    return save_image(image, fallback, metadata), why
+
+
+def read_image_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings a vqclip image carries; a clear error for other files."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{str(path)!r} does not exist")
     try:
         with Image.open(path) as img:
-            text = img.text.get(METADATA_KEY)  # type: ignore[attr-defined]
-    except (OSError, AttributeError) as e:
-        raise ConfigError(f"{str(path)!r} is not a PNG image: {e}")
+            if img.format == "PNG":
+                text = img.text.get(METADATA_KEY)  # type: ignore[attr-defined]
+            else:
+                comment = img.info.get("comment", b"")
+                prefix = (METADATA_KEY + ":").encode()
+                text = comment[len(prefix) :].decode() if comment.startswith(prefix) else None
+    except (OSError, AttributeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{str(path)!r} is not an image vqclip can read: {e}")
     if text is None:
         raise ConfigError(f"{str(path)!r} carries no vqclip settings (was it made by vqclip?)")
-    return json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{str(path)!r}: its vqclip settings are not valid JSON ({e})")
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ConfigError(f"{str(path)!r}: its vqclip settings have no 'config' object")
+    return data
 
 
 class VideoWriter:

@@ -12,6 +12,7 @@ import math
 import re
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from vqclip.errors import ConfigError, VQClipError
+from vqclip.errors import ConfigError, VQClipError, VQClipWarning
 from vqclip.losses import replace_grad, spherical_distance
 
 KINDS = ("text", "image", "noise")
@@ -37,9 +38,6 @@ _NUMBER = re.compile(
 # "scheme://host" with nothing after the host: a colon that follows it starts a port.
 _URL_HOST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/:]*")
 _URL = re.compile(r"https?://", re.IGNORECASE)
-
-
-# main classes
 
 
 @dataclass(frozen=True)
@@ -86,10 +84,6 @@ class Prompt(nn.Module):
         self.stop = _checked_stop(stop, "Prompt")
         # Derived from the prompt, not learned: nothing to save in a state dict.
         self.register_buffer("embed", F.normalize(embed.detach().float(), dim=-1), persistent=False)
-
-    @classmethod
-    def from_spec(cls, spec: PromptSpec, embed: torch.Tensor) -> Prompt:
-        return cls(embed, spec.weight, spec.stop)
 
     def forward(self, image_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cutout embeddings (N, D), or (B, N, D) for B images, -> (loss, mean distance), each a
@@ -209,6 +203,23 @@ def embed_text_prompt(clip: TextEncoder, text: str) -> torch.Tensor:
     return F.normalize(embed, dim=-1)
 
 
+def warn_if_cut(text: str, context_length: int) -> None:
+    """Warn (VQClipWarning) when `text` has more tokens than CLIP reads: it is cut to fit."""
+    from vqclip.clip.tokenizer import default_tokenizer
+
+    tokenizer = default_tokenizer()
+    ids = tokenizer.encode(text)
+    room = context_length - 2  # the start and end tokens
+    if len(ids) > room:
+        kept = tokenizer.decode(ids[:room])
+        warnings.warn(
+            f"prompt {text[:40]!r}... has {len(ids)} tokens but CLIP reads {room}; it was cut to "
+            f"{kept!r}",
+            VQClipWarning,
+            stacklevel=2,
+        )
+
+
 def noise_embedding(seed: int, dim: int) -> torch.Tensor:
     """A (1, dim) N(0, I) embedding from its own generator seeded with `seed` (Crowson's noise
     prompt), on the CPU: the same seed gives the same embedding on every machine."""
@@ -237,9 +248,6 @@ def load_image(source: str | Path) -> torch.Tensor:
         raise ConfigError(f"{name!r} is not an image that can be read ({e})") from None
     array = np.array(rgb, dtype=np.uint8)  # (H, W, 3)
     return torch.from_numpy(array).permute(2, 0, 1).float().div(255)  # (3, H, W)
-
-
-# helper functions
 
 
 def _download(url: str) -> bytes:

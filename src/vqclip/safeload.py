@@ -26,8 +26,6 @@ import torch
 
 from vqclip.errors import CheckpointError, WeightsNotFoundError
 
-# helper functions
-
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     """What a checkpoint may name: tensor/storage rebuilding, dtypes, plain containers."""

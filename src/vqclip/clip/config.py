@@ -16,9 +16,8 @@ from typing import Any
 import torch
 
 from vqclip.errors import CheckpointError, ConfigError
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from vqclip.validation import is_int
+from vqclip.weights.registry import OPENAI_MEAN, OPENAI_STD
 
 _INT_FIELDS = (
     "embed_dim",
@@ -33,9 +32,6 @@ _INT_FIELDS = (
 )
 # OpenAI's rule for models whose configs do not name the head count.
 _HEAD_WIDTH = 64
-
-
-# main class
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +66,7 @@ class CLIPConfig:
         for name in ("vision_heads", "text_heads"):
             if getattr(self, name) is None:
                 width = self.vision_width if name == "vision_heads" else self.text_width
-                if name == "vision_heads" and self.is_resnet and _is_int(width):
+                if name == "vision_heads" and self.is_resnet and is_int(width):
                     width *= 32  # the attention pool's width
                 object.__setattr__(self, name, max(width // _HEAD_WIDTH, 1))
         for name in ("mean", "std"):
@@ -80,7 +76,7 @@ class CLIPConfig:
     def _validate(self) -> None:
         for name in _INT_FIELDS:
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"CLIPConfig.{name} must be a positive integer, got {value!r}")
         self._validate_vision_layers()
         if not isinstance(self.quick_gelu, bool):
@@ -105,7 +101,7 @@ class CLIPConfig:
     def _validate_vision_layers(self) -> None:
         layers, patch = self.vision_layers, self.patch_size
         if self.is_resnet:
-            if len(layers) != 4 or not all(_is_int(n) and n >= 1 for n in layers):
+            if len(layers) != 4 or not all(is_int(n) and n >= 1 for n in layers):
                 raise ConfigError(
                     "CLIPConfig.vision_layers must be a positive integer (a ViT) or four "
                     f"positive block counts (a ResNet, e.g. [3, 4, 6, 3]), got {list(layers)!r}"
@@ -124,12 +120,12 @@ class CLIPConfig:
                     f"CLIPConfig.vision_width must be even for a ResNet, got {self.vision_width}"
                 )
             return
-        if not _is_int(layers) or layers < 1:
+        if not is_int(layers) or layers < 1:
             raise ConfigError(
                 "CLIPConfig.vision_layers must be a positive integer (a ViT) or four positive "
                 f"block counts (a ResNet, e.g. [3, 4, 6, 3]), got {layers!r}"
             )
-        if not _is_int(patch) or patch < 1:
+        if not is_int(patch) or patch < 1:
             raise ConfigError(
                 f"CLIPConfig.patch_size must be a positive integer for a ViT, got {patch!r}"
             )
@@ -166,13 +162,6 @@ class CLIPConfig:
             return cls(**d)
         except TypeError as e:  # a required field is missing
             raise ConfigError(f"CLIPConfig: {e}") from None
-
-
-# helper functions
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _triple(name: str, value: Any) -> tuple[float, float, float]:

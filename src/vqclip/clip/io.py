@@ -27,8 +27,6 @@ from vqclip.statedict import load_strict
 # Integer entries OpenAI's state dicts carry next to the tensors; they are not parameters.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
-# helper functions
-
 
 def config_path(weights: str | os.PathLike) -> Path:
     """The JSON config `save_clip` writes beside a weights file (same stem)."""
@@ -108,9 +106,6 @@ def _resolve_config(
             "quick_gelu=True for OpenAI's weights or quick_gelu=False for LAION's"
         )
     return CLIPConfig.from_dict(config)
-
-
-# main functions
 
 
 def load_clip(

@@ -138,9 +138,6 @@ def _init_transformer(transformer: Transformer, width: int, layers: int) -> None
         nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
 
 
-# main class
-
-
 class CLIP(nn.Module):
     """A CLIP (ViT or ResNet image tower): `encode_image` for [0, 1] images, `encode_text` for
     token ids.

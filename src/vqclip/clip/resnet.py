@@ -84,9 +84,6 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(y)
 
 
-# main class
-
-
 class ModifiedResNet(nn.Module):
     """CLIP's ResNet image tower: (B, 3, S, S) normalised pixels -> (B, output_dim).
 

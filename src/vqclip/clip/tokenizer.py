@@ -33,9 +33,6 @@ _PIECE = regex.compile(
 )
 
 
-# helper functions
-
-
 @functools.lru_cache(maxsize=1)
 def bytes_to_unicode() -> dict[int, str]:
     """A reversible map from the 256 byte values to printable characters.
@@ -62,9 +59,6 @@ def clean_text(text: str) -> str:
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text))  # twice: entities are often double-escaped
     return " ".join(text.split()).lower()
-
-
-# main class
 
 
 class ClipTokenizer:

@@ -1,13 +1,13 @@
-"""The generation loop: config, the step-yielding Generator, and run checkpoints."""
+"""The generation loop: config, the step-yielding Run, and run checkpoints."""
 
 from vqclip.generate.checkpoint import load_run_state, save_run_state
 from vqclip.generate.config import GenerateConfig
-from vqclip.generate.generator import GenerationError, Generator, Step
+from vqclip.generate.run import GenerationError, Run, Step
 
 __all__ = [
     "GenerateConfig",
     "GenerationError",
-    "Generator",
+    "Run",
     "Step",
     "load_run_state",
     "save_run_state",

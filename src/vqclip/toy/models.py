@@ -43,7 +43,8 @@ def toy_paths(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Path]:
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise WeightsNotFoundError(
-            f"toy weights missing: {', '.join(missing)}; run `python -m vqclip.toy.train`"
+            f"toy weights missing: {', '.join(missing)}; they ship with vqclip (reinstall it), "
+            "or retrain them from a source checkout (research/README.md)"
         )
     return paths
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from vqclip.errors import ConfigError, WeightsNotFoundError
+from vqclip.validation import is_int
 
 QUANTIZERS = ("vq", "gumbel")
 
@@ -44,15 +45,8 @@ _DDCONFIG_KEYS = (
 _DDCONFIG_FIXED = {"resamp_with_conv": True, "give_pre_end": False}
 
 
-# helper functions
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_positive_int(name: str, value: Any) -> None:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"VQGANConfig.{name} must be a positive integer, got {value!r}")
 
 
@@ -62,7 +56,7 @@ def _as_int_tuple(name: str, value: Any, *, allow_empty: bool) -> tuple[int, ...
     items = tuple(value)
     if not allow_empty and not items:
         raise ConfigError(f"VQGANConfig.{name} must not be empty")
-    if not all(_is_int(v) and v >= 1 for v in items):
+    if not all(is_int(v) and v >= 1 for v in items):
         raise ConfigError(f"VQGANConfig.{name} must hold positive integers, got {value!r}")
     return items
 
@@ -75,9 +69,6 @@ def _read_yaml(path: str | os.PathLike) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not a readable YAML file: {e}") from None
-
-
-# main class
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Net2NetTransformer checkpoints (COCO, FacesHQ, S-FLCKR) keep the VQGAN under this prefix.
 _FIRST_STAGE = "first_stage_model."
 
-# helper functions
-
 
 def config_path_for(weights: str | os.PathLike) -> Path:
     """Where `save_vqgan` puts the JSON config of `weights`: same stem, `.json`."""
@@ -86,9 +84,6 @@ def _empty_model(config: VQGANConfig) -> VQGAN:
     with torch.device("meta"):
         model = VQGAN(config)
     return model.to_empty(device="cpu")
-
-
-# main functions
 
 
 def load_vqgan(

@@ -58,17 +58,6 @@ class VQGAN(nn.Module):
         _check_channels(z_q, self.config.embed_dim, "latent")
         return self.decoder(self.post_quant_conv(z_q))
 
-    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices (B, h, w) -> image (B, 3, h*f, w*f)."""
-        if indices.ndim != 3 or indices.dtype not in (torch.int32, torch.int64):
-            raise ConfigError(
-                f"indices must be an integer tensor (B, h, w), got {indices.dtype} "
-                f"{tuple(indices.shape)}"
-            )
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.config.n_embed):
-            raise ConfigError(f"indices must lie in [0, {self.config.n_embed})")
-        return self.decode(self.quantize.lookup(indices))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction: decode(quantize(encode(x)))."""
         z_q, _ = self.quantize(self.encode(x))

@@ -16,8 +16,6 @@ from torch import nn
 from vqclip.attention import attention
 from vqclip.vqgan.config import VQGANConfig
 
-# helper functions
-
 
 def normalize(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
@@ -145,9 +143,6 @@ class Middle(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(h)))
-
-
-# main classes
 
 
 class Encoder(nn.Module):

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# helper functions
-
 
 def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index (B, h, w) of the codebook row (n, C) closest to each vector of z (B, C, h, w).
@@ -33,9 +31,6 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
     """Value of z_q, gradient of z."""
     return z + (z_q - z).detach()
-
-
-# main classes
 
 
 class CodebookQuantizer(nn.Module):

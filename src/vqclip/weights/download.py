@@ -36,9 +36,6 @@ class _FetchFailed(Exception):
     """One source could not deliver the file (network, HTTP error, wrong content)."""
 
 
-# helper functions
-
-
 def offline_reason() -> str | None:
     """The offline variable that is set (e.g. "VQCLIP_OFFLINE=1"), or None when online."""
     for var in OFFLINE_VARS:
@@ -79,9 +76,6 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, urllib.error.URLError):
         return f"cannot connect: {error.reason}"
     return f"{type(error).__name__}: {error}"
-
-
-# main functions
 
 
 def download_file(url: str, dest: Path, *, sha256: str | None = None, progress: bool = True) -> str:

@@ -127,9 +127,6 @@ class WeightSpec:
         return None if None in sizes else sum(sizes)
 
 
-# helper functions
-
-
 def _heibox(folder: str, path: str) -> str:
     # taming's Seafile shares: a folder link plus the file's path inside it.
     return f"https://heibox.uni-heidelberg.de/d/{folder}/files/?p={path}&dl=1"
@@ -436,7 +433,14 @@ class ModelPair:
     defaults: tuple[tuple[str, object], ...] = ()  # (GenerateConfig field, value) pairs
 
 
-_TOY_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
+# Weights shipped inside the package (the toy pair, `vqclip.toy`), known by name rather than by
+# path, so settings that name them still work after the package moves.
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
+PACKAGED = {
+    "toy_vqgan": "toy_vqgan.safetensors",
+    "toy_clip_a": "toy_clip_a.safetensors",
+    "toy_clip_b": "toy_clip_b.safetensors",
+}
 
 PAIRS: dict[str, ModelPair] = {
     "default": ModelPair("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai",)),
@@ -446,10 +450,10 @@ PAIRS: dict[str, ModelPair] = {
     "ensemble": ModelPair(
         "vqgan_imagenet_f16_16384", ("clip_vit_b32_openai", "clip_vit_b16_openai")
     ),
-    # The offline pair trained on the toy world (vqclip.toy), shipped in the package.
+    # The offline pair trained on the toy world, shipped in the package.
     "toy": ModelPair(
-        str(_TOY_DIR / "toy_vqgan.safetensors"),
-        (str(_TOY_DIR / "toy_clip_a.safetensors"), str(_TOY_DIR / "toy_clip_b.safetensors")),
+        "toy_vqgan",
+        ("toy_clip_a", "toy_clip_b"),
         (("size", (64, 64)), ("iterations", 100), ("cut_method", "overview"), ("cutn", 16)),
     ),
 }

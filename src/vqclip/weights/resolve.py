@@ -22,7 +22,7 @@ from vqclip.weights.cache import (
     write_sidecar,
 )
 from vqclip.weights.download import ensure_files
-from vqclip.weights.registry import WeightSpec, find_spec, get_spec
+from vqclip.weights.registry import PACKAGED, PACKAGED_DIR, WeightSpec, find_spec, get_spec
 
 if TYPE_CHECKING:
     import torch
@@ -34,15 +34,19 @@ PathLike = str | os.PathLike
 _KNOWN_SUFFIXES = (".ckpt", ".safetensors", ".bin", ".pt", ".pth", ".yaml", ".yml", ".json")
 
 
-# helper functions
-
-
 def _local_file(name_or_path: PathLike) -> Path | None:
     """The file `name_or_path` names, None if it is a registry name; errors for bad paths."""
+    text = str(name_or_path)
+    if text in PACKAGED:
+        return PACKAGED_DIR / PACKAGED[text]
     path = Path(name_or_path).expanduser()
     if path.is_file():
+        if path.suffix.lower() in (".txt", ".yaml", ".yml", ".json"):
+            raise ConfigError(
+                f"{path} is a {path.suffix} file, not model weights: give a .ckpt, .safetensors, "
+                ".bin or .pt file (a VQGAN's taming YAML config goes to --vqgan-config)"
+            )
         return path
-    text = str(name_or_path)
     if find_spec(text) is not None:  # a registry name wins over a folder of that name
         return None
     if path.is_dir():
@@ -120,9 +124,6 @@ def clip_config_for(spec: WeightSpec) -> dict[str, Any]:
 
 def _fix_hint(spec: WeightSpec) -> str:
     return f"Run `vqclip models convert {spec.name}` again."
-
-
-# main functions
 
 
 def load_vqgan_by_name(

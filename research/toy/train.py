@@ -1,18 +1,20 @@
 """Train the whole toy world: judge, VQGAN, two CLIP guides; write them and their figures.
 
-    python -m vqclip.toy.train            # into src/vqclip/toy/weights/ (timings: docs/toy.md)
-    python -m vqclip.toy.train --parts clip_a --out /tmp/w   # one part; parts run alone too
-    python -m vqclip.toy.train --jobs 1   # one part at a time, in this process
+Run from the root of a source checkout (research/README.md):
+
+    python -m research.toy.train            # into src/vqclip/toy/weights/ (~42 min, 2 cores)
+    python -m research.toy.train --parts clip_a --out /tmp/w   # one part; parts run alone too
+    python -m research.toy.train --jobs 1   # one part at a time, in this process
 
 With --jobs N (default: 2 where there are 2 or more cores) independent parts run side by
 side, each in its own process with --threads threads (default: the cores shared among the
 parts that run at once), so the files are the same as with --jobs 1 and the same --threads.
 
 Seeded and reproducible on one machine and thread count (bfloat16 autocast and thread
-scheduling can change the last bits elsewhere). Each part is measured with the shipped files
+scheduling can change the last bits elsewhere). Each part is measured with the written files
 loaded back through the public loaders, never with the in-memory models: judge accuracy on 1,000
 fresh images, the judge's reading of 1,000 VQGAN reconstructions and their PSNR, and each
-guide's zero-shot accuracy. Figures and wall times go to `training_<part>.json` beside the weights.
+guide's zero-shot accuracy. Figures and wall times go to `training_<part>.json` in --figures.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from research.toy.train_clip import train_clip, zero_shot
+from research.toy.train_judge import evaluate_judge, train_judge
+from research.toy.train_vqgan import psnr, reconstruct, sharpen_decoder, train_vqgan
 from vqclip.atomic import atomic_write_text
 from vqclip.clip import load_clip, save_clip
 from vqclip.errors import VQClipError
-from vqclip.toy.harden import loop_negatives, loop_prompts
-from vqclip.toy.judge import evaluate_judge, load_judge, save_judge, score_scenes, train_judge
+from vqclip.toy.judge import load_judge, save_judge, score_scenes
 from vqclip.toy.models import (
     CLIP_FILES,
     JUDGE_FILE,
@@ -44,14 +48,15 @@ from vqclip.toy.models import (
     VQGAN_YAML,
     WEIGHTS_DIR,
 )
-from vqclip.toy.train_clip import train_clip, zero_shot
-from vqclip.toy.train_vqgan import psnr, reconstruct, sharpen_decoder, train_vqgan
 from vqclip.toy.world import sample_images
 from vqclip.vqgan import load_vqgan, save_taming, save_vqgan
 
-PARTS = ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "harden", "robust", "report")
-# What the shipped weights are: one round of hardening did not raise the eval (docs/toy.md), so
-# it is run only when asked for (`--parts harden,report`); so is `robust` (docs/toy.md).
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: `-m research.toy.train` runs here
+FIGURES_DIR = Path(__file__).resolve().parent / "figures"  # of the shipped weights
+
+PARTS = ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "robust", "report")
+# What the shipped weights are; `robust` did not raise the eval (research/toy-log.md), so it
+# runs only when asked for (`--parts robust,report`).
 DEFAULT_PARTS = ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "report")
 JUDGE_SEED = 1234  # the judge's own seed, unrelated to the guides'
 VQGAN_SEED = 0
@@ -66,16 +71,10 @@ SHARPEN_EDGE_WEIGHT = 8.0
 # attribute heads, so that shape and position are learned, not just colour.
 # Half the reject images are hard negatives in a scene's own colours (patterns, several shapes).
 CLIP_TRAINING = {"pool": 16384, "group": 4, "aux": 1.0, "lr": 2e-3, "hard": 0.5}
-# One round of adversarial training (`vqclip.toy.harden`): the loop paints world captions (not
-# the eval's list; seeded apart) with both guides, its snapshots become clutter, and each guide
-# trains on from where it was, half its clean images drawn by the VQGAN.
-HARDEN_LOOP = {"prompts": 120, "batch": 60, "steps": 60, "snapshots": (20, 40, 60), "cutn": 8}
-HARDEN_TRAINING = {"steps": 500, "pool": 4096, "group": 4, "aux": 1.0, "lr": 5e-4, "hard": 0.5}
-HARDEN_SEED = 7
 # Adversarial (PGD) training of both guides, continued from the files in the output folder:
 # views moved within an L2 ball of radius adv_eps (pixel units) to raise the loss
 # (`train_clip.adversarial_views`). The loop then paints one blob instead of a cluster of
-# fragments, but the eval did not move and shape zero-shot fell (docs/toy.md): opt-in.
+# fragments, but the eval did not move and shape zero-shot fell (research/toy-log.md): opt-in.
 ROBUST_TRAINING = {
     "steps": 400,
     "pool": 4096,
@@ -91,12 +90,11 @@ ROBUST_SEED = 100
 # What each part reads that another part writes; a part waits only for the requested ones.
 NEEDS = {
     "sharpen": ("vqgan",),
-    "harden": ("vqgan", "sharpen", "clip_a", "clip_b"),
-    "robust": ("clip_a", "clip_b", "harden"),
-    "report": ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "harden", "robust"),
+    "robust": ("clip_a", "clip_b"),
+    "report": ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "robust"),
 }
 # Start order among the parts that are ready: the longest chain (vqgan, then sharpen) first.
-PRIORITY = ("vqgan", "sharpen", "clip_a", "clip_b", "judge", "harden", "robust", "report")
+PRIORITY = ("vqgan", "sharpen", "clip_a", "clip_b", "judge", "robust", "report")
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
@@ -125,42 +123,6 @@ def train_part(part: str, out: Path, scale: float = 1.0) -> None:
         name = CLIP_FILES[0] if part == "clip_a" else CLIP_FILES[1]
         model = train_clip(steps=steps, seed=CLIP_SEEDS[part], **CLIP_TRAINING)
         save_clip(model.half(), out / name)
-
-
-def harden(out: Path, scale: float = 1.0) -> dict:
-    """Make loop negatives with the guides in `out`, train both guides on with them, save them
-    over the old ones; returns how many negatives were made."""
-    vqgan = load_vqgan(out / VQGAN_SAFETENSORS)
-    paths = [out / name for name in CLIP_FILES]
-    clips = [load_clip(p) for p in paths]
-    loop = HARDEN_LOOP
-    prompts = loop_prompts(max(1, round(loop["prompts"] * scale)), HARDEN_SEED)
-    negatives = torch.cat(
-        [
-            loop_negatives(
-                vqgan,
-                paths,
-                clips,
-                prompts=prompts[i : i + loop["batch"]],
-                steps=loop["steps"],
-                snapshots=loop["snapshots"],
-                cutn=loop["cutn"],
-                seed=HARDEN_SEED + i,
-            )
-            for i in range(0, len(prompts), loop["batch"])
-        ]
-    )
-    training = dict(HARDEN_TRAINING, steps=max(1, round(HARDEN_TRAINING["steps"] * scale)))
-    for part, clip, path in zip(("clip_a", "clip_b"), clips, paths, strict=True):
-        model = train_clip(
-            seed=CLIP_SEEDS[part] + HARDEN_SEED,
-            init=clip,
-            negatives=negatives,
-            redraw=lambda x: reconstruct(vqgan, x),
-            **training,
-        )
-        save_clip(model.half(), path)
-    return {"negatives": len(negatives), "steps": training["steps"]}
 
 
 def robust(out: Path, scale: float = 1.0) -> dict:
@@ -221,10 +183,11 @@ def run_parallel(
     poll_s: float = 1.0,
     progress: bool = True,
 ) -> list[str]:
-    """Run each part as `command(part)` (an argv list) in its own process, at most `jobs` at
-    once, each only after the parts it needs (`dependencies`). Each process's output goes to
-    `log_dir/<part>.log`. Returns the parts in the order they finished; on a failure the
-    running processes are stopped and PartFailed names the part and shows its log's end."""
+    """Run each part as `command(part)` (an argv list, run in the checkout) in its own process,
+    at most `jobs` at once, each only after the parts it needs (`dependencies`). Each process's
+    output goes to `log_dir/<part>.log`. Returns the parts in the order they finished; on a
+    failure the running processes are stopped and PartFailed names the part and shows its
+    log's end."""
     waiting = dependencies(parts)
     todo = sorted(parts, key=PRIORITY.index)
     running: dict[str, tuple[subprocess.Popen, Path]] = {}
@@ -236,7 +199,9 @@ def run_parallel(
                 if len(running) < jobs and not (waiting[part] - set(finished)):
                     log = log_dir / f"{part}.log"
                     with open(log, "wb") as f:
-                        proc = subprocess.Popen(command(part), stdout=f, stderr=subprocess.STDOUT)
+                        proc = subprocess.Popen(
+                            command(part), stdout=f, stderr=subprocess.STDOUT, cwd=ROOT
+                        )
                     running[part] = (proc, log)
                     todo.remove(part)
             for part, (proc, log) in list(running.items()):
@@ -278,8 +243,20 @@ def default_threads(jobs: int, n_parts: int, cores: int | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vqclip.toy.train", description=__doc__)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser = argparse.ArgumentParser(
+        prog="python -m research.toy.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", type=Path, default=WEIGHTS_DIR, help=f"the weights folder (default: {WEIGHTS_DIR})"
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        help=f"where training_<part>.json go (default: {FIGURES_DIR} when --out is the shipped "
+        "weights folder, else --out)",
+    )
     parser.add_argument(
         "--parts",
         default=",".join(DEFAULT_PARTS),
@@ -312,14 +289,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.figures is None:
+        shipped = args.out.resolve() == WEIGHTS_DIR.resolve()
+        args.figures = FIGURES_DIR if shipped else args.out
+    args.figures.mkdir(parents=True, exist_ok=True)
     if args.jobs > 1 and len(parts) > 1:
 
         def command(part: str) -> list[str]:
             return [
                 sys.executable,
                 "-m",
-                "vqclip.toy.train",
-                *("--out", str(args.out), "--parts", part, "--jobs", "1"),
+                "research.toy.train",
+                *("--out", str(args.out.resolve()), "--parts", part, "--jobs", "1"),
+                *("--figures", str(args.figures.resolve())),
                 *("--threads", str(args.threads), "--scale", str(args.scale)),
             ]
 
@@ -333,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         total = {"parts": parts, "jobs": args.jobs, "threads": args.threads}
         total["wall_s"] = round(time.perf_counter() - start, 1)
         print(f"all: {json.dumps(total)}", flush=True)
-        atomic_write_text(args.out / "training_all.json", json.dumps(total, indent=2) + "\n")
+        atomic_write_text(args.figures / "training_all.json", json.dumps(total, indent=2) + "\n")
         return 0
     torch.set_num_threads(args.threads)
     for part in PARTS:
@@ -342,8 +324,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         if part == "report":
             record = report(args.out)
-        elif part == "harden":
-            record = harden(args.out, args.scale)
         elif part == "robust":
             record = robust(args.out, args.scale)
         else:
@@ -351,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             record = {"steps": max(1, round(STEPS[part] * args.scale))}
         record.update(wall_s=round(time.perf_counter() - start, 1), threads=args.threads)
         print(f"{part}: {json.dumps(record)}", flush=True)
-        atomic_write_text(args.out / f"training_{part}.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(
+            args.figures / f"training_{part}.json", json.dumps(record, indent=2) + "\n"
+        )
     return 0
 
 

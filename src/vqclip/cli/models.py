@@ -18,7 +18,7 @@ from vqclip.weights.registry import KINDS, WeightSpec, get_spec, list_specs
 from vqclip.weights.resolve import convert
 
 
-def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the `models` command group to the top-level `vqclip` parser."""
     models = subparsers.add_parser(
         "models", help="list, download and convert pretrained weights", description=__doc__
@@ -57,9 +57,6 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
     p = actions.add_parser("path", help="print where a model's files are or should be put")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=_path)
-
-
-# helper functions
 
 
 def _human_size(n: int | None) -> str:
@@ -113,9 +110,6 @@ def _spec_json(spec: WeightSpec) -> dict:
             std=list(spec.std),
         )
     return info
-
-
-# commands
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """The VQGAN+CLIP loop (Crowson's "z + quantize" method) as a library object that yields steps.
 
-The CLI, the web page and the batch runner only consume `Generator.iterate()`; the loop knows
+The CLI, the web page and the batch runner only consume `Run.iterate()`; the loop knows
 nothing of progress bars, files or videos. One seed drives every random draw through one
 `torch.Generator`, whose state is part of a checkpoint, so a resumed run equals an unbroken one.
 """
@@ -15,12 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vqclip.errors import ConfigError, VQClipError
+from vqclip.errors import CheckpointError, ConfigError, VQClipError
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.memory import check_memory
 from vqclip.losses import clamp_with_grad, init_anchor_loss, tv_loss
-
-# helper functions
 
 
 class GenerationError(VQClipError):
@@ -62,10 +60,7 @@ def _build_optimiser(name: str, params: list[torch.Tensor], lr: float) -> torch.
     return classes[name](params, lr=lr)
 
 
-# main class
-
-
-class Generator:
+class Run:
     """Optimises a batch of VQGAN latents toward the prompts of `config`.
 
     Models are loaded by name through the weights registry unless given (tests and the batch
@@ -74,18 +69,14 @@ class Generator:
 
     def __init__(self, config: GenerateConfig, *, vqgan=None, clips=None, device=None) -> None:
         from vqclip.cutouts import CutoutConfig, MakeCutouts
-        from vqclip.devices import resolve_device, resolve_precision
+        from vqclip.devices import default_size, resolve_device, resolve_precision
 
-        self.config = config
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
-        if vqgan is None:
-            from vqclip.weights.resolve import load_vqgan_by_name
-
-            vqgan = load_vqgan_by_name(config.vqgan, config=config.vqgan_config, device="cpu")
-        if clips is None:
-            from vqclip.weights.resolve import load_clip_by_name
-
-            clips = [load_clip_by_name(name, device="cpu") for name in config.clip]
+        if config.size is None:
+            config = config.replace(size=default_size(self.device))
+        self.config = config
+        if vqgan is None or clips is None:
+            vqgan, clips = load_models(config)
         if len(clips) != len(config.clip):
             raise ConfigError(f"clip: {len(config.clip)} names but {len(clips)} models were given")
         # The decoder and CLIP run in the compute dtype (weights cast once, here, and in place);
@@ -140,6 +131,7 @@ class Generator:
         self.optimiser = _build_optimiser(config.optimiser, [self.z], self.effective_lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, _lr_lambda(config))
         self.step_index = 0
+        self.at_step_boundary = True
         self.last_good_z = self.z.detach().clone()
         self._graphs = None  # (decode, [encode_image]) replayed as CUDA graphs
         if config.cuda_graphs:
@@ -155,12 +147,9 @@ class Generator:
                 self.dtype,
                 self.device,
             )
-        self.timer = None  # a vqclip.bench.StageTimer while benchmarking
         self.failed = torch.zeros(config.batch_size, dtype=torch.bool, device=self.device)
         self.failures: list[tuple[int, int]] = []  # (step, image index) where a loss went NaN
         self.check_every = 1 if self.device.type == "cpu" else 10
-
-    # prompts
 
     def _build_prompts(self) -> list[list[tuple[str, torch.nn.Module, int | None]]]:
         """prompts[clip] -> [(label, Prompt, image index or None for every image)], each
@@ -171,6 +160,7 @@ class Generator:
             noise_embedding,
             parse_image_prompts,
             parse_prompts,
+            warn_if_cut,
         )
 
         cfg = self.config
@@ -201,13 +191,12 @@ class Generator:
                 terms.append((f"noise:{seed}", Prompt(embed, weight, float("-inf")), None))
             for index, text in texts:
                 for spec in parse_prompts(text) if text else []:
+                    warn_if_cut(spec.value, clip.config.context_length)
                     with torch.no_grad():
                         embed = clip.encode_text_str([spec.value]).float()
                     terms.append((spec.value, Prompt(embed, spec.weight, spec.stop), index))
             result.append(terms)
         return result
-
-    # init
 
     def _init_z(self) -> torch.Tensor:
         cfg, (h, w), B = self.config, self.grid, self.config.batch_size
@@ -234,13 +223,6 @@ class Generator:
             z = self.vqgan.encode(img.to(self.device) * 2 - 1).float()
         return z.cpu()
 
-    # the step
-
-    def _mark(self, stage: str, tensor: torch.Tensor | None = None, grad_stage: str = "") -> None:
-        """Stage boundaries for `vqclip bench` (a no-op unless a StageTimer is attached)."""
-        if self.timer is not None:
-            self.timer.mark(stage, tensor, grad_stage)
-
     def _decode(self, z_q: torch.Tensor, decode=None) -> torch.Tensor:
         """Decoder in the compute dtype, result in fp32; `decode` may be its CUDA graph."""
         return (decode or self.vqgan.decode)(z_q.to(self.dtype)).float()
@@ -250,14 +232,13 @@ class Generator:
         return encode(cuts.to(self.dtype)).float()
 
     def _forward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        cfg, mark = self.config, self._mark
+        cfg = self.config
         z_q, _ = self.vqgan.quantize(self.z)
         decode, encoders = self._graphs or (
             self.vqgan.decode,
             [clip.encode_image for clip in self.clips],
         )
         image = clamp_with_grad(self._decode(z_q, decode).add(1).div(2), 0, 1)  # (B, 3, H, W)
-        mark("decode", image, "cutouts")
         B = image.shape[0]
         total = torch.zeros(B, device=self.device)
         losses: dict[str, torch.Tensor] = {}
@@ -269,10 +250,8 @@ class Generator:
             size = cutouts.config.cut_size
             if size not in shared:
                 shared[size] = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
-                mark("cutouts", shared[size], "clip")
             cuts = shared[size]
             embeds = self._embed(encode, cuts).view(B, cfg.cutn, -1)  # (B, cutn, D)
-            mark("clip")
             for label, prompt, index in terms:
                 if index is None:
                     loss, _distance = prompt(embeds)  # (B,)
@@ -292,43 +271,55 @@ class Generator:
         return total, losses, image
 
     def step(self) -> Step:
-        total, losses, image = self._forward()
-        # Checking the loss reads it on the host, a sync that stalls a GPU's queue: done every
-        # `check_every` steps there (every step on a CPU, where it costs nothing). An image whose
-        # loss turns NaN is stopped and keeps its latent of the last passed check; the others go
-        # on (a NaN that slips past an unchecked step makes that image's z NaN, so the next check
-        # catches it). Only when every image has stopped does the run fail.
-        if self.step_index % self.check_every == 0 or self.step_index + 1 == self.config.iterations:
-            z_ok = torch.isfinite(self.z.detach()).flatten(1).all(dim=1)  # (B,)
-            # Keep the current latent of every image still running whose z is finite (a NaN
-            # from the loss alone leaves z good).
-            keep = (~self.failed & z_ok).view(-1, 1, 1, 1)
-            self.last_good_z = torch.where(keep, self.z.detach(), self.last_good_z)
-            new = ~(torch.isfinite(total) & z_ok) & ~self.failed
-            if new.any():
-                self.failed |= new
-                step = self.step_index + 1
-                self.failures += [(step, i) for i in new.nonzero().flatten().tolist()]
-                if self.failed.all():
-                    raise GenerationError(
-                        f"the loss became {total.tolist()} at step {step}; stopped and kept the "
-                        "last good image. Try a lower --learning-rate or another --optimiser."
-                    )
-        self.optimiser.zero_grad(set_to_none=True)
-        self._mark("loss")
-        torch.where(self.failed, 0.0, total).sum().backward()
-        self._mark("decode")  # the decoder's backward ends the backward pass
+        """One optimiser step. An exception (a KeyboardInterrupt too) raised before the update
+        leaves the run as it was before the step, so a checkpoint written then describes a step
+        boundary; one raised during the update leaves `at_step_boundary` False."""
+        rng_state = self.rng.get_state()
+        try:
+            total, losses, image = self._forward()
+            self._check_finite(total)
+            self.optimiser.zero_grad(set_to_none=True)
+            torch.where(self.failed, 0.0, total).sum().backward()
+        except BaseException:
+            self.rng.set_state(rng_state)
+            self.optimiser.zero_grad(set_to_none=True)
+            raise
+        self.at_step_boundary = False
         lr = self.optimiser.param_groups[0]["lr"]
         self.optimiser.step()
         self.scheduler.step()
         with torch.no_grad():
             z = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
             self.z.copy_(torch.where(self._failed_4d(), self.last_good_z, z))
-        self._mark("optimiser")
         self.step_index += 1
+        self.at_step_boundary = True
         return Step(
             self.step_index, losses, total.detach(), image.detach(), lr, self.failed.clone()
         )
+
+    def _check_finite(self, total: torch.Tensor) -> None:
+        """Checking the loss reads it on the host, a sync that stalls a GPU's queue: done every
+        `check_every` steps there (every step on a CPU, where it costs nothing). An image whose
+        loss turns NaN is stopped and keeps its latent of the last passed check; the others go
+        on (a NaN that slips past an unchecked step makes that image's z NaN, so the next check
+        catches it). Only when every image has stopped does the run fail."""
+        if self.step_index % self.check_every and self.step_index + 1 != self.config.iterations:
+            return
+        z_ok = torch.isfinite(self.z.detach()).flatten(1).all(dim=1)  # (B,)
+        # Keep the current latent of every image still running whose z is finite (a NaN from
+        # the loss alone leaves z good).
+        keep = (~self.failed & z_ok).view(-1, 1, 1, 1)
+        self.last_good_z = torch.where(keep, self.z.detach(), self.last_good_z)
+        new = ~(torch.isfinite(total) & z_ok) & ~self.failed
+        if new.any():
+            self.failed |= new
+            step = self.step_index + 1
+            self.failures += [(step, i) for i in new.nonzero().flatten().tolist()]
+            if self.failed.all():
+                raise GenerationError(
+                    f"the loss became {total.tolist()} at step {step}; stopped and kept the "
+                    "last good image. Try a lower --learning-rate or another --optimiser."
+                )
 
     def _failed_4d(self) -> torch.Tensor:
         return self.failed.view(-1, 1, 1, 1)
@@ -352,9 +343,13 @@ class Generator:
     def last_good_image(self) -> torch.Tensor:
         return self.image(self.last_good_z)
 
-    # checkpoints
-
     def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue as if it never stopped."""
+        if not self.at_step_boundary:
+            raise CheckpointError(
+                f"the run was stopped inside the update of step {self.step_index + 1}; its state "
+                "is not a step boundary and was not saved"
+            )
         return {
             "format": "vqclip-run",
             "version": 1,
@@ -369,23 +364,72 @@ class Generator:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state`; CheckpointError (the run untouched) if it does not fit."""
+        missing = sorted(set(STATE_KEYS) - set(state))
+        if missing:
+            raise CheckpointError(f"the run checkpoint lacks {missing}; it cannot be resumed")
         if GenerateConfig.from_dict(state["config"]) != self.config:
-            raise ConfigError("the checkpoint was made with other settings than this run's")
-        if tuple(state["z"].shape) != tuple(self.z.shape):
-            raise ConfigError(
-                f"checkpoint latent {tuple(state['z'].shape)} != {tuple(self.z.shape)}"
-            )
+            raise CheckpointError("the checkpoint was made with other settings than this run's")
+        shapes = {"z": self.z.shape, "z0": self.z.shape, "failed": self.failed.shape}
+        for key, shape in shapes.items():
+            value = state[key]
+            if not isinstance(value, torch.Tensor) or value.shape != shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise CheckpointError(f"checkpoint {key}: expected shape {tuple(shape)}, got {got}")
+        step = state["step"]
+        if not isinstance(step, int) or not 0 <= step <= self.config.iterations:
+            raise CheckpointError(f"checkpoint step {step!r} is not in [0, iterations]")
+        before = self.state_dict()
+        try:
+            with torch.no_grad():
+                self.z.copy_(state["z"].to(self.device))
+                self.z0 = state["z0"].to(self.device, torch.float32)
+            self.optimiser.load_state_dict(state["optimiser"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.rng.set_state(state["rng"])
+            self.failed = state["failed"].to(self.device, torch.bool)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
+            self._restore(before)
+            raise CheckpointError(f"the run checkpoint's state does not fit this run: {e}") from e
+        self.step_index = step
+        self.last_good_z = self.z.detach().clone()
+
+    def _restore(self, state: dict) -> None:
         with torch.no_grad():
             self.z.copy_(state["z"].to(self.device))
-            self.z0 = state["z0"].to(self.device)
+        self.z0 = state["z0"].to(self.device)
         self.optimiser.load_state_dict(state["optimiser"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.set_state(state["rng"])
         self.failed = state["failed"].to(self.device)
-        self.step_index = int(state["step"])
-        self.last_good_z = self.z.detach().clone()
 
     def save_checkpoint(self, directory: str | Path) -> Path:
         from vqclip.generate.checkpoint import save_run_state
 
         return save_run_state(self.state_dict(), directory)
+
+
+STATE_KEYS = ("format", "config", "step", "z", "z0", "optimiser", "scheduler", "rng", "failed")
+
+
+def load_models(config: GenerateConfig) -> tuple:
+    """(vqgan, [clips]) named by `config`, on the CPU. When weights are missing, one error lists
+    every missing file, not only the first."""
+    from vqclip.errors import WeightsNotFoundError
+    from vqclip.weights.resolve import load_clip_by_name, load_vqgan_by_name
+
+    loaders = [lambda: load_vqgan_by_name(config.vqgan, config=config.vqgan_config)]
+    loaders += [lambda name=name: load_clip_by_name(name) for name in config.clip]
+    models, missing = [], []
+    for load in loaders:
+        try:
+            models.append(load())
+        except WeightsNotFoundError as e:
+            missing.append(str(e))
+    if missing:
+        raise WeightsNotFoundError(
+            "\n".join(missing)
+            + '\nTo try vqclip offline meanwhile: vqclip generate "a red circle on a blue '
+            'background" --model toy'
+        )
+    return models[0], models[1:]

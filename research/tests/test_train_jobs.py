@@ -1,21 +1,27 @@
-"""`python -m vqclip.toy.train --jobs N`: independent parts side by side, dependencies kept."""
+"""`python -m research.toy.train`: parts side by side (--jobs N), dependencies kept, files
+written where `vqclip.toy.models` finds them."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 
-from vqclip.toy.train import (
+from research.toy.train import (
     DEFAULT_PARTS,
+    FIGURES_DIR,
     NEEDS,
     PARTS,
     PRIORITY,
     PartFailed,
     default_threads,
     dependencies,
+    main,
     run_parallel,
 )
+from vqclip.toy.judge import Judge, load_judge
+from vqclip.toy.models import JUDGE_FILE
 
 
 def _logging_command(record, seconds: dict[str, float], fail: str = ""):
@@ -113,3 +119,15 @@ def test_threads_default_shares_the_cores_among_the_parts_that_run_at_once():
     assert default_threads(2, 1, cores=2) == 2  # one part alone gets every core
     assert default_threads(4, 2, cores=8) == 4
     assert default_threads(3, 5, cores=2) == 1
+
+
+def test_a_part_writes_the_file_the_toy_loader_reads_and_its_figures_beside_it(tmp_path):
+    shipped_figures = {p.name: p.read_bytes() for p in FIGURES_DIR.iterdir()}
+    out = tmp_path / "w"
+    assert main(["--parts", "judge", "--scale", "0.002", "--jobs", "1", "--out", str(out)]) == 0
+    assert isinstance(load_judge(out / JUDGE_FILE), Judge)
+    record = json.loads((out / "training_judge.json").read_text())
+    assert record["steps"] == 2  # 1,200 steps scaled
+    assert {p.name: p.read_bytes() for p in FIGURES_DIR.iterdir()} == shipped_figures
+    with pytest.raises(SystemExit):
+        main(["--parts", "judge,nonsense", "--out", str(out)])

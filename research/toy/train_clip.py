@@ -15,7 +15,7 @@ auxiliary attribute heads on the image embedding give the scene labels directly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from research.toy.train_vqgan import autocast_bf16
 from vqclip.clip import CLIP, CLIPConfig, tokenize
-from vqclip.devices import autocast_bf16
+from vqclip.toy.eval import ZERO_SHOT_PROMPTS, guide_similarity
 from vqclip.toy.world import (
     ATTRIBUTES,
     BACKGROUNDS,
     COLOURS,
-    POSITION_PHRASES,
     POSITIONS,
     REJECT_CAPTIONS,
     REJECT_KINDS,
@@ -46,8 +46,8 @@ from vqclip.toy.world import (
 # CLIP's ResNet image tower (as RN50, one block per stage, stem width 16) at 64 px: a tiny ViT
 # (32 px, patch 4, width 64) learned colour, background, size and position but stayed near
 # chance on shape for thousands of steps, where this ResNet reads shape ~99% after ~600
-# supervised steps (docs/toy.md). Text width 32 halves the 49,408-row token table the real BPE
-# vocabulary needs, which is most of the file.
+# supervised steps (research/toy-log.md). Text width 32 halves the 49,408-row token table the
+# real BPE vocabulary needs, which is most of the file.
 TOY_CLIP = CLIPConfig(
     embed_dim=64,
     image_size=64,
@@ -66,23 +66,9 @@ REJECT_SHARE = 0.25
 HARD_NEGATIVE_CAPTIONS: dict[str, tuple[str, ...]] = {
     "pattern": ("a pattern", "a texture", "blobs of colour"),
     "same-colour several": ("several shapes", "two shapes", "many shapes"),
-    # Opt-in (hard_kinds): one lumpy blob, what the loop paints with robust guides.
-    "blob": ("a blob", "a shapeless blob", "a lumpy shape"),
 }
-DEFAULT_HARD_KINDS = ("pattern", "same-colour several")
 _KINDS = (*REJECT_KINDS, *HARD_NEGATIVE_CAPTIONS)  # slot value k + 1 names kind k
 _N_SLOTS = len(ATTRIBUTES) + 1  # the five attributes, then the reject kind (0 = clean)
-
-ZERO_SHOT_PROMPTS = {
-    "shape": lambda v: f"a {v}",
-    "colour": lambda v: f"something {v}",
-    "background": lambda v: f"something on a {v} background",
-    "size": lambda v: f"a {v} shape",
-    "position": lambda v: f"a shape {POSITION_PHRASES[v]}",
-}
-
-
-# helper functions
 
 
 class _Tokens:
@@ -140,34 +126,9 @@ def guide_views(images: torch.Tensor, g: torch.Generator, size: int) -> torch.Te
     return views + noise
 
 
-def lumpy_blobs(n: int, g: torch.Generator, size: int = 64) -> torch.Tensor:
-    """Coverage (n, 1, size, size) of one soft-edged blob each, whose radius wobbles with the
-    angle (r0 (1 + sum_k a_k cos(k theta + phi_k)), k = 1..5): one object, but no world shape."""
-
-    def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(*shape, generator=g)
-
-    cx, cy, r0 = u(0.25, 0.75, n, 1, 1), u(0.25, 0.75, n, 1, 1), u(0.1, 0.28, n, 1, 1)
-    amp, phase = u(0.0, 0.22, n, 5, 1, 1), u(0.0, 2 * math.pi, n, 5, 1, 1)
-    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size
-    dx, dy = grid.view(1, 1, -1) - cx, grid.view(1, -1, 1) - cy
-    theta = torch.atan2(dy, dx).unsqueeze(1)  # (n, 1, size, size)
-    k = torch.arange(1, 6, dtype=torch.float32).view(1, 5, 1, 1)
-    radius = r0 * (1 + (amp * torch.cos(k * theta + phase)).sum(1))
-    return torch.sigmoid((radius - torch.sqrt(dx * dx + dy * dy)) * size * 1.5).unsqueeze(1)
-
-
-def render_hard_negatives(
-    n: int, g: torch.Generator, kinds: Sequence[str] = DEFAULT_HARD_KINDS
-) -> tuple[torch.Tensor, list[str]]:
+def render_hard_negatives(n: int, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """n images (n, 3, 64, 64) in a world scene's colours that are not a clean scene: a
-    two-colour pattern (thresholded smooth noise) or 2-4 shapes of the one colour; with "blob"
-    in `kinds`, a third of them are one lumpy blob (`lumpy_blobs`) instead."""
-    unknown = set(kinds) - set(HARD_NEGATIVE_CAPTIONS)
-    if unknown or not set(DEFAULT_HARD_KINDS) <= set(kinds):
-        raise ValueError(
-            f"hard negative kinds {tuple(kinds)}: need {DEFAULT_HARD_KINDS}, optionally with 'blob'"
-        )
+    two-colour pattern (thresholded smooth noise) or 2-4 shapes of the one colour."""
     scenes = sample_scenes(n, g)
     fg = torch.tensor([COLOURS[s.colour] for s in scenes]).view(n, 3, 1, 1)
     bg = torch.tensor([BACKGROUNDS[s.background] for s in scenes]).view(n, 3, 1, 1)
@@ -188,10 +149,6 @@ def render_hard_negatives(
         several = torch.maximum(several, one)
     cover = torch.where(pattern.view(n, 1, 1, 1), cover, several)
     names = ["pattern" if p else "same-colour several" for p in pattern.tolist()]
-    if "blob" in kinds:
-        blob = torch.rand(n, generator=g) < 1 / 3
-        cover = torch.where(blob.view(n, 1, 1, 1), lumpy_blobs(n, g), cover)
-        names = ["blob" if b else k for b, k in zip(blob.tolist(), names, strict=True)]
     images = bg * (1 - cover) + fg * cover
     return images, names
 
@@ -270,9 +227,6 @@ class _Pool:
         group: int = 1,
         chunk: int = 256,
         hard: float = 0.0,
-        hard_kinds: Sequence[str] = DEFAULT_HARD_KINDS,
-        negatives: torch.Tensor | None = None,
-        redraw: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.group = group
         n_rej = round(n * REJECT_SHARE)
@@ -280,24 +234,15 @@ class _Pool:
         clean, rejects, self.scenes, self.kinds = [], [], [], []
         for start in range(0, n_clean, chunk):
             scenes = _sibling_scenes(min(chunk, n_clean - start), group, g)
-            images = render(scenes, g)
-            if redraw is not None:  # half of each chunk as the VQGAN draws it
-                half = len(images) // 2
-                images = torch.cat([redraw(images[:half]), images[half:]])
-            clean.append(images.half())  # fp16 storage halves the memory
+            clean.append(render(scenes, g).half())  # fp16 storage halves the memory
             self.scenes += scenes
-        if negatives is not None:  # images the loop made: "clutter" whatever they were meant as
-            n_rej -= len(negatives)
-            rejects.append(negatives.half())
-            self.kinds += ["clutter"] * len(negatives)
-        n_rej = max(n_rej, 0)
         n_hard = round(n_rej * hard)
         for start in range(0, n_rej - n_hard, chunk):
             images, kinds = render_rejects(min(chunk, n_rej - n_hard - start), g)
             rejects.append(images.half())
             self.kinds += kinds
         for start in range(0, n_hard, chunk):
-            images, kinds = render_hard_negatives(min(chunk, n_hard - start), g, hard_kinds)
+            images, kinds = render_hard_negatives(min(chunk, n_hard - start), g)
             rejects.append(images.half())
             self.kinds += kinds
         self.clean, self.rejects = torch.cat(clean), torch.cat(rejects)
@@ -347,7 +292,7 @@ def adversarial_views(
     Training on these makes a guide robust, and a robust classifier's input gradients tend to
     look like the object it names (Santurkar et al. 2019, "perceptually aligned gradients").
     With the toy guides the loop then paints one blob instead of a cluster of fragments, but not
-    yet a world shape (docs/toy.md)."""
+    yet a world shape (research/toy-log.md)."""
     scale = model.logit_scale.exp().clamp(max=100).detach()
     delta = torch.zeros_like(views)
     alpha = 2.5 * eps / steps
@@ -375,9 +320,6 @@ def multi_positive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor
     return 0.5 * (one_side(logits, pos) + one_side(logits.t(), pos.t()))
 
 
-# main functions
-
-
 def train_clip(
     *,
     steps: int = 1500,
@@ -389,10 +331,7 @@ def train_clip(
     group: int = 1,
     aux: float = 0.0,
     hard: float = 0.0,
-    hard_kinds: Sequence[str] = DEFAULT_HARD_KINDS,
     init: CLIP | None = None,
-    negatives: torch.Tensor | None = None,
-    redraw: Callable[[torch.Tensor], torch.Tensor] | None = None,
     adv_eps: float = 0.0,
     adv_steps: int = 3,
     config: CLIPConfig = TOY_CLIP,
@@ -403,13 +342,11 @@ def train_clip(
     """Train one toy CLIP guide from scratch; returned on the CPU in eval mode.
 
     `pool` > 0 renders that many images once and draws every batch from them (fresh views and
-    captions each step); 0 renders every batch anew. `init` continues from a trained guide
-    (its config wins over `config`); `negatives` (N, 3, 64, 64) join the pool's reject images as
-    clutter, and `redraw` (e.g. a VQGAN round trip) is applied to half of its clean images, so
-    that clean and rejected images come in the same drawing style (`vqclip.toy.harden`).
-    `hard_kinds` picks the hard negatives (`render_hard_negatives`; "blob" is opt-in).
-    `adv_eps` > 0 trains on adversarial views (`adversarial_views`, L2 radius adv_eps in pixel
-    units, `adv_steps` steps of ascent), which costs adv_steps + 1 image-tower passes a step.
+    captions each step); 0 renders every batch anew. `hard` is the share of the pool's reject
+    images that are hard negatives (`render_hard_negatives`). `init` continues from a trained
+    guide (its config wins over `config`). `adv_eps` > 0 trains on adversarial views
+    (`adversarial_views`, L2 radius adv_eps in pixel units, `adv_steps` steps of ascent), which
+    costs adv_steps + 1 image-tower passes a step.
     `bf16` runs the towers under bfloat16 autocast; None (the default) turns it on only where
     it is fast (`autocast_bf16`)."""
     g = torch.Generator().manual_seed(seed)
@@ -423,14 +360,7 @@ def train_clip(
     else:
         model = CLIP(config).to(device)
     tokens = _Tokens(config.context_length)
-    if pool > 0:
-        images_from = _Pool(
-            pool, g, group, hard=hard, hard_kinds=hard_kinds, negatives=negatives, redraw=redraw
-        ).batch
-    elif negatives is not None or redraw is not None:
-        raise ValueError("negatives and redraw need a pool (pool > 0)")
-    else:
-        images_from = training_batch
+    images_from = _Pool(pool, g, group, hard=hard).batch if pool > 0 else training_batch
     # Auxiliary attribute heads on the image embedding (discarded after training): the labels
     # the captions are made from, given directly, so the ViT finds position and shape sooner.
     heads = nn.Linear(config.embed_dim, sum(len(v) for v in ATTRIBUTES.values())).to(device)
@@ -473,28 +403,17 @@ def train_clip(
 def zero_shot(model: CLIP, *, n: int = 1000, seed: int = 99) -> dict[str, float]:
     """Zero-shot accuracy per attribute on n fresh images (whole image, resized), and
     `reject`: the share of n reject images nearer a reject caption than any attribute prompt."""
-    g = torch.Generator().manual_seed(seed)
-    images, scenes = sample_images(n, g)
-    size = model.config.image_size
-    small = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
-    emb = F.normalize(model.encode_image(small), dim=-1)
-    acc = {}
-    prompts_all = []
-    for name, values in ATTRIBUTES.items():
-        prompts = [ZERO_SHOT_PROMPTS[name](v) for v in values]
-        prompts_all += prompts
-        txt = F.normalize(model.encode_text_str(prompts), dim=-1)
-        pred = (emb @ txt.t()).argmax(1)
-        truth = torch.tensor([values.index(getattr(s, name)) for s in scenes])
-        acc[name] = float((pred == truth).float().mean())
-    rejects, _ = render_rejects(n, torch.Generator().manual_seed(seed + 1))
-    rej = F.normalize(
-        model.encode_image(
-            F.interpolate(rejects, size=(size, size), mode="bilinear", antialias=True)
-        ),
-        dim=-1,
+    images, scenes = sample_images(n, torch.Generator().manual_seed(seed))
+    prompts = [ZERO_SHOT_PROMPTS[k](v) for k, values in ATTRIBUTES.items() for v in values]
+    sims = guide_similarity([model], images, prompts).split(
+        [len(v) for v in ATTRIBUTES.values()], dim=1
     )
+    acc = {}
+    for (name, values), part in zip(ATTRIBUTES.items(), sims, strict=True):
+        truth = torch.tensor([values.index(getattr(s, name)) for s in scenes])
+        acc[name] = float((part.argmax(1) == truth).float().mean())
+    rejects, _ = render_rejects(n, torch.Generator().manual_seed(seed + 1))
     reject_texts = [t for opts in REJECT_CAPTIONS.values() for t in opts]
-    txt = F.normalize(model.encode_text_str(prompts_all + reject_texts), dim=-1)
-    acc["reject"] = float(((rej @ txt.t()).argmax(1) >= len(prompts_all)).float().mean())
+    nearest = guide_similarity([model], rejects, prompts + reject_texts).argmax(1)
+    acc["reject"] = float((nearest >= len(prompts)).float().mean())
     return acc

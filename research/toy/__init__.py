@@ -1,0 +1,1 @@
+"""The toy world's training recipe and its levers: see research/README.md."""

@@ -1,0 +1,214 @@
+"""`vqclip eval`: the toy benchmark (`vqclip.toy.eval`) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from vqclip.cli.options import HelpFormatter
+from vqclip.errors import ConfigError
+from vqclip.toy.eval import DEFAULT_PROMPTS, METHODS, PRECISIONS, EvalSettings
+
+DEFAULTS = EvalSettings()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="generate the toy prompts with the toy models and let the judge score them",
+        description="Generate one 64x64 image per toy prompt with the normal loop, the toy "
+        "VQGAN and guides, and let the judge score it: success per named attribute and "
+        "overall, the guides' own verdict, and the gap between the two (docs/toy.md).",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE",
+        help=f"toy-world prompts, one a line (default: the {len(DEFAULT_PROMPTS)} built-in ones)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        metavar="LIST",
+        help=f"comma-separated cutout methods, each run on every prompt (default: all of "
+        f"{', '.join(METHODS)})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULTS.iterations,
+        metavar="N",
+        help=f"loop steps (default {DEFAULTS.iterations})",
+    )
+    parser.add_argument(
+        "--cutn",
+        type=int,
+        default=DEFAULTS.cutn,
+        metavar="N",
+        help=f"cutouts per step (default {DEFAULTS.cutn})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=DEFAULTS.lr,
+        help=f"learning rate, in codebook units (default {DEFAULTS.lr})",
+    )
+    parser.add_argument(
+        "--tv-weight",
+        type=float,
+        default=DEFAULTS.tv_weight,
+        metavar="W",
+        help=f"total-variation loss weight (default {DEFAULTS.tv_weight})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULTS.seed, help=f"the loop's seed (default {DEFAULTS.seed})"
+    )
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="only every Nth prompt (--every 5 --methods overview: the 12-prompt probe)",
+    )
+    parser.add_argument(
+        "--limit", type=int, metavar="N", help="only the first N prompts (after --every)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULTS.precision,
+        help="compute dtype of the decoder and guides (default auto: bf16 only where it is "
+        "fast); compare bf16 with fp32 to check that the fast path paints the same",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="write the settings and results here"
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="DIR",
+        help="a folder of toy weights (default: the shipped ones)",
+    )
+    parser.add_argument(
+        "--guides",
+        metavar="LIST",
+        help="comma-separated CLIP files (or registered names) to guide with instead of the "
+        "toy guides; the VQGAN and the judge stay the toy ones",
+    )
+    parser.add_argument(
+        "--images", type=Path, metavar="DIR", help="write a PNG grid of each method's images here"
+    )
+    parser.set_defaults(func=run_eval_command)
+
+
+def _prompts(path: Path | None, every: int, limit: int | None) -> list[str]:
+    from vqclip.toy.eval import named_attributes
+
+    prompts = list(DEFAULT_PROMPTS)
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--prompts {str(path)!r}: cannot read it ({e})")
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        if not prompts:
+            raise ConfigError(f"--prompts {str(path)!r} holds no prompt")
+    for p in prompts:
+        named_attributes(p)
+    return prompts[::every][:limit]
+
+
+def _check_output(flag: str, path: Path, folder: bool) -> None:
+    """Fail before the run, not after it, where the output cannot be written."""
+    if path.exists() and path.is_dir() != folder:
+        raise ConfigError(f"{flag} {str(path)!r} is {'a file' if folder else 'a folder'}")
+    into = (path, *path.parents) if folder else path.parents
+    existing = next(p for p in into if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(f"{flag} {str(path)!r}: cannot write into {str(existing)!r}")
+
+
+def _check(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Every option checked before a model loads; returns (methods, guides)."""
+    rules = (
+        ("--steps", args.steps, args.steps >= 1, "at least 1"),
+        ("--cutn", args.cutn, args.cutn >= 1, "at least 1"),
+        ("--lr", args.lr, args.lr > 0, "above 0"),
+        ("--tv-weight", args.tv_weight, args.tv_weight >= 0, "0 or more"),
+        ("--seed", args.seed, args.seed >= 0, "0 or more"),
+        ("--every", args.every, args.every >= 1, "at least 1"),
+        ("--limit", args.limit, args.limit is None or args.limit >= 1, "at least 1"),
+        ("--threads", args.threads, args.threads >= 1, "at least 1"),
+    )
+    for flag, value, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"{flag} must be {rule}, got {value}")
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or any(m not in METHODS for m in methods):
+        raise ConfigError(
+            f"--methods {args.methods!r}: choose from {', '.join(METHODS)}, comma-separated"
+        )
+    guides = [name for name in (args.guides or "").split(",") if name]
+    if args.guides is not None and not guides:
+        raise ConfigError("--guides needs a CLIP file or name, e.g. --guides a.safetensors")
+    if args.json is not None:
+        _check_output("--json", args.json, folder=False)
+    if args.images is not None:
+        _check_output("--images", args.images, folder=True)
+    return methods, guides
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from vqclip.atomic import atomic_write_bytes, atomic_write_text
+    from vqclip.toy.eval import format_table, grid_png, run_method, table_rows
+    from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
+
+    methods, guides = _check(args)
+    prompts = _prompts(args.prompts, args.every, args.limit)
+    settings = EvalSettings(
+        iterations=args.steps,
+        cutn=args.cutn,
+        lr=args.lr,
+        tv_weight=args.tv_weight,
+        seed=args.seed,
+        precision=args.precision,
+    )
+    torch.set_num_threads(args.threads)
+    models = load_toy_models(args.weights or WEIGHTS_DIR)
+    if guides:
+        from vqclip.weights.resolve import load_clip_by_name
+
+        models.clips = [load_clip_by_name(name) for name in guides]
+        models.clip_paths = [Path(name) for name in guides]
+    report: dict = {
+        "settings": asdict(settings),
+        "guides": [str(path) for path in models.clip_paths],
+        "prompts": prompts,
+        "methods": {},
+    }
+    rows: dict[str, dict[str, float]] = {}
+    for method in methods:
+        result = run_method(models, prompts, method, settings)
+        if result.error:
+            print(
+                f"{method}: stopped early ({result.error}); judged its last good images",
+                file=sys.stderr,
+            )
+        rows.update(table_rows(result, prompts))
+        report["methods"][method] = result.report()
+        if args.images:
+            atomic_write_bytes(args.images / f"{method}.png", grid_png(result.images))
+        print(format_table(rows), flush=True)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    return 0

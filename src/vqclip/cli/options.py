@@ -1,0 +1,66 @@
+"""Command-line flags built from the option declarations of `GenerateConfig` (one home each)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from vqclip.generate.config import GenerateConfig
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wider help columns, so the option tables stay readable."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """One flag per `GenerateConfig` field, in its declared group. Flags that are not given stay
+    out of the parsed namespace (`given_options` reads only those), so stored settings and a
+    model pair's defaults are overridden only by what the user typed."""
+    hints = typing.get_type_hints(GenerateConfig)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(GenerateConfig):
+        meta = f.metadata
+        group = groups.get(meta["group"]) or parser.add_argument_group(meta["group"])
+        groups[meta["group"]] = group
+        group.add_argument(*meta["flags"], **_argparse_settings(f, hints[f.name]))
+    return groups
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config options given on the command line, by field name, as the config takes them."""
+    names = {f.name for f in dataclasses.fields(GenerateConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _argparse_settings(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
+    meta = f.metadata
+    help_text = meta["help"].replace("%", "%%")
+    if f.default not in (None, ()) and not isinstance(f.default, bool):
+        shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        help_text += f" (default: {shown})"
+    settings: dict[str, Any] = {
+        "dest": f.name,
+        "default": argparse.SUPPRESS,
+        "help": help_text,
+        **meta["cli"],
+    }
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    inner = args[0] if args and typing.get_origin(hint) is not tuple else hint
+    if inner is bool:
+        settings["action"] = argparse.BooleanOptionalAction
+        return settings
+    if typing.get_origin(inner) is tuple:
+        element = typing.get_args(inner)[0]
+        if settings.get("action") != "append":
+            is_list = typing.get_args(inner)[-1] is Ellipsis
+            settings.setdefault("nargs", "+" if is_list else len(typing.get_args(inner)))
+        inner = element
+    settings["type"] = inner
+    if meta["choices"] is not None:
+        settings["choices"] = meta["choices"]
+    return settings
