@@ -103,8 +103,10 @@ def _no_network(request, timeout=None):
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Every test: no network, a private weights cache, none of the user's offline/hub settings.
-    Tests of the download path install their own fake `urlopen` on top of this."""
+    """Every test: its own working folder, no network, a private weights cache, none of the
+    user's offline/hub settings. Tests of the download path install their own fake `urlopen` on
+    top of this."""
+    monkeypatch.chdir(tmp_path)  # whatever a test writes by a relative name lands here
     monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "cache"))
     for var in ("VQCLIP_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)

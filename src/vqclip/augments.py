@@ -307,9 +307,6 @@ class Kornia(nn.Module):
             return self.aug(x)
 
 
-# main table and builder
-
-
 def _crop(cut_size: int) -> nn.Module:
     # The cutout already has the crop size, so nerdyrodent's pad_if_needed crop is an identity;
     # reflect-padding by an eighth makes it a real random shift.

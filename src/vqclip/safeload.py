@@ -160,9 +160,6 @@ def _zip_records(path: Path) -> list[str] | None:
         return None
 
 
-# main function
-
-
 def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a torch.save / PyTorch Lightning file onto the CPU without executing its pickle.
 

@@ -21,8 +21,6 @@ from vqclip.clip.resnet import ModifiedResNet
 from vqclip.clip.tokenizer import tokenize
 from vqclip.errors import ConfigError
 
-# helper modules
-
 
 class QuickGELU(nn.Module):
     """OpenAI's GELU approximation x * sigmoid(1.702 x); their weights were trained with it."""

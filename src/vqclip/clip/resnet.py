@@ -17,8 +17,6 @@ from torch import nn
 
 from vqclip.attention import attention
 
-# helper modules
-
 
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 -> (average pool) -> 1x1 with 4x expansion, and an average-pooled shortcut."""

@@ -117,9 +117,6 @@ class Scene:
         return tuple(ATTRIBUTES[n].index(getattr(self, n)) for n in ATTRIBUTES)
 
 
-# helper functions
-
-
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 

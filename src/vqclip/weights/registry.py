@@ -224,8 +224,6 @@ def _clip(
     )
 
 
-# main registry
-
 _TAMING = "MIT (taming-transformers)"
 _OPENAI = "MIT (OpenAI CLIP)"
 _OPENCLIP = "MIT (OpenCLIP)"
