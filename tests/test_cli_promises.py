@@ -149,11 +149,29 @@ def test_unwritable_output_at_the_end_rescues_the_image(model_files, tmp_path, c
     assert read_image_metadata(rescued[0])["config"]["seed"] == 3
 
 
-@pytest.mark.parametrize("output", ["/dev/full", "/dev/null", "x.gif", "noext"])
+def _special_file(kind: str, tmp_path) -> str:
+    """A path in tmp_path that is no place for an image (never the machine's own /dev/full: a
+    regression that wrote there would replace the device node, as root)."""
+    path = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "full":
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        return kind
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["full", "fifo", "folder", "x.gif", "noext"])
 def test_outputs_that_cannot_hold_an_image_are_refused_before_the_run(
-    model_files, tmp_path, capsys, monkeypatch, output
+    model_files, tmp_path, capsys, monkeypatch, kind
 ):
-    monkeypatch.chdir(tmp_path)
+    output = _special_file(kind, tmp_path)
     monkeypatch.setattr("vqclip.generate.run.load_models", pytest.fail)
     code, err = generate(["x", "-o", output], model_files, capsys)
     assert code == 2 and "Traceback" not in err
@@ -162,7 +180,9 @@ def test_outputs_that_cannot_hold_an_image_are_refused_before_the_run(
 
 def test_checkpoint_that_cannot_be_written_is_a_warning(model_files, tmp_path, capsys):
     out = tmp_path / "o.png"
-    args = ["x", "-i", "2", "--checkpoint-every", "1", "--checkpoint-dir", "/dev/full/run"]
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the checkpoint folder should be")
+    args = ["x", "-i", "2", "--checkpoint-every", "1", "--checkpoint-dir", str(blocked / "run")]
     code, err = generate([*args, "-o", str(out)], model_files, capsys)
     assert code == 0, err
     assert "could not write the run checkpoint" in err and out.is_file()
