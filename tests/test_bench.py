@@ -21,6 +21,7 @@ def test_bench_reports_speed_memory_flops_and_stages(tiny_vqgan, tiny_clip):
     assert sum(result["stage_s"].values()) == pytest.approx(mean, rel=0.05)
     json.dumps(result)
     assert "32x32" in format_table([result])
+    assert result["cpu"]["best"] in result["device_name"]  # a CPU's kind is in its name
 
 
 def test_bench_rejects_unknown_clip():

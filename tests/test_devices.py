@@ -31,3 +31,12 @@ def test_constants_are_made_once_per_device_and_value():
     assert constant([[1, 2], [3, 4]], torch.device("cpu")) is a  # lists and tuples alike
     assert constant(((1, 2), (3, 5)), "cpu") is not a
     assert constant(((1, 2), (3, 4)), "cpu", torch.float64).dtype == torch.float64
+
+
+def test_cpu_description_names_the_model_and_its_fastest_matrix_feature():
+    amx = "model name\t: Intel Xeon 8480\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n"
+    cpu = devices.cpu_description(amx)
+    assert cpu["model"] == "Intel Xeon 8480" and cpu["best"] == "amx_bf16"
+    epyc = devices.cpu_description("model name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2\n")
+    assert (epyc["best"], epyc["features"]) == ("avx2", ["avx2"])
+    assert devices.cpu_description("flags\t: fpu\n")["best"] == "none"

@@ -9,7 +9,6 @@ steady-state seconds per iteration (median after warm-up), peak memory, FLOPs pe
 from __future__ import annotations
 
 import datetime
-import platform
 import resource
 import statistics
 import time
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from vqclip.devices import cpu_description
 from vqclip.errors import ConfigError
 
 STAGES = ("decode", "cutouts", "clip", "loss", "optimiser")
@@ -180,6 +180,7 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         "clip": list(config.clip),
         "device": str(device),
         "device_name": _device_name(device),
+        "cpu": cpu_description(),
         "precision": str(run.dtype).removeprefix("torch."),
         "cuda_graphs": config.cuda_graphs,
         "checkpoint_decoder": config.checkpoint_decoder,
@@ -199,9 +200,13 @@ def run_bench(config: BenchConfig, models=None) -> dict:
 
 
 def _device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with its fastest matrix feature (e.g. amx_bf16)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    if device.type == "cpu":
+        cpu = cpu_description()
+        return f"{cpu['model']} ({cpu['best']})"
+    return device.type
 
 
 def format_table(results: list[dict]) -> str:

@@ -61,6 +61,35 @@ def available_memory_bytes(device: torch.device) -> int:
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+CPU_FEATURES = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # the fastest first
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict[str, object]:
+    """The CPU's model and which of `CPU_FEATURES` it has (from /proc/cpuinfo on Linux), so
+    figures from different kinds of machine are never compared as if alike. `best` is the
+    fastest matrix feature present ("amx_bf16" on a Xeon with AMX), or "none"."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in cpuinfo.splitlines())
+        if value
+    )
+    flags = set(fields.get("flags", "").split())
+    have = [f for f in CPU_FEATURES if f in flags]
+    return {
+        "model": fields.get("model name") or platform.processor() or platform.machine(),
+        "features": have,
+        "best": have[0] if have else "none",
+    }
+
+
 def cpu_has_fast_bf16() -> bool:
     """AVX-512 BF16 / AMX: bf16 matmuls run several times faster than fp32 there."""
     try:
