@@ -80,13 +80,17 @@ def execute_job(
     video: bool = False,
     on_step: Callable[[Step, Run], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    device: str | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> JobResult:
     """Carry out `config` into `folder`, resuming from its checkpoint if one is there.
 
     `on_step(step, run)` sees every step (progress, previews); `should_stop()` is asked after
     every step and, when true, the job writes its checkpoint and returns "stopped" (a later call
     resumes it). A job whose every image's loss became NaN returns "failed" with its last good
-    images written."""
+    images written. `device` overrides the config's (a worker's own GPU) without changing the
+    settings, so any worker can resume the job; `on_checkpoint(run_dir)` follows every
+    checkpoint written (to copy it to shared storage)."""
     from vqclip import __version__
     from vqclip.output import save_image
 
@@ -94,7 +98,7 @@ def execute_job(
     run_dir = folder / RUN_DIR
     started = time.perf_counter()
     vqgan, clips = (models or ModelCache()).get(config)
-    run = Run(config, vqgan=vqgan, clips=clips)
+    run = Run(config, vqgan=vqgan, clips=clips, device=device)
     if (run_dir / STATE_FILE).is_file():
         run.load_state_dict(load_run_state(run_dir))
     config = run.config
@@ -125,8 +129,12 @@ def execute_job(
             at_end = step.index == config.iterations
             if checkpoint_every and (step.index % checkpoint_every == 0 or at_end):
                 run.save_checkpoint(run_dir)
+                if on_checkpoint is not None:
+                    on_checkpoint(run_dir)
             if should_stop is not None and not at_end and should_stop():
                 run.save_checkpoint(run_dir)
+                if on_checkpoint is not None:
+                    on_checkpoint(run_dir)
                 return JobResult("stopped", config, run.step_index, time.perf_counter() - started)
     except GenerationError as e:
         return finish("failed", run.last_good_image(), str(e))

@@ -21,14 +21,14 @@ DESCRIPTION = """Text to image with VQGAN+CLIP.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vqclip.cli import bench, eval, generate, models
+    from vqclip.cli import animate, batch, bench, eval, generate, models, serve
 
     parser = argparse.ArgumentParser(
         prog="vqclip", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"vqclip {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (generate, models, bench, eval):
+    for module in (generate, models, bench, eval, serve, batch, animate):
         module.add_parser(sub)
     return parser
 

@@ -17,13 +17,16 @@ class HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
-    """One flag per `GenerateConfig` field, in its declared group. Flags that are not given stay
-    out of the parsed namespace (`given_options` reads only those), so stored settings and a
-    model pair's defaults are overridden only by what the user typed."""
-    hints = typing.get_type_hints(GenerateConfig)
+def add_config_options(
+    parser: argparse.ArgumentParser, declared: type = GenerateConfig
+) -> dict[str, argparse._ArgumentGroup]:
+    """One flag per field of `declared` (`GenerateConfig` or another dataclass of `option`s),
+    in its declared group. Flags that are not given stay out of the parsed namespace
+    (`given_options` reads only those), so stored settings and a model pair's defaults are
+    overridden only by what the user typed."""
+    hints = typing.get_type_hints(declared)
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in dataclasses.fields(GenerateConfig):
+    for f in dataclasses.fields(declared):
         meta = f.metadata
         group = groups.get(meta["group"]) or parser.add_argument_group(meta["group"])
         groups[meta["group"]] = group
@@ -31,9 +34,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> dict[str, argparse._A
     return groups
 
 
-def given_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The config options given on the command line, by field name, as the config takes them."""
-    names = {f.name for f in dataclasses.fields(GenerateConfig)}
+def given_options(args: argparse.Namespace, declared: type = GenerateConfig) -> dict[str, Any]:
+    """The options of `declared` given on the command line, by field name, as it takes them."""
+    names = {f.name for f in dataclasses.fields(declared)}
     return {k: v for k, v in vars(args).items() if k in names}
 
 

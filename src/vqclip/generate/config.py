@@ -90,6 +90,26 @@ class GenerateConfig:
         group="prompts",
         metavar="W",
     )
+    change_prompt_every: int = option(
+        0,
+        "-cpe",
+        "--change-prompt-every",
+        help='story mode, for prompts whose parts are separated by "^": the next part every N '
+        "steps (frames in an animation), the first again after the last; 0: an equal share each",
+        group="prompts",
+        low=0,
+        high=10**7,
+        metavar="N",
+    )
+    prompt_starts: tuple[int, ...] = option(
+        (),
+        "--prompt-starts",
+        help="story mode: the step (frame in an animation) at which each ^ part starts, the "
+        "first at 0",
+        group="prompts",
+        low=0,
+        metavar="STEP",
+    )
     vqgan: str = option(
         "vqgan_imagenet_f16_16384",
         "--vqgan",
@@ -278,11 +298,7 @@ class GenerateConfig:
     )
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = _coerce(f.name, getattr(self, f.name), hints[f.name])
-            _check_range(f, value)
-            object.__setattr__(self, f.name, value)
+        validate_fields(self)
         self._check_together()
         if self.seed is None:
             object.__setattr__(self, "seed", secrets.randbelow(2**31))
@@ -328,12 +344,16 @@ class GenerateConfig:
 
     def _check_prompts(self) -> None:
         """Prompt syntax errors are reported here, before any model loads."""
+        from vqclip.generate.story import check_schedule, story_parts
         from vqclip.prompts import parse_image_prompts, parse_noise_prompts, parse_prompts
 
         for text in self.prompts:
             if not text.strip():
                 _fail("prompts", text, 'a prompt is empty; write some text, e.g. "a lighthouse"')
-            parse_prompts(text)
+            for part in story_parts(text):
+                parse_prompts(part)
+        counts = [len(story_parts(text)) for text in self.prompts]
+        check_schedule(self.change_prompt_every, self.prompt_starts, counts)
         for item in self.image_prompts:
             parse_image_prompts(item)
         parse_noise_prompts(self.noise_prompt_seeds, self.noise_prompt_weights)
@@ -392,6 +412,16 @@ def build_config(given: Mapping[str, Any], base: Mapping[str, Any] | None = None
         values.update(vqgan=pair.vqgan, clip=pair.clips, vqgan_config=None, **dict(pair.defaults))
     values.update(given)
     return GenerateConfig.from_dict(values)
+
+
+def validate_fields(instance: Any) -> None:
+    """Coerce every field of a frozen dataclass declared with `option` to its declared type and
+    check its declared range, in place; ConfigError naming the option otherwise."""
+    hints = typing.get_type_hints(type(instance))
+    for f in dataclasses.fields(instance):
+        value = _coerce(f.name, getattr(instance, f.name), hints[f.name])
+        _check_range(f, value)
+        object.__setattr__(instance, f.name, value)
 
 
 def _fail(name: str, value: Any, why: str) -> typing.NoReturn:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from vqclip.errors import CheckpointError, ConfigError, VQClipError
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.memory import check_memory
+from vqclip.generate.story import active_part, check_length, story_parts
 from vqclip.losses import clamp_with_grad, init_anchor_loss, tv_loss
 
 
@@ -75,6 +76,7 @@ class Run:
         if config.size is None:
             config = config.replace(size=default_size(self.device))
         self.config = config
+        self.story = _story(config)
         if vqgan is None or clips is None:
             vqgan, clips = load_models(config)
         if len(clips) != len(config.clip):
@@ -151,9 +153,10 @@ class Run:
         self.failures: list[tuple[int, int]] = []  # (step, image index) where a loss went NaN
         self.check_every = 1 if self.device.type == "cpu" else 10
 
-    def _build_prompts(self) -> list[list[tuple[str, torch.nn.Module, int | None]]]:
-        """prompts[clip] -> [(label, Prompt, image index or None for every image)], each
-        embedded by its own CLIP. Prompts shared by the batch are evaluated batched."""
+    def _build_prompts(self) -> list[list[tuple[str, torch.nn.Module, int | None, int | None]]]:
+        """prompts[clip] -> [(label, Prompt, image index or None for every image, story part or
+        None for always)], each embedded by its own CLIP. Prompts shared by the batch are
+        evaluated batched. Every part of a story is embedded here, once."""
         from vqclip.prompts import (
             Prompt,
             load_image,
@@ -173,7 +176,7 @@ class Run:
         )
         result = []
         for clip, cutouts in zip(self.clips, self.cutouts, strict=True):
-            terms: list[tuple[str, torch.nn.Module, int | None]] = []
+            terms: list[tuple[str, torch.nn.Module, int | None, int | None]] = []
             for spec in image_specs:
                 img = image_tensors[spec.value].to(self.device)
                 img = F.interpolate(
@@ -185,16 +188,20 @@ class Run:
                 ).clamp(0, 1)
                 with torch.no_grad():
                     embed = self._embed(clip.encode_image, cutouts(img, self.rng))
-                terms.append((f"image:{spec.value}", Prompt(embed, spec.weight, spec.stop), None))
+                prompt = Prompt(embed, spec.weight, spec.stop)
+                terms.append((f"image:{spec.value}", prompt, None, None))
             for seed, weight in zip(cfg.noise_prompt_seeds, noise_weights, strict=True):
                 embed = noise_embedding(seed, clip.config.embed_dim).to(self.device)
-                terms.append((f"noise:{seed}", Prompt(embed, weight, float("-inf")), None))
+                terms.append((f"noise:{seed}", Prompt(embed, weight, float("-inf")), None, None))
             for index, text in texts:
-                for spec in parse_prompts(text) if text else []:
-                    warn_if_cut(spec.value, clip.config.context_length)
-                    with torch.no_grad():
-                        embed = clip.encode_text_str([spec.value]).float()
-                    terms.append((spec.value, Prompt(embed, spec.weight, spec.stop), index))
+                parts = story_parts(text) if text else []
+                for part, part_text in enumerate(parts):
+                    for spec in parse_prompts(part_text):
+                        warn_if_cut(spec.value, clip.config.context_length)
+                        with torch.no_grad():
+                            embed = clip.encode_text_str([spec.value]).float()
+                        prompt = Prompt(embed, spec.weight, spec.stop)
+                        terms.append((spec.value, prompt, index, part if len(parts) > 1 else None))
             result.append(terms)
         return result
 
@@ -244,6 +251,7 @@ class Run:
         losses: dict[str, torch.Tensor] = {}
         # Guides with the same input size share one set of cutouts (one augmentation pass).
         shared: dict[int, torch.Tensor] = {}
+        shown = self.story_parts_shown()
         for encode, cutouts, terms, weight in zip(
             encoders, self.cutouts, self.prompts, cfg.weights_of_clips, strict=True
         ):
@@ -252,7 +260,9 @@ class Run:
                 shared[size] = cutouts(image, self.rng)  # (B*cutn, 3, S, S)
             cuts = shared[size]
             embeds = self._embed(encode, cuts).view(B, cfg.cutn, -1)  # (B, cutn, D)
-            for label, prompt, index in terms:
+            for label, prompt, index, part in terms:
+                if part is not None and part != shown[index]:
+                    continue  # a story part not shown at this step
                 if index is None:
                     loss, _distance = prompt(embeds)  # (B,)
                 else:  # this image's own prompt: zero for the others
@@ -269,6 +279,17 @@ class Run:
             losses["tv"] = tv.detach()
             total = total + tv
         return total, losses, image
+
+    def story_parts_shown(self) -> dict[int | None, int]:
+        """Image index (None: the prompt shared by the batch) -> the story part shown at the
+        coming step; it follows from the step index alone, so a resumed run shows the same."""
+        cfg = self.config
+        return {
+            index: active_part(
+                self.step_index, parts, cfg.iterations, cfg.change_prompt_every, cfg.prompt_starts
+            )
+            for index, parts in self.story.items()
+        }
 
     def step(self) -> Step:
         """One optimiser step. An exception (a KeyboardInterrupt too) raised before the update
@@ -407,6 +428,17 @@ class Run:
         from vqclip.generate.checkpoint import save_run_state
 
         return save_run_state(self.state_dict(), directory)
+
+
+def _story(config: GenerateConfig) -> dict[int | None, int]:
+    """Image index (None: the prompt shared by the batch) -> its number of story parts; a
+    ConfigError, before any model loads, when a part would never be shown in this run."""
+    shared = len(config.prompts) <= 1
+    texts = [(None, config.prompt_for(0))] if shared else list(enumerate(config.prompts))
+    story = {index: len(story_parts(text)) if text else 1 for index, text in texts}
+    every, starts = config.change_prompt_every, config.prompt_starts
+    check_length(config.iterations, every, starts, list(story.values()), "step")
+    return story
 
 
 STATE_KEYS = ("format", "config", "step", "z", "z0", "optimiser", "scheduler", "rng", "failed")

@@ -1,0 +1,261 @@
+"""A batch's plan: the specs file read into items, and the items not yet finished cut into units.
+
+Each non-blank line of SPECS.jsonl (lines starting with # are comments) is a JSON object whose
+keys are generate option names, as `vqclip generate` and the web service take them (`prompt`,
+`model`, `iterations`, `seed`, `size`, ...), plus `animation` (an object of `Animation`
+settings) for a zoom/pan/rotate video. An item is known by its line number; its folder is
+`items/<line>/`.
+
+A unit is what one worker carries out at once: one item, an animation, or a group of
+compatible items optimised together as one batch of latents (one prompt per image). Items are
+compatible when every setting but the prompt is the same and none fixes its own seed (a run has
+one seed). Items that give no seed get one derived from the batch's seed and their line, so a
+rerun makes the same pictures; the batch seed is drawn once and kept in `batch.json`, with the
+specs as first seen, so that a rerun notices a line that was changed under a started batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vqclip.batch.animate import Animation, check_animation
+from vqclip.batch.storage import Storage
+from vqclip.errors import ConfigError, VQClipError
+from vqclip.generate.config import GenerateConfig, build_config
+
+BATCH_FILE = "batch.json"
+RESULT_FILE = "result.json"
+GROUP_FILE = "group.json"
+ITEMS_DIR = "items"
+GROUPS_DIR = "groups"
+
+
+@dataclass(frozen=True)
+class Item:
+    line: int  # 1-based line number in the specs file
+    spec: Any  # the line's JSON value (its text when it is not JSON)
+    config: GenerateConfig | None = None
+    animation: Animation | None = None
+    error: str | None = None  # why the line cannot be run
+
+    @property
+    def folder(self) -> str:
+        return item_folder(self.line)
+
+    @property
+    def group_key(self) -> str | None:
+        """Items with the same key can share one run; None: this item runs alone."""
+        if self.config is None or self.animation is not None or "seed" in self.spec:
+            return None
+        if self.config.batch_size != 1 or len(self.config.prompts) != 1:
+            return None
+        rest = {k: v for k, v in self.config.to_dict().items() if k not in ("prompts", "seed")}
+        return json.dumps(rest, sort_keys=True)
+
+    @property
+    def steps(self) -> int:
+        if self.animation is not None:
+            return self.animation.total_steps(self.config)
+        return self.config.iterations
+
+
+def item_folder(line: int) -> str:
+    return f"{ITEMS_DIR}/{line:05d}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run for a worker. `configs` holds each item's own settings; `config` the run's (for
+    a group: one prompt per item, the group's seed)."""
+
+    kind: str  # "image", "group" or "animation"
+    folder: str
+    lines: tuple[int, ...]
+    specs: tuple[Any, ...]
+    configs: tuple[dict, ...]
+    config: dict
+    animation: dict | None
+    steps: int
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Unit:
+        data = json.loads(text)
+        for key in ("lines", "specs", "configs"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def read_specs(path: str | Path) -> list[tuple[int, str]]:
+    """(line number, text) of every line that is neither blank nor a # comment."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"specs file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"specs file {str(path)!r} is not UTF-8 text ({e})")
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise ConfigError(
+            f"specs file {str(path)!r} has no specs; write one JSON object per line, e.g. "
+            '{"prompt": "a red circle on a blue background", "model": "toy"}'
+        )
+    return lines
+
+
+def derive_seed(batch_seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"{batch_seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**31
+
+
+def parse_item(line: int, text: str, batch_seed: int) -> Item:
+    """The item of one specs line; an Item with `error` set (naming the line) when it is bad."""
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        return Item(line, text, error=f"line {line}: not a JSON object ({e})")
+    try:
+        if not isinstance(spec, dict):
+            raise ConfigError(f"expected a JSON object of option names, got {spec!r}")
+        given = {k: v for k, v in spec.items() if k != "animation"}
+        if "seed" not in given:
+            given["seed"] = derive_seed(batch_seed, str(line))
+        config = build_config(given)
+        animation = None
+        if "animation" in spec:
+            animation = Animation.from_dict(spec["animation"])
+            check_animation(config, animation)
+    except VQClipError as e:
+        return Item(line, spec, error=f"line {line}: {e}")
+    return Item(line, spec, config, animation)
+
+
+def open_batch(storage: Storage, lines: list[tuple[int, str]]) -> int:
+    """The batch's seed, drawn and recorded with the specs on the first run; ConfigError when
+    a line that a started batch already knows was changed since."""
+    stored = read_json(storage, BATCH_FILE)
+    record = dict(stored) if stored else {"format": "vqclip-batch", "version": 1}
+    record.setdefault("seed", secrets.randbelow(2**31))
+    known: dict[str, Any] = record.setdefault("specs", {})
+    changed = []
+    for line, text in lines:
+        value = _spec_value(text)
+        if str(line) in known and known[str(line)] != value:
+            changed.append(line)
+        known.setdefault(str(line), value)
+    if changed:
+        raise ConfigError(
+            f"line(s) {changed} of the specs changed since this batch started in "
+            f"{storage.out!r} (its {BATCH_FILE} keeps the specs it began with); restore them, "
+            "add new lines at the end instead, or give another --out"
+        )
+    if stored != record:
+        storage.write_text(BATCH_FILE, json.dumps(record, indent=1))
+    return record["seed"]
+
+
+def read_json(storage: Storage, rel: str) -> dict | None:
+    """A JSON object the batch wrote, None when absent; ConfigError when it is not one (these
+    files are written atomically, so only something else can have changed them)."""
+    text = storage.read_text(rel)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        data = e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{storage.path(rel)} is not a JSON object ({data}); was it edited?")
+    return data
+
+
+def _spec_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def read_results(storage: Storage, items: list[Item]) -> dict[int, dict]:
+    """Line -> the result record of every item that has finished (done or failed)."""
+    results = {}
+    for item in items:
+        if item.error is None:
+            record = read_json(storage, f"{item.folder}/{RESULT_FILE}")
+            if record is not None:
+                results[item.line] = record
+    return results
+
+
+def _single(item: Item) -> Unit:
+    kind = "animation" if item.animation is not None else "image"
+    config = item.config.to_dict()
+    animation = item.animation.to_dict() if item.animation is not None else None
+    return Unit(
+        kind, item.folder, (item.line,), (item.spec,), (config,), config, animation, item.steps
+    )
+
+
+def _group(items: list[Item], batch_seed: int) -> Unit:
+    if len(items) == 1:
+        return _single(items[0])
+    lines = tuple(item.line for item in items)
+    digest = hashlib.sha256(json.dumps(lines).encode()).hexdigest()[:8]
+    folder = f"{GROUPS_DIR}/{lines[0]:05d}-{lines[-1]:05d}-{digest}"
+    prompts = tuple(item.config.prompts[0] for item in items)
+    seed = derive_seed(batch_seed, "group:" + ",".join(map(str, lines)))
+    config = items[0].config.replace(prompts=prompts, batch_size=len(items), seed=seed)
+    configs = tuple(item.config.to_dict() for item in items)
+    specs = tuple(item.spec for item in items)
+    return Unit("group", folder, lines, specs, configs, config.to_dict(), None, config.iterations)
+
+
+def plan_units(
+    storage: Storage, items: list[Item], pending: set[int], group: int, batch_seed: int
+) -> list[Unit]:
+    """The pending items as units, in line order. A group started by an earlier run is kept
+    while all its items are still pending (so it resumes from its checkpoint); the other
+    compatible items are grouped `group` at a time."""
+    by_line = {item.line: item for item in items if item.line in pending}
+    units: list[Unit] = []
+    taken: set[int] = set()
+    for name in storage.folders(GROUPS_DIR):
+        group_file = read_json(storage, f"{GROUPS_DIR}/{name}/{GROUP_FILE}")
+        lines = group_file["lines"] if group_file else []
+        members = [by_line.get(line) for line in lines]
+        if len(members) < 2 or len(members) > group or None in members:
+            continue
+        if len({m.group_key for m in members}) != 1 or members[0].group_key is None:
+            continue
+        unit = _group(members, batch_seed)
+        if unit.folder == f"{GROUPS_DIR}/{name}" and not taken & set(lines):
+            units.append(unit)
+            taken.update(lines)
+    open_groups: dict[str, list[Item]] = {}
+    for line in sorted(by_line):
+        item = by_line[line]
+        if line in taken:
+            continue
+        key = item.group_key if group > 1 else None
+        if key is None:
+            units.append(_single(item))
+            continue
+        members = open_groups.setdefault(key, [])
+        members.append(item)
+        if len(members) == group:
+            units.append(_group(open_groups.pop(key), batch_seed))
+    units += [_group(members, batch_seed) for members in open_groups.values()]
+    return sorted(units, key=lambda unit: unit.lines[0])

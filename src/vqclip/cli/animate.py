@@ -1,0 +1,113 @@
+"""`vqclip animate`: a zoom / pan / rotate video, each frame warm-started from the one before.
+It builds the config and the animation from flags and consumes `run_animation`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vqclip.cli.options import HelpFormatter, add_config_options, given_options
+from vqclip.errors import ConfigError
+
+
+def add_parser(subparsers) -> None:
+    from vqclip.batch.animate import Animation
+
+    p = subparsers.add_parser(
+        "animate",
+        help="make a zoom / pan / rotate video, prompts changing over the frames",
+        description="Frame 0 runs --iterations steps; every later frame zooms, turns and "
+        "shifts the frame before and runs --steps-per-frame steps from it. A story prompt "
+        '("a forest ^ a castle") changes over the frames (--change-prompt-every and '
+        "--prompt-starts count frames here). Frames go to OUT/frames/ as they finish; rerun "
+        "the same command to resume an interrupted animation.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("prompt", nargs="*", help='"text:weight:stop|..." (parts separated by ^)')
+    groups = add_config_options(p)
+    groups["models"].add_argument(
+        "--model", help="a VQGAN + CLIP pair by one name (`toy` runs offline)"
+    )
+    add_config_options(p, Animation)
+    g = groups["image and run"]
+    g.add_argument("-o", "--out", required=True, metavar="DIR", help="the animation's folder")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=20,
+        metavar="N",
+        help="write the frame's run checkpoint every N steps",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_animate)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """(config, animation): the flags given, on top of the model pair's settings; the seed of a
+    started animation in --out when none is given, so the same command resumes it."""
+    from vqclip.batch.animate import Animation, stored_animation
+    from vqclip.generate.config import build_config
+
+    given = given_options(args)
+    prompts = [*args.prompt, *given.get("prompts", ())]
+    if prompts:
+        given["prompts"] = prompts
+    elif not (given.get("image_prompts") or given.get("noise_prompt_seeds")):
+        raise ConfigError('give a prompt, e.g. vqclip animate "a forest ^ a castle" -o film')
+    if args.model is not None:
+        given["model"] = args.model
+    stored = stored_animation(args.out)
+    if stored is not None and "seed" not in given:
+        given["seed"] = stored[0].seed
+    return build_config(given), Animation(**given_options(args, Animation))
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vqclip.batch.animate import claim_folder, finished_frames, run_animation
+    from vqclip.cli.generate import stop_requests
+
+    if args.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every={args.checkpoint_every}: give 1 or more")
+    config, animation = settings_from_args(args)
+    out = Path(args.out)
+    claim_folder(out, config, animation)
+    done = finished_frames(out, animation.frames)
+    initial = 0 if done == 0 else config.iterations + (done - 1) * animation.steps_per_frame
+    print(
+        f"animate: {animation.frames} frames ({done} done before), seed {config.seed} -> {out}",
+        file=sys.stderr,
+    )
+    bar = tqdm(
+        total=animation.total_steps(config),
+        initial=initial,
+        disable=args.no_progress,
+        unit="it",
+        dynamic_ncols=True,
+    )
+    try:
+        with stop_requests() as stop:
+            result = run_animation(
+                config,
+                animation,
+                out,
+                checkpoint_every=args.checkpoint_every,
+                on_step=lambda step, run: bar.update(1),
+                should_stop=lambda: stop.signal is not None,
+            )
+    finally:
+        bar.close()
+    if result.status == "stopped":
+        print(
+            f"stopped after {len(result.frames)} finished frames; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return stop.exit_code
+    if result.status == "failed":
+        print(f"vqclip: error: {result.error}", file=sys.stderr)
+        return 3
+    where = result.video or out / "frames"
+    print(f"wrote {len(result.frames)} frames, {where} ({result.seconds:.1f} s)", file=sys.stderr)
+    return 0

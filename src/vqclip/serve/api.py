@@ -1,0 +1,445 @@
+"""The JSON API under /api: submit, list, get, cancel, delete and continue jobs, stream their
+progress (Server-Sent Events), fetch their files, upload images.
+
+Errors are JSON `{"detail": "..."}` with a status that says whose fault it is: 422 for a bad
+option (the config's own message, naming the option), 404 for an unknown job, 409 for an action
+the job's state does not allow, 413 for a body over the limit, 415 for a body that is not JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+from vqclip.errors import CheckpointError, ConfigError
+from vqclip.jobs import FRAMES_DIR, RUN_DIR, SETTINGS_FILE, VIDEO_FILE, image_names
+from vqclip.serve.options import Policy, fields, request_schema
+from vqclip.serve.service import Service
+from vqclip.serve.store import FINISHED, STATUSES, JobRow, is_job_id, new_job_id
+from vqclip.serve.uploads import is_upload_name, store_upload
+from vqclip.serve.worker import PREVIEW_FILE, THUMB_FILE
+from vqclip.weights.registry import PAIRS
+
+KEEPALIVE_S = 15.0
+MAX_MORE_STEPS = 10**6
+_FILE = re.compile(r"image(_[0-9]{1,4})?\.png|video\.mp4|settings\.json|preview\.png|thumb\.jpg")
+_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".mp4": "video/mp4",
+    ".json": "application/json",
+}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def error_response(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        401: "a token is needed",
+        404: "no such job or file",
+        409: "not in the job's present state",
+        413: "the body is too large",
+        415: "the body is not of the expected type",
+        422: "bad input; `detail` says what",
+    }
+    schema = {"type": "object", "properties": {"detail": {"type": "string"}}}
+    return {
+        c: {"description": text[c], "content": {"application/json": {"schema": schema}}}
+        for c in codes
+    }
+
+
+def pair_name(config: dict[str, Any]) -> str | None:
+    """The model pair whose models a config names, for display (None: models named singly)."""
+    for name, pair in PAIRS.items():
+        if config.get("vqgan") == pair.vqgan and tuple(config.get("clip", ())) == pair.clips:
+            return name
+    return None
+
+
+def parse_json_body(body: bytes, content_type: str | None) -> Any:
+    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        raise APIError(415, "send the job as JSON with Content-Type: application/json")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise APIError(422, f"the body is not valid JSON: {e}")
+
+
+class JobViews:
+    """Jobs as the API shows them: the stored row, live progress, queue position, file URLs."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def files(self, row: JobRow) -> dict[str, Any]:
+        folder = self.service.job_dir(row.id)
+        base = f"/api/jobs/{row.id}/files/"
+        batch = int(row.config.get("batch_size", 1) or 1)
+        started = row.started is not None or folder.is_dir()  # a continued job has its folder
+        images = [base + n for n in image_names(batch) if started and (folder / n).is_file()]
+        names = (VIDEO_FILE, PREVIEW_FILE, THUMB_FILE)
+        present = {n: started and (folder / n).is_file() for n in names}
+        return {
+            "images": images,
+            "video": base + VIDEO_FILE if present[VIDEO_FILE] else None,
+            "preview": base + PREVIEW_FILE if present[PREVIEW_FILE] else None,
+            "thumbnail": base + THUMB_FILE if present[THUMB_FILE] else None,
+            "settings": base + SETTINGS_FILE,
+            "events": f"/api/jobs/{row.id}/events",
+        }
+
+    def show(self, row: JobRow, position: int | None = None) -> dict[str, Any]:
+        live = self.service.hub.progress.get(row.id)
+        config = row.config
+        return {
+            "id": row.id,
+            "status": row.status,
+            "prompts": config.get("prompts", []),
+            "model": row.model or pair_name(config),
+            "settings": config,
+            "video": row.video,
+            "parent": row.parent,
+            "created": row.created,
+            "started": row.started,
+            "finished": row.finished,
+            "step": live["step"] if live else row.step,
+            "iterations": config.get("iterations"),
+            "position": position,
+            "error": row.error,
+            "cancel_requested": row.cancel and row.status == "running",
+            "progress": live,
+            "can_continue": row.status in ("done", "cancelled")
+            and (self.service.job_dir(row.id) / RUN_DIR / "state.bin").is_file(),
+            "urls": self.files(row),
+        }
+
+    def one(self, job_id: str) -> dict[str, Any]:
+        row = self.get_row(job_id)
+        return self.show(row, self.service.store.position(row))
+
+    def snapshot(self, job_id: str) -> tuple[JobRow | None, dict[str, Any] | None]:
+        row = self.service.store.get(job_id)
+        return (
+            (row, None) if row is None else (row, self.show(row, self.service.store.position(row)))
+        )
+
+    def get_row(self, job_id: str) -> JobRow:
+        row = self.service.store.get(job_id) if is_job_id(job_id) else None
+        if row is None:
+            raise APIError(404, f"no job {job_id!r}")
+        return row
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, Any]]) -> APIRouter:
+    router = APIRouter(prefix="/api")
+    views = JobViews(service)
+    store = service.store
+
+    @router.get("/info", summary="The server: devices, workers, model pairs, limits, queue")
+    def get_info() -> dict[str, Any]:
+        return {**info(), "counts": store.counts()}
+
+    @router.get("/options", summary="Every generate option: group, help, JSON schema, default")
+    def get_options() -> list[dict[str, Any]]:
+        return fields()
+
+    @router.post(
+        "/jobs",
+        status_code=201,
+        summary="Submit a job: a JSON object whose keys are the generate options' names",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request_schema(list(PAIRS))}},
+            }
+        },
+        responses=_errors(413, 415, 422),
+    )
+    async def submit(request: Request) -> JSONResponse:
+        body = parse_json_body(await request.body(), request.headers.get("content-type"))
+        job = await asyncio.to_thread(_accept, body)
+        return JSONResponse(job, status_code=201, headers={"Location": f"/api/jobs/{job['id']}"})
+
+    def _accept(body: Any) -> dict[str, Any]:
+        try:
+            request = policy.job(body)
+        except ConfigError as e:
+            raise APIError(422, str(e))
+        except (ValueError, TypeError, OverflowError, RecursionError) as e:
+            raise APIError(422, f"the job's settings cannot be read: {e}")
+        row = store.add(request.config.to_dict(), model=request.model, video=request.video)
+        service.wake_workers()
+        service.hub.notify_counts()
+        return views.show(row, store.position(row))
+
+    @router.get("/jobs", summary="Jobs, newest first", responses=_errors(422))
+    def list_jobs(
+        status: str | None = Query(None, description=f"one of {', '.join(STATUSES)}"),
+        limit: int = Query(50, ge=1, le=500),
+        before: int | None = Query(None, ge=0, le=2**62, description="the `next` of a page"),
+    ) -> dict[str, Any]:
+        if status is not None and status not in STATUSES:
+            raise APIError(422, f"status={status!r}: choose from {', '.join(STATUSES)}")
+        rows = store.list(status=status, limit=limit, before=before)
+        return {
+            "jobs": [views.show(r, store.position(r)) for r in rows],
+            "counts": store.counts(),
+            "next": rows[-1].seq if len(rows) == limit else None,
+        }
+
+    @router.get(
+        "/jobs/{job_id}",
+        summary="One job: status, progress, settings, file URLs",
+        responses=_errors(404),
+    )
+    def get_job(job_id: str) -> dict[str, Any]:
+        return views.one(job_id)
+
+    @router.post(
+        "/jobs/{job_id}/cancel",
+        summary="Cancel a queued job, or stop a running one after its step under way",
+        responses=_errors(404, 409),
+    )
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        row = views.get_row(job_id)
+        if row.status in ("done", "failed"):
+            raise APIError(409, f"job {job_id} is {row.status}; there is nothing to cancel")
+        service.cancel(job_id)
+        return views.one(job_id)
+
+    @router.delete(
+        "/jobs/{job_id}",
+        status_code=204,
+        summary="Delete a job and its files (cancel a running job first)",
+        responses=_errors(404, 409),
+    )
+    def delete_job(job_id: str) -> Response:
+        views.get_row(job_id)
+        if not store.delete(job_id):
+            raise APIError(409, f"job {job_id} is running; cancel it first")
+        service.delete_files(job_id)
+        service.hub.notify_all()
+        return Response(status_code=204)
+
+    @router.post(
+        "/jobs/{job_id}/continue",
+        status_code=201,
+        summary="A new job that goes on from this one's last step for `iterations` more steps",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "iterations": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": MAX_MORE_STEPS,
+                                    "description": "how many more steps",
+                                },
+                                "video": {"type": "boolean"},
+                            },
+                            "required": ["iterations"],
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            }
+        },
+        responses=_errors(404, 409, 413, 415, 422),
+    )
+    async def continue_job(job_id: str, request: Request) -> JSONResponse:
+        body = parse_json_body(await request.body(), request.headers.get("content-type"))
+        job = await asyncio.to_thread(_continue, job_id, body)
+        return JSONResponse(job, status_code=201, headers={"Location": f"/api/jobs/{job['id']}"})
+
+    def _continue(job_id: str, body: Any) -> dict[str, Any]:
+        from vqclip.generate.checkpoint import load_run_state, save_run_state
+        from vqclip.generate.config import GenerateConfig
+
+        parent = views.get_row(job_id)
+        if not isinstance(body, dict) or set(body) - {"iterations", "video"}:
+            raise APIError(422, 'give {"iterations": N}: how many more steps (and "video")')
+        more, video = body.get("iterations"), body.get("video", parent.video)
+        if not isinstance(more, int) or isinstance(more, bool) or not 1 <= more <= MAX_MORE_STEPS:
+            raise APIError(
+                422, f"iterations={more!r}: give a whole number of steps, 1 to {MAX_MORE_STEPS}"
+            )
+        if not isinstance(video, bool) or (video and not policy.video_available):
+            raise APIError(422, f"video={video!r}: expected true or false (and imageio-ffmpeg)")
+        source = service.job_dir(job_id)
+        if parent.status not in ("done", "cancelled"):
+            raise APIError(
+                409, f"job {job_id} is {parent.status}; continue a done or cancelled job"
+            )
+        try:
+            state = load_run_state(source / RUN_DIR)
+            config = GenerateConfig.from_dict(state["config"])
+        except (CheckpointError, ConfigError) as e:
+            raise APIError(409, f"job {job_id} cannot be continued: {e}")
+        # The child is the parent's run asked for more steps: its checkpoint, with the new total,
+        # makes execute_job resume at the parent's last step.
+        try:
+            config = config.replace(iterations=state["step"] + more)
+        except ConfigError as e:
+            raise APIError(422, str(e))
+        state["config"] = config.to_dict()
+        child = new_job_id()
+        folder = service.job_dir(child)
+        save_run_state(state, folder / RUN_DIR)
+        frames = source / FRAMES_DIR
+        if video and frames.is_dir():
+            for frame in sorted(frames.glob("*.png")):
+                (folder / FRAMES_DIR).mkdir(exist_ok=True)
+                (folder / FRAMES_DIR / frame.name).write_bytes(frame.read_bytes())
+        row = store.add(
+            config.to_dict(), model=parent.model, video=video, parent=job_id, job_id=child
+        )
+        service.wake_workers()
+        service.hub.notify_counts()
+        return views.show(row, store.position(row))
+
+    @router.get(
+        "/jobs/{job_id}/files/{name}",
+        summary="A job's file: image(s), video, settings, preview, thumbnail",
+        responses=_errors(404),
+    )
+    def get_file(job_id: str, name: str) -> FileResponse:
+        views.get_row(job_id)
+        if not _FILE.fullmatch(name):
+            raise APIError(404, f"no file {name!r}; jobs have image.png, video.mp4, settings.json")
+        path = service.job_dir(job_id) / name
+        if not path.is_file():
+            raise APIError(404, f"job {job_id} has no {name} (yet)")
+        headers = {"Cache-Control": "no-cache"}
+        return FileResponse(path, media_type=_TYPES[Path(name).suffix], headers=headers)
+
+    @router.post(
+        "/uploads",
+        status_code=201,
+        summary="Upload an image (init image, image prompt); the body is the image file",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+        responses=_errors(413, 422),
+    )
+    async def upload(request: Request) -> JSONResponse:
+        data = await request.body()
+        try:
+            stored = await asyncio.to_thread(
+                store_upload, data, service.uploads_dir, service.settings.max_upload_pixels
+            )
+        except ConfigError as e:
+            raise APIError(422, str(e))
+        answer = {
+            "ref": stored.ref,
+            "url": f"/api/uploads/{stored.name}",
+            "width": stored.width,
+            "height": stored.height,
+        }
+        return JSONResponse(answer, status_code=201)
+
+    @router.get("/uploads/{name}", summary="An uploaded image", responses=_errors(404))
+    def get_upload(name: str) -> FileResponse:
+        path = service.uploads_dir / name
+        if not is_upload_name(name) or not path.is_file():
+            raise APIError(404, f"no upload {name!r}")
+        return FileResponse(path, media_type="image/png")
+
+    @router.get(
+        "/jobs/{job_id}/events",
+        summary="Server-Sent Events: `job` (status, queue position), `progress` (step, losses, "
+        "it/s, ETA), `preview` (a new preview image), `end` (the finished job)",
+        response_class=StreamingResponse,
+        responses={**_errors(404), 200: {"content": {"text/event-stream": {}}}},
+    )
+    def job_events(job_id: str) -> StreamingResponse:
+        views.get_row(job_id)
+        return _stream(_job_stream(job_id))
+
+    async def _job_stream(job_id: str):
+        hub, seen, shown, sent_step, sent_preview = service.hub, -1, None, None, None
+        while True:
+            wake = hub.event(job_id)
+            if hub.version != seen:
+                seen = hub.version
+                row, job = await asyncio.to_thread(views.snapshot, job_id)
+                if row is None or job is None:
+                    yield _sse("end", {"id": job_id, "status": "deleted"})
+                    return
+                key = (job["status"], job["position"])
+                if key != shown:
+                    shown = key
+                    yield _sse("job", job)
+                if row.status in FINISHED:
+                    yield _sse("end", job)
+                    return
+            live = hub.progress.get(job_id)
+            if live is not None and live["step"] != sent_step:
+                sent_step = live["step"]
+                yield _sse("progress", live)
+            if live is not None and live["preview_step"] not in (0, sent_preview):
+                sent_preview = live["preview_step"]
+                url = f"/api/jobs/{job_id}/files/{PREVIEW_FILE}?step={sent_preview}"
+                yield _sse("preview", {"step": sent_preview, "url": url})
+            try:
+                await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
+            except TimeoutError:
+                yield ": keep-alive\n\n"  # proxies close streams that stay silent
+
+    @router.get(
+        "/events",
+        summary="Server-Sent Events: `jobs` (the count of jobs by status) whenever jobs change",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    def all_events() -> StreamingResponse:
+        return _stream(_all_stream())
+
+    async def _all_stream():
+        hub, sent = service.hub, None
+        while True:
+            wake = hub.event(None)
+            counts = await asyncio.to_thread(store.counts)
+            if counts != sent:
+                sent = counts
+                yield _sse("jobs", {"counts": counts})
+            try:
+                await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
+                await asyncio.sleep(0.25)  # many changes at once: one message
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+
+    return router
+
+
+def _stream(gen) -> StreamingResponse:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(gen, media_type="text/event-stream", headers=headers)

@@ -1,0 +1,250 @@
+"""The web app: the page, the JSON API and what guards them.
+
+`create_app(settings)` builds a FastAPI app around one `Service`; its lifespan starts the
+workers and, at shutdown, stops them so running jobs checkpoint and go back to the queue.
+
+The guard (one ASGI middleware, ahead of everything) enforces what a server on a shared machine
+needs: the bearer token when one is set (header, or the cookie the page gets from `/?token=`),
+compared in constant time; the Host header when bound to loopback without a token (so a web
+page elsewhere cannot reach the server by DNS rebinding); same-origin requests only for changes
+(no cross-site form posts); and body size caps, checked before a handler reads the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from vqclip import __version__
+from vqclip.serve.api import APIError, build_router, error_response
+from vqclip.serve.options import Policy
+from vqclip.serve.service import ServeSettings, Service
+
+log = logging.getLogger("vqclip.serve")
+
+COOKIE = "vqclip_token"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("vqclip.serve") / "static"))
+
+
+def _video_available() -> bool:
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pair_ready(pair) -> bool:
+    """Whether a model pair runs without a download: packaged, cached or converted weights."""
+    from vqclip.weights.cache import is_cached, is_converted
+    from vqclip.weights.registry import PACKAGED, find_spec
+
+    for name in (pair.vqgan, *pair.clips):
+        spec = find_spec(name)
+        if name not in PACKAGED and (spec is None or not (is_cached(spec) or is_converted(spec))):
+            return False
+    return True
+
+
+def server_info(service: Service, policy: Policy) -> dict[str, Any]:
+    from vqclip.weights.registry import PAIRS
+
+    pairs = {
+        name: {
+            "vqgan": pair.vqgan,
+            "clip": list(pair.clips),
+            "defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in pair.defaults},
+            "ready": pair_ready(pair),
+        }
+        for name, pair in PAIRS.items()
+    }
+    return {
+        "version": __version__,
+        "devices": service.devices,
+        "workers": len(service.devices),
+        "pairs": pairs,
+        "allow_model_paths": policy.allow_model_paths,
+        "video": policy.video_available,
+        "preview_every": service.settings.preview_every,
+        "max_upload_bytes": service.settings.max_upload_bytes,
+        "max_upload_pixels": service.settings.max_upload_pixels,
+        "auth": service.settings.token is not None,
+    }
+
+
+class Guard:
+    """Token, Host, Origin and body-size checks for every HTTP request (pure ASGI, so the
+    event streams pass through unbuffered)."""
+
+    def __init__(self, app, settings: ServeSettings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        path, method = scope["path"], scope["method"]
+        refusal = self._refusal(headers, path, method)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if method in _SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limit = (
+            self.settings.max_upload_bytes
+            if path == "/api/uploads"
+            else self.settings.max_body_bytes
+        )
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _refusal(self, headers: dict[str, str], path: str, method: str):
+        trusted = self.settings.trusted_hosts
+        host = _hostname(headers.get("host", ""))
+        if trusted is not None and host not in trusted:
+            return error_response(
+                421, f"this server answers to {', '.join(trusted)} only (Host {host!r})"
+            )
+        origin = headers.get("origin")
+        cross_site = origin is not None and _hostport(origin) != headers.get("host", "").lower()
+        if method not in _SAFE_METHODS and cross_site:
+            return error_response(403, "cross-origin requests that change jobs are refused")
+        token = self.settings.token
+        if token is None or not _needs_token(path):
+            return None
+        given = _bearer(headers.get("authorization", "")) or _cookie(headers.get("cookie", ""))
+        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        response = error_response(
+            401,
+            "this server needs its token: send 'Authorization: Bearer <token>', or open the "
+            "page once as /?token=<token>",
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return error_response(413, f"the body is larger than this server takes ({limit} bytes)")
+
+
+def _needs_token(path: str) -> bool:
+    return path.startswith("/api") or path in ("/openapi.json", "/docs", "/redoc")
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]")[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _hostport(origin: str) -> str:
+    return urlsplit(origin.strip().lower()).netloc
+
+
+def _bearer(value: str) -> str | None:
+    scheme, _, credentials = value.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def _cookie(value: str) -> str | None:
+    for part in value.split(";"):
+        name, _, content = part.strip().partition("=")
+        if name == COOKIE and content:
+            return unquote(content)
+    return None
+
+
+def create_app(settings: ServeSettings, *, model_cache=None) -> FastAPI:
+    """The app for `settings`; `model_cache` makes each worker's model cache (tests pass tiny
+    models)."""
+    service = Service(settings, model_cache=model_cache)
+    policy = Policy(
+        uploads=service.uploads_dir,
+        allow_model_paths=settings.allow_model_paths,
+        video_available=_video_available(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.hub.attach(asyncio.get_running_loop())
+        service.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(service.stop)
+
+    app = FastAPI(
+        title="vqclip",
+        version=__version__,
+        description="VQGAN+CLIP text to image: a queue of generation jobs that survives restarts.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.add_middleware(Guard, settings=settings)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc.status, exc.detail)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+    app.include_router(build_router(service, policy, lambda: server_info(service, policy)))
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page(request: Request):
+        token = parse_qs(request.url.query).get("token", [None])[0]
+        if token is not None and settings.token is not None:
+            response = RedirectResponse("/", status_code=303)
+            if hmac.compare_digest(token.encode(), settings.token.encode()):
+                response.set_cookie(COOKIE, quote(token), httponly=True, samesite="strict")
+            return response
+        return FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app

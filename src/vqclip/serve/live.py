@@ -1,0 +1,107 @@
+"""What running jobs are doing now, for the Server-Sent Events streams.
+
+Workers are threads; the streams are coroutines on the server's event loop. A worker updates a
+job's `Progress` (plain attribute writes) and calls `notify`, which wakes that job's streams on
+the loop; `notify_all` is for changes that move the queue (a job starts, ends, is cancelled), on
+which every stream reads the store again. A stream takes its wake-up event *before* reading the
+state, so an update that lands in between is never missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Progress:
+    """A running job as its streams see it."""
+
+    iterations: int
+    step: int = 0
+    phase: str = "loading"  # loading (models, prompts) or running
+    loss: float | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+    lr: float | None = None
+    preview_step: int = 0
+    first_step: int = 0  # where this attempt began (a resumed job does not start at 0)
+    started: float = field(default_factory=time.monotonic)
+    steps_at: float | None = None  # when the first step of this attempt ended
+
+    @property
+    def it_s(self) -> float | None:
+        if self.steps_at is None or self.step - self.first_step < 2:
+            return None
+        elapsed = time.monotonic() - self.steps_at
+        return (self.step - self.first_step - 1) / elapsed if elapsed > 0 else None
+
+    def as_json(self) -> dict:
+        rate = self.it_s
+        eta = (self.iterations - self.step) / rate if rate else None
+        return {
+            "phase": self.phase,
+            "step": self.step,
+            "iterations": self.iterations,
+            "loss": self.loss,
+            "losses": self.losses,
+            "lr": self.lr,
+            "it_s": rate,
+            "eta_s": eta,
+            "preview_step": self.preview_step,
+        }
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.progress: dict[str, Progress] = {}
+        self.version = 0  # bumped by notify_all: the store changed in a way streams must see
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str | None, asyncio.Event] = {}
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def event(self, job_id: str | None) -> asyncio.Event:
+        """The event the next change of `job_id` (None: of the store) sets; on the loop only."""
+        if job_id not in self._events:
+            self._events[job_id] = asyncio.Event()
+        return self._events[job_id]
+
+    def _wake(self, job_id: str | None) -> None:
+        event = self._events.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    def _wake_all(self) -> None:
+        self.version += 1
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+    def notify(self, job_id: str) -> None:
+        """From any thread: `job_id`'s progress changed."""
+        self._call(self._wake, job_id)
+
+    def notify_counts(self) -> None:
+        """From any thread: a job was added; only the counts of jobs changed."""
+        self._call(self._wake, None)
+
+    def notify_all(self) -> None:
+        """From any thread: the store changed (a job queued, started, ended or went away)."""
+        self._call(self._wake_all)
+
+    def _call(self, fn, *args) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                loop.call_soon_threadsafe(fn, *args)

@@ -1,0 +1,216 @@
+"""The job service: the store, the worker processes that carry jobs out (one per GPU, else one),
+the folders they write, and what they report, passed on to the event streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vqclip.errors import VQClipError
+from vqclip.serve.live import Hub
+from vqclip.serve.store import JobRow, JobStore
+from vqclip.serve.worker import ThreadControl, WorkerLoop, worker_process
+
+log = logging.getLogger("vqclip.serve")
+
+
+@dataclass
+class ServeSettings:
+    data: Path
+    workers: int | None = None  # None: one per GPU, else one
+    token: str | None = None
+    allow_model_paths: bool = False
+    checkpoint_every: int = 20
+    preview_every: int = 5
+    max_upload_bytes: int = 16 * 2**20
+    max_upload_pixels: int = 4096 * 4096
+    max_body_bytes: int = 256 * 2**10
+    trusted_hosts: tuple[str, ...] | None = None  # Host headers accepted; None: any
+
+
+def worker_devices(count: int | None) -> list[str]:
+    """One device per worker: every GPU once by default, else one CPU (or MPS) worker."""
+    import torch
+
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        return [f"cuda:{i % gpus}" for i in range(count or gpus)]
+    if torch.backends.mps.is_available():
+        return ["mps"] * (count or 1)
+    return ["cpu"] * (count or 1)
+
+
+def _lock_data(data: Path):
+    """Hold DATA/serve.lock for as long as this server runs: a second server on the same data
+    would put the first one's running jobs back in the queue and run them twice."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks this way
+        return None
+    handle = open(data / "serve.lock", "a")  # noqa: SIM115 (held until stop)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise VQClipError(
+            f"another vqclip serve is using {data}; stop it, or give this one its own --data"
+        )
+    return handle
+
+
+@dataclass
+class _Worker:
+    name: str
+    device: str
+    runner: object  # a Process, or a Thread in tests
+    messages: object = None  # the server's end of the worker's message pipe
+    control: object = None  # the server's end of the worker's control pipe
+
+
+class Service:
+    """The store, the workers and the messages between them and the event streams.
+
+    Workers are processes (`worker.worker_process`) unless `model_cache` is given: then they
+    are threads of this process using that cache (tests give tiny models this way). A worker
+    process that dies (killed, out of memory) is replaced, and its job goes back to the queue
+    the way a crashed server's does."""
+
+    def __init__(self, settings: ServeSettings, *, model_cache=None) -> None:
+        self.data = Path(settings.data).resolve()
+        self.settings = settings = dataclasses.replace(settings, data=self.data)
+        self.jobs_dir = self.data / "jobs"
+        self.uploads_dir = self.data / "uploads"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_data(self.data)
+        self.store = JobStore(self.data / "jobs.sqlite3")
+        self.hub = Hub()
+        self.model_cache = model_cache
+        self.devices = worker_devices(settings.workers) if settings.workers != 0 else []
+        self._mp = multiprocessing.get_context("spawn")
+        self._stop, self._wake = threading.Event(), threading.Event()  # thread workers only
+        self._workers: list[_Worker] = []
+        self._listener: threading.Thread | None = None
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def start(self) -> None:
+        """Put back the jobs a crashed server left running, then start the workers. Call it
+        from the main thread: a worker process dies with the thread that started it."""
+        requeued = self.store.recover()
+        if requeued:
+            log.warning("resuming %d job(s) the last server left running", len(requeued))
+        self._workers = [self._start_worker(f"worker-{i}", d) for i, d in enumerate(self.devices)]
+        if self.model_cache is None and self._workers:
+            self._listener = threading.Thread(
+                target=self._listen, name="vqclip-workers", daemon=True
+            )
+            self._listener.start()
+
+    def _start_worker(self, name: str, device: str) -> _Worker:
+        if self.model_cache is not None:
+            control = ThreadControl(self._stop, self._wake)
+            loop = WorkerLoop(
+                name, device, self.settings, self._handle, control, self.model_cache()
+            )
+            thread = threading.Thread(target=loop.run, name=name, daemon=True)
+            thread.start()
+            return _Worker(name, device, thread)
+        messages, worker_messages = self._mp.Pipe(duplex=False)
+        worker_control, control = self._mp.Pipe(duplex=False)
+        args = (name, device, self.settings, worker_messages, worker_control, os.getpid())
+        process = self._mp.Process(target=worker_process, args=args, name=name, daemon=True)
+        process.start()
+        worker_messages.close()  # the worker's ends are the worker's
+        worker_control.close()
+        return _Worker(name, device, process, messages, control)
+
+    def _listen(self) -> None:
+        """Messages from the worker processes to the streams; a dead worker is replaced."""
+        while not self._stop.is_set():
+            pipes = {w.messages: w for w in self._workers if not w.messages.closed}
+            for conn in multiprocessing.connection.wait(list(pipes), timeout=1.0):
+                try:
+                    self._handle(conn.recv())
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    conn.close()  # the worker is gone (or died mid-message)
+            if not self._stop.is_set():
+                self._replace_dead_workers()
+
+    def _handle(self, message: tuple) -> None:
+        kind, job_id = message[0], message[1]
+        if kind == "progress":
+            self.hub.progress[job_id] = message[2]
+            self.hub.notify(job_id)
+        else:
+            if kind == "ended":
+                self.hub.progress.pop(job_id, None)
+            self.hub.notify_all()
+
+    def _replace_dead_workers(self) -> None:
+        for i, worker in enumerate(self._workers):
+            if worker.runner.is_alive():
+                continue
+            log.error(
+                "%s stopped (exit code %s); starting it again", worker.name, worker.runner.exitcode
+            )
+            worker.messages.close()
+            worker.control.close()
+            for job_id in self.store.recover(worker=worker.name):
+                self.hub.progress.pop(job_id, None)
+            self.hub.notify_all()
+            self._workers[i] = self._start_worker(worker.name, worker.device)
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Running jobs checkpoint after their step under way and go back to the queue."""
+        self._stop.set()
+        self._wake.set()
+        for worker in self._workers:
+            if worker.control is not None:
+                with contextlib.suppress(OSError):
+                    worker.control.send("stop")
+        if self._listener is not None:
+            self._listener.join(5)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.runner.join(max(0.0, deadline - time.monotonic()))
+            if worker.control is not None:
+                if worker.runner.is_alive():
+                    worker.runner.kill()  # its job stays `running`: the next start puts it back
+                self._drain(worker)
+        self.store.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    def _drain(self, worker: _Worker) -> None:
+        """The last messages of a stopped worker (its job's end), then its pipes closed."""
+        with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
+            while worker.messages.poll(0):
+                self._handle(worker.messages.recv())
+        worker.messages.close()
+        worker.control.close()
+
+    def wake_workers(self) -> None:
+        """A job was added: an idle thread worker looks now (processes look twice a second)."""
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> JobRow | None:
+        """A queued job ends at once; a running one when its worker sees the flag."""
+        row = self.store.cancel(job_id)
+        self.hub.notify_all()
+        return row
+
+    def delete_files(self, job_id: str) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

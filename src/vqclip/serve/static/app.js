@@ -1,0 +1,577 @@
+// The vqclip page: a form built from the server's option declarations, a stage that follows
+// one job over Server-Sent Events, and a gallery of every job. Plain JS, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const COMMON = ["prompts", "size", "iterations", "seed", "cut_method", "init_image", "image_prompts"];
+const HIDDEN = ["device"]; // the server runs each job on a worker's device
+const FINISHED = ["done", "failed", "cancelled"];
+
+const state = {
+  info: null,
+  fields: [],
+  selected: null, // job id shown on the stage
+  job: null,
+  source: null, // EventSource of the selected job
+  losses: [],
+  filter: "",
+  next: null,
+  jobs: new Map(),
+  initRef: null,
+  ipRef: null,
+};
+
+// ---------- API ----------
+
+async function api(path, options = {}) {
+  const init = { ...options, headers: { ...(options.headers || {}) } };
+  if (options.json !== undefined) {
+    init.method = init.method || "POST";
+    init.body = JSON.stringify(options.json);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, init);
+  if (response.status === 401) {
+    $("token-dialog").showModal();
+    throw new Error("this server needs its token");
+  }
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    throw new Error(detail || `HTTP ${response.status}`);
+  }
+  return body;
+}
+
+function toast(text) {
+  const el = $("toast");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.hidden = true), 3500);
+}
+
+function randomSeed() {
+  return Math.floor(Math.random() * 2 ** 31);
+}
+
+function fmtTime(seconds) {
+  if (seconds == null || !isFinite(seconds)) return "";
+  seconds = Math.max(0, Math.round(seconds));
+  const m = Math.floor(seconds / 60), s = seconds % 60;
+  return m >= 60 ? `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m` : `${m}:${String(s).padStart(2, "0")}`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+// ---------- the form ----------
+
+function fieldDefault(name) {
+  const pair = state.info.pairs[$("model").value];
+  if (pair && name in pair.defaults) return pair.defaults[name];
+  if (pair && name === "vqgan") return pair.vqgan;
+  if (pair && name === "clip") return pair.clip;
+  const field = state.fields.find((f) => f.name === name);
+  return field ? field.default : null;
+}
+
+function inner(schema) {
+  // The value schema of a field: a nullable option's non-null branch, a list's items.
+  let s = schema;
+  if (s.anyOf) s = s.anyOf.find((x) => x.type !== "null") || s.anyOf[0];
+  return s;
+}
+
+function buildAdvanced() {
+  const box = $("advanced-fields");
+  box.replaceChildren();
+  const groups = new Map();
+  for (const f of state.fields) {
+    if (COMMON.includes(f.name) || HIDDEN.includes(f.name)) continue;
+    if (!groups.has(f.group)) groups.set(f.group, []);
+    groups.get(f.group).push(f);
+  }
+  for (const [group, fields] of groups) {
+    const grid = el("div", { class: "grid" });
+    for (const f of fields) grid.append(advancedInput(f));
+    box.append(el("section", { class: "group" }, el("h3", { text: group }), grid));
+  }
+  refreshPlaceholders();
+}
+
+function advancedInput(f) {
+  const s = inner(f.schema);
+  const label = el("span", { class: "label", text: f.name.replaceAll("_", " "), title: f.help });
+  const wrap = (input, wide) =>
+    el("label", { class: "field" + (wide ? " wide" : ""), title: `${f.help}\n${f.flags.join(", ")}` }, label, input);
+  if (s.type === "boolean") {
+    const input = el("input", { type: "checkbox", "data-option": f.name, "data-kind": "bool" });
+    input.checked = !!f.default;
+    return el("label", { class: "check", title: f.help }, input, el("span", { text: f.name.replaceAll("_", " ") }));
+  }
+  if (s.type === "array" && s.items && s.items.enum) {
+    const toggles = el("div", { class: "toggles", "data-option": f.name, "data-kind": "toggles" });
+    for (const code of s.items.enum) {
+      const b = el("button", { type: "button", text: code, "data-code": code });
+      b.addEventListener("click", () => { b.classList.toggle("on"); toggles.dataset.touched = "1"; });
+      toggles.append(b);
+    }
+    setToggles(toggles, f.default);
+    delete toggles.dataset.touched;
+    return wrap(toggles, true);
+  }
+  if (s.enum) {
+    const select = el("select", { "data-option": f.name, "data-kind": "enum" });
+    select.append(el("option", { value: "", text: "default" }));
+    for (const choice of s.enum) select.append(el("option", { value: choice, text: choice }));
+    return wrap(select);
+  }
+  if (s.type === "array") {
+    const input = el("input", { type: "text", "data-option": f.name, "data-kind": `list:${s.items.type}`,
+      placeholder: "space-separated" });
+    return wrap(input, true);
+  }
+  const numeric = s.type === "integer" || s.type === "number";
+  const input = el("input", {
+    type: numeric ? "number" : "text",
+    step: s.type === "integer" ? "1" : "any",
+    min: s.minimum ?? undefined,
+    max: s.maximum ?? undefined,
+    "data-option": f.name,
+    "data-kind": s.type,
+  });
+  return wrap(input);
+}
+
+function setToggles(box, values) {
+  const on = new Set(values || []);
+  for (const b of box.children) b.classList.toggle("on", on.has(b.dataset.code));
+}
+
+function refreshPlaceholders() {
+  const size = fieldDefault("size");
+  $("width").placeholder = size ? size[0] : "auto";
+  $("height").placeholder = size ? size[1] : "auto";
+  $("iterations").placeholder = fieldDefault("iterations");
+  const cut = $("cut_method");
+  cut.options[0].textContent = `${fieldDefault("cut_method")} (default)`;
+  for (const input of document.querySelectorAll("#advanced-fields [data-option]")) {
+    const d = fieldDefault(input.dataset.option);
+    if (input.dataset.kind === "toggles") {
+      if (!input.dataset.touched) setToggles(input, d);
+    } else if (input.dataset.kind === "enum") {
+      input.options[0].textContent = `${d} (default)`;
+    } else if (input.dataset.kind !== "bool") {
+      input.placeholder = d === null || d === undefined || (Array.isArray(d) && !d.length)
+        ? (input.placeholder || "") : Array.isArray(d) ? d.join(" ") : String(d);
+    }
+  }
+}
+
+function buildForm() {
+  const model = $("model");
+  const ready = Object.entries(state.info.pairs);
+  for (const [name, pair] of ready) {
+    const label = pair.ready ? name : `${name} (downloads weights)`;
+    model.append(el("option", { value: name, text: label }));
+  }
+  const saved = localStorage.getItem("vqclip.model");
+  const firstReady = ready.find(([, p]) => p.ready && p.vqgan.startsWith("vqgan_"));
+  model.value = saved && state.info.pairs[saved] ? saved : firstReady ? firstReady[0] : "toy";
+  const cut = $("cut_method");
+  cut.append(el("option", { value: "", text: "default" }));
+  const cutField = state.fields.find((f) => f.name === "cut_method");
+  for (const choice of inner(cutField.schema).enum) cut.append(el("option", { value: choice, text: choice }));
+  if (!state.info.video) { $("video").checked = false; $("video-check").hidden = true; }
+  buildAdvanced();
+  model.addEventListener("change", () => { localStorage.setItem("vqclip.model", model.value); refreshPlaceholders(); });
+  $("dice").addEventListener("click", () => ($("seed").value = randomSeed()));
+  $("reset-advanced").addEventListener("click", buildAdvanced);
+  $("create").addEventListener("submit", (e) => { e.preventDefault(); submitForm(); });
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submitForm(); }
+  });
+  setupUpload("init", (ref) => (state.initRef = ref));
+  setupUpload("ip", (ref) => (state.ipRef = ref));
+}
+
+function setupUpload(prefix, set) {
+  const file = $(`${prefix}-file`), thumb = $(`${prefix}-thumb`), clear = $(`${prefix}-clear`);
+  const drop = $(`${prefix}-drop`);
+  const upload = async (blob) => {
+    try {
+      const answer = await api("/api/uploads", { method: "POST", body: blob,
+        headers: { "Content-Type": "application/octet-stream" } });
+      set(answer.ref);
+      thumb.src = answer.url; thumb.hidden = false; clear.hidden = false;
+    } catch (err) { showFormError(err.message); }
+  };
+  $(`${prefix}-pick`).addEventListener("click", () => file.click());
+  file.addEventListener("change", () => file.files[0] && upload(file.files[0]));
+  clear.addEventListener("click", () => { set(null); thumb.hidden = true; clear.hidden = true; file.value = ""; });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]);
+  });
+}
+
+function readForm() {
+  const job = { prompt: $("prompt").value.trim(), model: $("model").value, video: $("video").checked };
+  const w = $("width").value, h = $("height").value;
+  if (w || h) {
+    const d = fieldDefault("size") || [w || h, h || w];
+    job.size = [Number(w || d[0]), Number(h || d[1])];
+  }
+  if ($("iterations").value) job.iterations = Number($("iterations").value);
+  if ($("seed").value !== "") job.seed = Number($("seed").value);
+  if ($("cut_method").value) job.cut_method = $("cut_method").value;
+  if (state.initRef) job.init_image = state.initRef;
+  if (state.ipRef) job.image_prompts = [state.ipRef];
+  for (const input of document.querySelectorAll("#advanced-fields [data-option]")) {
+    const name = input.dataset.option, kind = input.dataset.kind;
+    if (kind === "bool") {
+      if (input.checked !== !!fieldDefault(name)) job[name] = input.checked;
+    } else if (kind === "toggles") {
+      if (input.dataset.touched) job[name] = [...input.children].filter((b) => b.classList.contains("on")).map((b) => b.dataset.code);
+    } else if (input.value.trim() !== "") {
+      const text = input.value.trim();
+      if (kind.startsWith("list:")) {
+        const items = text.split(/[\s,]+/).filter(Boolean);
+        job[name] = kind === "list:string" ? items : items.map(Number);
+      } else if (kind === "integer" || kind === "number") job[name] = Number(text);
+      else job[name] = text;
+    }
+  }
+  return job;
+}
+
+function showFormError(text) {
+  const box = $("form-error");
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+async function submitForm() {
+  showFormError("");
+  const job = readForm();
+  if (!job.prompt && !job.image_prompts) return showFormError("Write a prompt first.");
+  await submit(job);
+}
+
+async function submit(job) {
+  const button = $("submit");
+  button.disabled = true;
+  try {
+    const created = await api("/api/jobs", { json: job });
+    state.jobs.set(created.id, created);
+    select(created.id);
+    refreshGallery();
+  } catch (err) {
+    showFormError(err.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function fillForm(job) {
+  const s = job.settings;
+  $("prompt").value = (s.prompts || []).join("\n");
+  if (job.model && state.info.pairs[job.model]) $("model").value = job.model;
+  refreshPlaceholders();
+  $("width").value = s.size ? s.size[0] : "";
+  $("height").value = s.size ? s.size[1] : "";
+  $("iterations").value = s.iterations;
+  $("seed").value = s.seed;
+  $("cut_method").value = s.cut_method;
+  $("video").checked = job.video;
+  for (const input of document.querySelectorAll("#advanced-fields [data-option]")) {
+    const name = input.dataset.option, value = s[name], d = fieldDefault(name);
+    const same = JSON.stringify(value) === JSON.stringify(d);
+    if (input.dataset.kind === "bool") input.checked = !!value;
+    else if (input.dataset.kind === "toggles") { setToggles(input, value); if (!same) input.dataset.touched = "1"; }
+    else if (same || value === null) input.value = "";
+    else input.value = Array.isArray(value) ? value.join(" ") : value;
+  }
+  if ((s.prompts || []).length > 1) showFormError("This job had one prompt per image; each line is one.");
+  $("prompt").focus();
+  window.scrollTo({ top: 0, behavior: "smooth" });
+}
+
+// ---------- the stage ----------
+
+function select(id) {
+  if (state.source) { state.source.close(); state.source = null; }
+  state.selected = id;
+  state.losses = [];
+  for (const card of document.querySelectorAll(".card")) card.classList.toggle("selected", card.dataset.id === id);
+  const job = state.jobs.get(id);
+  if (job) render(job);
+  api(`/api/jobs/${id}`).then((fresh) => {
+    if (state.selected !== id) return;
+    render(fresh);
+    if (!FINISHED.includes(fresh.status)) follow(id);
+  }).catch((err) => toast(err.message));
+}
+
+function follow(id) {
+  const source = new EventSource(`/api/jobs/${id}/events`);
+  state.source = source;
+  source.addEventListener("job", (e) => { if (state.selected === id) render(JSON.parse(e.data)); });
+  source.addEventListener("progress", (e) => {
+    if (state.selected !== id) return;
+    const p = JSON.parse(e.data);
+    if (p.loss != null) state.losses.push([p.step, p.loss]);
+    showProgress(p);
+  });
+  source.addEventListener("preview", (e) => {
+    if (state.selected !== id) return;
+    const p = JSON.parse(e.data);
+    showImage(p.url, `step ${p.step}`);
+  });
+  source.addEventListener("end", (e) => {
+    source.close();
+    if (state.source === source) state.source = null;
+    const job = JSON.parse(e.data);
+    if (state.selected === id && job.status !== "deleted") render(job);
+    refreshGallery();
+  });
+  source.onerror = () => {
+    // The browser reconnects by itself; a deleted job answers 404 and stops it.
+    if (source.readyState === EventSource.CLOSED && state.source === source) state.source = null;
+  };
+}
+
+function showImage(url, badge) {
+  const img = $("canvas");
+  if (img.dataset.url !== url) {
+    const next = new Image();
+    next.onload = () => {
+      img.src = url; img.dataset.url = url; img.hidden = false; $("empty").hidden = true;
+      img.classList.toggle("small", next.naturalWidth < 200); // show the true pixels
+    };
+    next.src = url;
+  }
+  $("canvas-badge").textContent = badge || "";
+  $("canvas-badge").hidden = !badge;
+}
+
+function showProgress(p) {
+  const pct = p.iterations ? (100 * p.step) / p.iterations : 0;
+  $("progress").classList.toggle("loading", p.phase === "loading" && !p.step);
+  $("progress-bar").style.width = `${pct.toFixed(1)}%`;
+  $("job-steps").textContent = p.phase === "loading" && !p.step ? "loading models…" : `step ${p.step} / ${p.iterations}`;
+  $("job-rate").textContent = p.it_s ? `${p.it_s.toFixed(p.it_s < 10 ? 2 : 1)} it/s` : "";
+  $("job-eta").textContent = p.eta_s != null ? `ETA ${fmtTime(p.eta_s)}` : "";
+  $("job-loss").textContent = p.loss != null ? `loss ${p.loss.toFixed(4)}` : "";
+  drawSpark();
+}
+
+function drawSpark() {
+  const canvas = $("spark"), ctx = canvas.getContext("2d");
+  const scale = window.devicePixelRatio || 1;
+  canvas.width = 160 * scale; canvas.height = 28 * scale;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const pts = state.losses;
+  canvas.hidden = pts.length < 2;
+  if (pts.length < 2) return;
+  const ys = pts.map((p) => p[1]);
+  const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
+  const x0 = pts[0][0], xs = pts[pts.length - 1][0] - x0 || 1;
+  ctx.strokeStyle = "#9d85ff"; ctx.lineWidth = 1.5 * scale; ctx.beginPath();
+  pts.forEach(([x, y], i) => {
+    const px = ((x - x0) / xs) * (canvas.width - 2) + 1;
+    const py = canvas.height - 2 - ((y - lo) / span) * (canvas.height - 4);
+    i ? ctx.lineTo(px, py) : ctx.moveTo(px, py);
+  });
+  ctx.stroke();
+}
+
+function render(job) {
+  state.job = job;
+  state.jobs.set(job.id, job);
+  $("job").hidden = false;
+  $("job-prompt").textContent = (job.prompts || []).join(" · ") || "(image prompt)";
+  const s = job.settings;
+  const took = job.finished && job.started ? ` · ${fmtTime(job.finished - job.started)}` : "";
+  $("job-meta").textContent = [job.model, s.size ? `${s.size[0]}×${s.size[1]}` : "",
+    `seed ${s.seed}`, job.parent ? `continued from ${job.parent.slice(0, 6)}` : ""]
+    .filter(Boolean).join(" · ") + took;
+  const status = $("job-status");
+  status.textContent = job.status;
+  status.className = `status ${job.status}`;
+  const image = job.urls.images[0] || job.urls.preview;
+  if (image) showImage(`${image}?v=${job.status}-${job.step}`, job.status === "done" ? "" : `step ${job.step}`);
+  else { $("canvas").hidden = true; $("empty").hidden = false; $("canvas-badge").hidden = true; }
+  if (job.progress) showProgress(job.progress);
+  else {
+    showProgress({ step: job.step, iterations: job.iterations, phase: job.status });
+    if (job.status === "queued") {
+      $("job-steps").textContent = job.position ? `waiting: ${job.position} job${job.position > 1 ? "s" : ""} ahead` : "next in line";
+    }
+  }
+  $("job-error").hidden = !job.error;
+  $("job-error").textContent = job.error || "";
+  const finished = FINISHED.includes(job.status);
+  $("act-cancel").hidden = finished;
+  $("act-cancel").disabled = job.cancel_requested;
+  $("act-cancel").textContent = job.cancel_requested ? "Stopping…" : "Cancel";
+  $("act-png").hidden = !job.urls.images.length;
+  if (job.urls.images.length) $("act-png").href = job.urls.images[0];
+  $("act-png").download = `vqclip-${job.id}.png`;
+  $("act-video").hidden = !job.urls.video;
+  if (job.urls.video) { $("act-video").href = job.urls.video; $("act-video").download = `vqclip-${job.id}.mp4`; }
+  $("act-continue-wrap").hidden = !job.can_continue;
+  $("act-delete").hidden = job.status === "running";
+  $("act-settings").href = job.urls.settings;
+  const table = $("settings-table");
+  table.replaceChildren();
+  const rows = [["model", job.model || "(by name)"], ...Object.entries(job.settings)];
+  for (const [k, v] of rows) {
+    if (v === null || (Array.isArray(v) && !v.length)) continue;
+    table.append(el("tr", {}, el("td", { text: k }), el("td", { text: Array.isArray(v) ? v.join(job.settings.prompts === v ? " · " : " ") : String(v) })));
+  }
+}
+
+function again(job, changes) {
+  const body = { ...job.settings, ...changes, video: job.video };
+  delete body.device;
+  return submit(body);
+}
+
+function setupActions() {
+  $("act-cancel").addEventListener("click", async () => {
+    try { render(await api(`/api/jobs/${state.selected}/cancel`, { method: "POST" })); refreshGallery(); }
+    catch (err) { toast(err.message); }
+  });
+  $("act-rerun").addEventListener("click", () => again(state.job, {}));
+  $("act-vary").addEventListener("click", () => again(state.job, { seed: randomSeed() }));
+  $("act-edit").addEventListener("click", () => fillForm(state.job));
+  $("act-continue").addEventListener("click", async () => {
+    try {
+      const more = Number($("more").value || 50);
+      const child = await api(`/api/jobs/${state.selected}/continue`, { json: { iterations: more, video: state.job.video } });
+      state.jobs.set(child.id, child);
+      select(child.id);
+      refreshGallery();
+    } catch (err) { toast(err.message); }
+  });
+  $("act-delete").addEventListener("click", async () => {
+    if (!confirm("Delete this job and its files?")) return;
+    try {
+      await api(`/api/jobs/${state.selected}`, { method: "DELETE" });
+      state.jobs.delete(state.selected);
+      state.selected = null;
+      $("job").hidden = true; $("canvas").hidden = true; $("empty").hidden = false; $("canvas-badge").hidden = true;
+      refreshGallery();
+    } catch (err) { toast(err.message); }
+  });
+}
+
+// ---------- the gallery ----------
+
+function card(job) {
+  const thumbUrl = job.urls.thumbnail || job.urls.preview;
+  const thumb = el("div", { class: "thumb" },
+    thumbUrl ? el("img", { src: `${thumbUrl}?v=${job.status}-${job.step}`, alt: "", loading: "lazy" })
+      : el("span", { class: "placeholder", text: job.status === "queued" ? "waiting…" : "…" }),
+    job.status !== "done" ? el("span", { class: `status ${job.status}`, text: job.status }) : null);
+  if (job.status === "running" && job.iterations) {
+    const bar = el("span", { class: "bar" });
+    bar.style.width = `${(100 * job.step) / job.iterations}%`;
+    thumb.append(bar);
+  }
+  const s = job.settings;
+  const size = s.size ? `${s.size[0]}×${s.size[1]}` : "";
+  const meta = el("div", { class: "meta" },
+    el("span", { class: "p", text: (job.prompts || []).join(" · ") || "(image prompt)", title: (job.prompts || []).join("\n") }),
+    el("span", { class: "s", text: [job.model, size, `${s.iterations} steps`, `seed ${s.seed}`].filter(Boolean).join(" · ") }));
+  const node = el("article", { class: "card" + (job.id === state.selected ? " selected" : ""), "data-id": job.id }, thumb, meta);
+  node.addEventListener("click", () => select(job.id));
+  return node;
+}
+
+async function refreshGallery(append = false) {
+  const params = new URLSearchParams({ limit: "48" });
+  if (state.filter) params.set("status", state.filter);
+  if (append && state.next != null) params.set("before", state.next);
+  try {
+    const page = await api(`/api/jobs?${params}`);
+    const box = $("gallery");
+    if (!append) box.replaceChildren();
+    for (const job of page.jobs) { state.jobs.set(job.id, job); box.append(card(job)); }
+    state.next = page.next;
+    $("more-jobs").hidden = page.next == null;
+    $("gallery-empty").hidden = box.children.length > 0;
+    showCounts(page.counts);
+    return page;
+  } catch (err) { toast(err.message); }
+}
+
+function showCounts(counts) {
+  const chips = $("queue-chips");
+  chips.replaceChildren(
+    el("span", { class: "chip running" }, el("b", { text: String(counts.running) }), " running"),
+    el("span", { class: "chip queued" }, el("b", { text: String(counts.queued) }), " queued"),
+    el("span", { class: "chip" }, el("b", { text: String(counts.done) }), " done"));
+}
+
+function setupGallery() {
+  for (const b of $("filters").children) {
+    b.addEventListener("click", () => {
+      for (const x of $("filters").children) x.classList.toggle("on", x === b);
+      state.filter = b.dataset.status;
+      refreshGallery();
+    });
+  }
+  $("more-jobs").addEventListener("click", () => refreshGallery(true));
+  let pending = null;
+  const source = new EventSource("/api/events");
+  source.addEventListener("jobs", (e) => {
+    showCounts(JSON.parse(e.data).counts);
+    clearTimeout(pending);
+    pending = setTimeout(() => refreshGallery(), 400);
+  });
+  // Cards of running jobs refresh their progress bar now and then.
+  setInterval(() => {
+    if ([...state.jobs.values()].some((j) => j.status === "running")) refreshGallery();
+  }, 5000);
+}
+
+// ---------- start ----------
+
+async function start() {
+  $("token-form").addEventListener("submit", () => {
+    location.href = `/?token=${encodeURIComponent($("token-input").value)}`;
+  });
+  try {
+    [state.info, state.fields] = await Promise.all([api("/api/info"), api("/api/options")]);
+  } catch (err) {
+    toast(err.message);
+    return;
+  }
+  $("devices").textContent = state.info.workers
+    ? `${state.info.workers} worker${state.info.workers > 1 ? "s" : ""} · ${[...new Set(state.info.devices)].join(", ")}`
+    : "no workers (jobs wait)";
+  buildForm();
+  setupActions();
+  setupGallery();
+  const page = await refreshGallery();
+  const jobs = page ? page.jobs : [];
+  const live = jobs.find((j) => j.status === "running") || jobs.find((j) => j.status === "queued") || jobs[0];
+  if (live) select(live.id);
+}
+
+start();

@@ -1,0 +1,378 @@
+"""The web service's API, in process, with tiny random models behind the toy pair's names."""
+
+import json
+import time
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqclip.generate.config import OPTION_NAMES, GenerateConfig
+from vqclip.output import read_image_metadata
+from vqclip.serve.app import create_app
+from vqclip.serve.service import ServeSettings
+from vqclip.serve.store import JobStore
+
+with warnings.catch_warnings():  # starlette's note that it prefers httpx2
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+JOB = {"prompt": "a red circle", "model": "toy", "size": [16, 16], "iterations": 4, "cutn": 4}
+JOB |= {"seed": 3, "video": False}
+
+
+@pytest.fixture
+def serve(tmp_path, tiny_vqgan, tiny_clip):
+    """serve(workers=1, **settings) -> a TestClient of an app on tmp_path/data, running jobs
+    with the tiny models; every app is shut down after the test. Torch gets one thread: the
+    tiny models gain nothing from more, and on a busy machine two spin against each other."""
+    import torch
+
+    clients, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    class TinyModels:
+        def get(self, config):
+            return tiny_vqgan, [tiny_clip] * len(config.clip)
+
+    def make(workers=1, data="data", **settings):
+        app = create_app(
+            ServeSettings(data=tmp_path / data, workers=workers, **settings),
+            model_cache=TinyModels,
+        )
+        client = TestClient(app)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    def stop(client):
+        clients.remove(client)
+        client.__exit__(None, None, None)
+
+    make.stop = stop
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+    torch.set_num_threads(threads)
+
+
+def wait(client, job_id, statuses=("done", "failed", "cancelled"), timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def events(client, job_id):
+    """(event, data) pairs of a job's stream until its end."""
+    seen, name = [], None
+    with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                seen.append((name, json.loads(line.removeprefix("data: "))))
+                if name == "end":
+                    return seen
+    return seen
+
+
+def pixels(client, url):
+    import io
+
+    response = client.get(url)
+    assert response.status_code == 200
+    return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def test_a_job_runs_streams_its_progress_and_serves_its_files(serve):
+    client = serve()
+    answer = client.post("/api/jobs", json={**JOB, "video": True})
+    assert answer.status_code == 201, answer.text
+    job = answer.json()
+    assert job["status"] in ("queued", "running") and answer.headers["location"].endswith(job["id"])
+    seen = events(client, job["id"])
+    kinds = [kind for kind, _ in seen]
+    steps = [data["step"] for kind, data in seen if kind == "progress" and data["step"]]
+    assert steps == sorted(steps) and steps[-1] == 4
+    assert "preview" in kinds and kinds[-1] == "end" and seen[-1][1]["status"] == "done"
+    preview = next(data for kind, data in seen if kind == "preview")
+    assert client.get(preview["url"]).headers["content-type"] == "image/png"
+
+    done = client.get(f"/api/jobs/{job['id']}").json()
+    assert done["step"] == 4 and done["error"] is None and done["can_continue"]
+    png = client.get(done["urls"]["images"][0])
+    (tmp := client.app.state.service.data / "copy.png").write_bytes(png.content)
+    meta = read_image_metadata(tmp)
+    assert meta["config"]["seed"] == 3 and meta["config"]["prompts"] == ["a red circle"]
+    assert client.get(done["urls"]["video"]).content[4:8] == b"ftyp"
+    settings = client.get(done["urls"]["settings"]).json()
+    assert GenerateConfig.from_dict(settings).iterations == 4 and settings["size"] == [16, 16]
+    assert client.get(done["urls"]["thumbnail"]).headers["content-type"] == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({**JOB, "iterations": 0}, "iterations=0: must be at least 1"),
+        ({**JOB, "size": "big"}, "size='big'"),
+        ({**JOB, "cut_method": "zoom"}, "choose from"),
+        ('{"prompt": "a", "lr": 1e999}', "lr=inf"),
+        ({**JOB, "colour": "red"}, "unknown settings ['colour']"),
+        ({**JOB, "prompt": "  "}, "a prompt is empty"),
+        ({**JOB, "model": "huge"}, "unknown model pair 'huge'"),
+        ({**JOB, "device": "cuda:3"}, "the server runs each job on a worker's device"),
+        ({**JOB, "video": "yes"}, "video='yes'"),
+        ([1, 2], "a job is a JSON object"),
+    ],
+)
+def test_bad_options_are_422_with_the_configs_own_message(serve, body, message):
+    raw = body if isinstance(body, str) else json.dumps(body)
+    headers = {"content-type": "application/json"}
+    answer = serve(workers=0).post("/api/jobs", content=raw, headers=headers)
+    assert answer.status_code == 422
+    assert message in answer.json()["detail"]
+
+
+def test_bodies_that_are_not_json_or_too_large_are_refused(serve):
+    client = serve(workers=0, max_body_bytes=1000)
+    not_json = client.post("/api/jobs", content=b"prompt=x", headers={"content-type": "text/plain"})
+    assert not_json.status_code == 415
+    broken = client.post("/api/jobs", content=b"{", headers={"content-type": "application/json"})
+    assert broken.status_code == 422 and "not valid JSON" in broken.json()["detail"]
+    huge = client.post("/api/jobs", json={**JOB, "prompt": "x" * 2000})
+    assert huge.status_code == 413
+    assert client.get("/api/jobs").json()["jobs"] == []
+
+
+def test_model_files_on_the_server_need_the_operators_consent(serve, tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"not read")
+    body = {**JOB, "vqgan": str(weights)}
+    refused = serve(workers=0).post("/api/jobs", json=body)
+    assert refused.status_code == 422 and "--allow-model-paths" in refused.json()["detail"]
+    allowed = serve(workers=0, data="other", allow_model_paths=True).post("/api/jobs", json=body)
+    assert allowed.status_code == 201 and allowed.json()["settings"]["vqgan"] == str(weights)
+
+
+def _png(size=(8, 8), colour=(200, 30, 30)):
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_images_come_from_uploads_checked_and_stored_under_their_hash(serve, tmp_path):
+    client = serve(workers=0, max_upload_bytes=10_000)
+    answer = client.post("/api/uploads", content=_png())
+    assert answer.status_code == 201
+    ref = answer.json()["ref"]
+    assert ref.startswith("uploads/") and client.get(answer.json()["url"]).status_code == 200
+    job = client.post("/api/jobs", json={**JOB, "init_image": ref, "image_prompts": [f"{ref}:0.5"]})
+    assert job.status_code == 201, job.text
+    settings = job.json()["settings"]
+    uploads = client.app.state.service.uploads_dir
+    assert settings["init"] == "image" and settings["init_image"] == str(uploads / ref[8:])
+    assert settings["image_prompts"] == [f"{uploads / ref[8:]}:0.5:-inf"]
+    again = client.post("/api/jobs", json=json.loads(json.dumps(settings)))  # a rerun
+    assert again.status_code == 201, again.text
+
+    assert client.post("/api/uploads", content=b"GIF89a nonsense").status_code == 422
+    noise = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    import io
+
+    big = io.BytesIO()
+    Image.fromarray(noise).save(big, format="PNG")
+    assert client.post("/api/uploads", content=big.getvalue()).status_code == 413
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png())
+    for bad in (str(secret), "uploads/../../secret.png", "https://example.com/a.png"):
+        for body in ({"init_image": bad}, {"image_prompts": [bad]}):
+            answer = client.post("/api/jobs", json={**JOB, **body})
+            assert answer.status_code == 422, bad
+            assert "POST /api/uploads" in answer.json()["detail"]
+
+
+def test_file_names_never_come_from_the_request(serve):
+    client = serve()
+    job = client.post("/api/jobs", json=JOB).json()
+    wait(client, job["id"])
+    base = f"/api/jobs/{job['id']}/files/"
+    assert client.get(base + "image.png").status_code == 200
+    for name in ("..%2Fjobs.sqlite3", "%2E%2E%2F%2E%2E%2Fjobs.sqlite3", "run", "state.bin"):
+        assert client.get(base + name).status_code == 404, name
+    assert client.get("/api/jobs/..%2F..%2Fjobs.sqlite3/files/image.png").status_code == 404
+    assert client.get("/api/uploads/..%2Fjobs.sqlite3").status_code == 404
+
+
+def test_queue_positions_list_paging_cancel_and_delete(serve):
+    client = serve(workers=0)
+    ids = [client.post("/api/jobs", json={**JOB, "seed": i}).json()["id"] for i in range(3)]
+    assert [client.get(f"/api/jobs/{i}").json()["position"] for i in ids] == [0, 1, 2]
+    page = client.get("/api/jobs", params={"limit": 2}).json()
+    assert [j["id"] for j in page["jobs"]] == ids[:0:-1] and page["counts"]["queued"] == 3
+    rest = client.get("/api/jobs", params={"limit": 2, "before": page["next"]}).json()
+    assert [j["id"] for j in rest["jobs"]] == ids[:1] and rest["next"] is None
+
+    cancelled = client.post(f"/api/jobs/{ids[0]}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    assert client.get(f"/api/jobs/{ids[1]}").json()["position"] == 0
+    assert client.get("/api/jobs", params={"status": "cancelled"}).json()["jobs"][0]["id"] == ids[0]
+    assert client.get("/api/jobs", params={"status": "lost"}).status_code == 422
+    assert client.delete(f"/api/jobs/{ids[0]}").status_code == 204
+    assert client.get(f"/api/jobs/{ids[0]}").status_code == 404
+    assert client.get("/api/jobs/0123456789abcdef").status_code == 404
+
+
+def test_a_running_job_is_cancelled_after_its_step_and_keeps_its_preview(serve):
+    client = serve()
+    job = client.post("/api/jobs", json={**JOB, "iterations": 100_000}).json()
+    deadline = time.monotonic() + 60
+    while (client.get(f"/api/jobs/{job['id']}").json()["step"] or 0) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert client.delete(f"/api/jobs/{job['id']}").status_code == 409  # running
+    assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 200
+    ended = wait(client, job["id"])
+    assert ended["status"] == "cancelled" and 2 <= ended["step"] < 100_000
+    assert ended["urls"]["thumbnail"] and ended["can_continue"]
+    assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 200  # again: no change
+    done = client.post("/api/jobs", json=JOB).json()
+    wait(client, done["id"])
+    assert client.post(f"/api/jobs/{done['id']}/cancel").status_code == 409
+
+
+def test_continue_goes_on_from_the_last_step_to_the_image_of_a_longer_run(serve):
+    client = serve()
+    first = client.post("/api/jobs", json=JOB).json()
+    wait(client, first["id"])
+    child = client.post(f"/api/jobs/{first['id']}/continue", json={"iterations": 3})
+    assert child.status_code == 201, child.text
+    child = wait(client, child.json()["id"])
+    assert child["parent"] == first["id"] and child["settings"]["iterations"] == 7
+    whole = wait(client, client.post("/api/jobs", json={**JOB, "iterations": 7}).json()["id"])
+    assert np.array_equal(
+        pixels(client, child["urls"]["images"][0]), pixels(client, whole["urls"]["images"][0])
+    )
+    bad = client.post(f"/api/jobs/{first['id']}/continue", json={"iterations": 0})
+    assert bad.status_code == 422
+
+
+def test_a_job_stopped_by_a_shutdown_resumes_at_the_next_start(serve):
+    client = serve(checkpoint_every=1)
+    job = client.post("/api/jobs", json={**JOB, "iterations": 100_000}).json()
+    deadline = time.monotonic() + 60
+    while (client.get(f"/api/jobs/{job['id']}").json()["step"] or 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    serve.stop(client)  # a clean shutdown: the job checkpoints and waits
+    row = JobStore(client.app.state.service.data / "jobs.sqlite3").get(job["id"])
+    assert row.status == "queued" and row.step >= 3
+
+    again = serve(workers=0)  # the same data folder
+    assert again.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"
+
+
+def test_a_failing_job_records_its_error_and_the_next_one_runs(serve):
+    client = serve()
+    bad = client.post("/api/jobs", json={**JOB, "cuda_graphs": True}).json()  # no CUDA here
+    good = client.post("/api/jobs", json=JOB).json()
+    failed = wait(client, bad["id"])
+    assert failed["status"] == "failed" and "cuda" in failed["error"].lower()
+    assert wait(client, good["id"])["status"] == "done"
+
+
+def test_the_token_guards_the_api_and_the_page_hands_it_over_as_a_cookie(serve):
+    token = "s3cret; with=odd chars"
+    client = serve(workers=0, token=token)
+    assert client.get("/").status_code == 200  # the page itself holds nothing
+    assert client.get("/api/jobs").status_code == 401
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/api/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 401
+    wrong = client.get("/", params={"token": "nope"}, follow_redirects=False)
+    assert wrong.status_code == 303 and "vqclip_token" not in wrong.headers.get("set-cookie", "")
+    assert client.get("/api/jobs").status_code == 401
+    right = client.get("/", params={"token": token}, follow_redirects=False)
+    assert right.status_code == 303 and right.headers["location"] == "/"
+    assert "httponly" in right.headers["set-cookie"].lower()
+    assert client.get("/api/jobs").status_code == 200  # the cookie now
+
+
+def test_loopback_servers_refuse_other_hosts_and_cross_site_changes(serve):
+    client = serve(workers=0, trusted_hosts=("127.0.0.1", "localhost", "::1"))
+    local = {"Host": "localhost:8000"}
+    assert client.get("/api/jobs", headers=local).status_code == 200
+    assert client.get("/api/jobs", headers={"Host": "evil.example:8000"}).status_code == 421
+    cross = client.post("/api/jobs", json=JOB, headers={**local, "Origin": "http://evil.example"})
+    assert cross.status_code == 403
+    same = client.post("/api/jobs", json=JOB, headers={**local, "Origin": "http://localhost:8000"})
+    assert same.status_code == 201
+
+
+def test_the_schema_and_the_page_read_every_option_from_the_config(serve):
+    client = serve(workers=0)
+    options = {f["name"]: f for f in client.get("/api/options").json()}
+    assert tuple(options) == OPTION_NAMES
+    assert options["iterations"]["schema"]["minimum"] == 1
+    assert options["cut_method"]["schema"]["enum"] == ["crowson", "whole", "overview"]
+    body = client.get("/openapi.json").json()["paths"]["/api/jobs"]["post"]["requestBody"]
+    props = body["content"]["application/json"]["schema"]["properties"]
+    assert set(props) == {*OPTION_NAMES, "prompt", "model", "video"}
+    assert (
+        props["lr"]["exclusiveMinimum"] == 0
+        and props["size"]["anyOf"][0]["items"]["maximum"] == 2**15
+    )
+    info = client.get("/api/info").json()
+    assert info["pairs"]["toy"]["ready"] and info["pairs"]["toy"]["defaults"]["size"] == [64, 64]
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_the_store_puts_interrupted_jobs_back_and_gives_up_on_repeat_offenders(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    a, b, c = (store.add({"n": i}).id for i in range(3))
+    for _ in range(3):
+        store.claim("w")  # a, b and c run: then the server dies
+    store.cancel(c)
+    assert sorted(store.recover()) == sorted([a, b])
+    assert store.get(c).status == "cancelled"
+    assert store.claim("w").id == a  # first in line again
+    for _ in range(2):
+        store.recover()
+        store.claim("w")
+    store.recover()
+    assert store.get(a).status == "failed" and "3 times" in store.get(a).error
+    store.close()
+
+
+def test_serve_refuses_other_interfaces_without_a_token(monkeypatch, capsys):
+    from vqclip.cli import build_parser, main
+    from vqclip.cli.serve import settings_from_args
+
+    monkeypatch.delenv("VQCLIP_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "give --token" in capsys.readouterr().err
+    assert main(["serve", "--preview-every", "0"]) == 2
+    local = settings_from_args(build_parser().parse_args(["serve"]))
+    assert local.trusted_hosts == ("127.0.0.1", "localhost", "::1") and local.token is None
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--token", "t"])
+    exposed = settings_from_args(args)
+    assert exposed.token == "t" and exposed.trusted_hosts is None
+
+
+def test_a_second_server_on_the_same_data_is_refused(serve):
+    from vqclip.errors import VQClipError
+
+    first = serve(workers=0)
+    with pytest.raises(VQClipError, match="another vqclip serve is using"):
+        serve(workers=0)
+    serve.stop(first)
+    assert serve(workers=0).get("/api/jobs").status_code == 200

@@ -1,0 +1,167 @@
+"""`vqclip serve` killed with SIGKILL mid-job: no accepted job is lost, every one finishes, and the
+interrupted one, resumed from its run checkpoint, ends with the image of an unbroken run."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLI = "from vqclip.cli import console; console()"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`vqclip serve` in a subprocess on a free loopback port, its output in a log file.
+    Torch gets one thread (OMP_NUM_THREADS=1): the toy models at 32 px gain nothing from more."""
+
+    def __init__(self, data, *args: str, startup_s: float = 120) -> None:
+        import httpx
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = data.parent / f"serve-{port}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-c", CLI, "serve", "--port", str(port), "--data", str(data)]
+        self.proc = subprocess.Popen(
+            [*command, *args], stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        deadline = time.monotonic() + startup_s
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited at start:\n{self.output()}")
+            try:
+                if self.http.get("/api/info").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no server after {startup_s} s:\n{self.output()}"
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.http.close()
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def submit(self, job: dict) -> str:
+        answer = self.http.post("/api/jobs", json=job)
+        assert answer.status_code == 201, answer.text
+        return answer.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        return self.http.get(f"/api/jobs/{job_id}").json()
+
+    def wait(self, job_id: str, done=lambda job: job["status"] == "done", timeout: float = 300):
+        deadline = time.monotonic() + timeout
+        while not done(job := self.job(job_id)):
+            assert job["status"] not in ("failed", "cancelled"), job
+            assert time.monotonic() < deadline, f"job {job_id}: {job}\n{self.output()}"
+            time.sleep(0.1)
+        return job
+
+    def pixels(self, url: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(self.http.get(url).content)))
+
+    def workers(self) -> list[int]:
+        """The pids of the server's worker processes (its children that run the spawn entry
+        point, not multiprocessing's resource tracker)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.proc.pid and b"spawn_main" in command:
+                found.append(int(stat.parent.name))
+        return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+JOB = {"prompt": "a red circle on a blue background", "model": "toy", "size": [32, 32]}
+JOB |= {"iterations": 30, "cutn": 4, "seed": 11, "video": False}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_job_loses_no_job_and_the_resumed_image_equals_an_unbroken_one(tmp_path):
+    data = tmp_path / "data"
+    with ServerProcess(data, "--checkpoint-every", "3") as server:
+        long = server.submit(JOB)
+        short = [server.submit({**JOB, "iterations": 3, "seed": s}) for s in (1, 2)]
+        server.wait(long, done=lambda job: job["status"] == "running" and job["step"] >= 8)
+        (worker,) = server.workers()
+        server.kill()
+        deadline = time.monotonic() + 10
+        while alive(worker):  # the kernel ends the worker with its server: no orphan writes on
+            assert time.monotonic() < deadline, "the worker outlived its server"
+            time.sleep(0.05)
+
+    with ServerProcess(data) as again:
+        for job_id in (long, *short):
+            assert again.wait(job_id)["status"] == "done"
+        resumed = again.job(long)
+        log = again.output()
+        assert f"job {long} resumes from its checkpoint (step " in log
+        step = int(log.split(f"job {long} resumes from its checkpoint (step ")[1].split(")")[0])
+        assert 6 <= step < 30  # a checkpoint of the killed run, not a restart from step 0
+        unbroken = again.wait(again.submit(JOB))
+        assert np.array_equal(
+            again.pixels(resumed["urls"]["images"][0]), again.pixels(unbroken["urls"]["images"][0])
+        )
+        listed = {j["id"] for j in again.http.get("/api/jobs").json()["jobs"]}
+        assert {long, *short} <= listed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_that_dies_is_replaced_and_its_job_runs_again(tmp_path):
+    with ServerProcess(tmp_path / "data", "--checkpoint-every", "2") as server:
+        job = server.submit(JOB)
+        server.wait(job, done=lambda job: job["status"] == "running" and job["step"] >= 4)
+        (worker,) = server.workers()
+        os.kill(worker, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        assert server.wait(job)["status"] == "done"
+        assert server.workers() and server.workers() != [worker]
+        assert "stopped (exit code -9); starting it again" in server.output()
+        assert f"job {job} resumes from its checkpoint" in server.output()
