@@ -3,10 +3,11 @@ batch of latents (`vqclip batch --group N`), and items/hour on a local Ray insta
 actors. Prints JSON.
 
     python benchmarks/batch_throughput.py [--items 8] [--iterations 30] [--groups 1 8]
-        [--ray-workers 1 2] [--ray-items 8] [--no-ray] [--device cpu]
+        [--ray-workers 1 2] [--ray-items 8] [--no-ray] [--device cpu] [--threads N]
 
 Every figure is a whole `vqclip batch` run into a fresh folder, model loading (and Ray actor
 start-up) included, so short batches understate the steady rate; `--repeat` keeps the fastest.
+Ray actors get one CPU each, so torch runs one thread in each.
 """
 
 from __future__ import annotations
@@ -86,9 +87,19 @@ def main() -> None:
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of the local runs (0: torch's default). On a CPU shared with other "
+        "work, 1 avoids threads spinning while they wait for a core, which can cost 10x",
+    )
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     report: dict = {
         "machine": {
