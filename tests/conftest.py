@@ -89,6 +89,16 @@ def model_files(tmp_path, tiny_vqgan, tiny_clip):
     return ["--vqgan", str(vqgan_path), "--clip", str(clip_path)]
 
 
+@pytest.fixture
+def models(tiny_vqgan, tiny_clip):
+    """A model cache that hands every job the tiny models, whatever names its config gives."""
+    from vqclip.jobs import ModelCache
+
+    cache = ModelCache()
+    cache.get = lambda config: (tiny_vqgan, [tiny_clip])
+    return cache
+
+
 # CI runs property tests derandomised, so a landing never hinges on a lucky draw; run locally
 # without CI=true to explore new examples.
 settings.register_profile("ci", derandomize=True, deadline=None)

@@ -17,15 +17,7 @@ from vqclip.batch.animate import (
 from vqclip.cli import main
 from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
-from vqclip.jobs import ModelCache
 from vqclip.output import read_image_metadata
-
-
-@pytest.fixture
-def models(tiny_vqgan, tiny_clip):
-    cache = ModelCache()
-    cache.get = lambda config: (tiny_vqgan, [tiny_clip])
-    return cache
 
 
 def config(**changes):

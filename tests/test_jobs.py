@@ -3,20 +3,12 @@
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.run import GenerationError, Run
 from vqclip.jobs import ModelCache, execute_job, image_names
 from vqclip.output import read_image_metadata
-
-
-@pytest.fixture
-def models(tiny_vqgan, tiny_clip):
-    cache = ModelCache()
-    cache.get = lambda config: (tiny_vqgan, [tiny_clip])
-    return cache
 
 
 def config(**changes):
