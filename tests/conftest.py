@@ -94,9 +94,7 @@ def models(tiny_vqgan, tiny_clip):
     """A model cache that hands every job the tiny models, whatever names its config gives."""
     from vqclip.jobs import ModelCache
 
-    cache = ModelCache()
-    cache.get = lambda config: (tiny_vqgan, [tiny_clip])
-    return cache
+    return ModelCache(loader=lambda config: (tiny_vqgan, [tiny_clip]))
 
 
 # CI runs property tests derandomised, so a landing never hinges on a lucky draw; run locally

@@ -255,7 +255,7 @@ def test_the_batch_command_runs_the_toy_pair_and_sets_its_exit_code(tmp_path, ca
     [
         (["--workers", "2"], "--workers counts Ray actors"),
         (["--group", "0"], "--group=0: give 1 or more"),
-        (["--checkpoint-every", "0"], "--checkpoint-every=0: give 1 or more"),
+        (["--checkpoint-every", "-1"], "checkpoint_every=-1: must be at least 0"),
         (["--ray", "--devices", "cuda:0"], "--devices picks local workers"),
     ],
 )

@@ -1,19 +1,22 @@
-"""A job carried out into a folder: results, resume after a stop, video, failure."""
+"""A job carried out into its files: results, resume after a stop, video, NaN, threads."""
 
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.run import GenerationError, Run
-from vqclip.jobs import ModelCache, execute_job, image_names
+from vqclip.jobs import JobFiles, JobOptions, ModelCache, execute_job, image_names
+from vqclip.jobs.threads import default_threads, physical_cores
 from vqclip.output import read_image_metadata
 
 
 def config(**changes):
     base = dict(prompts=("a tree",), size=(32, 32), iterations=4, cutn=4, seed=3)
-    base.update(device="cpu", precision="fp32", clip=("tiny",), vqgan="tiny")
+    base.update(device="cpu", precision="fp32", clip=("tiny",), vqgan="tiny", threads=1)
     return GenerateConfig(**{**base, **changes})
 
 
@@ -22,7 +25,8 @@ def pixels(path):
 
 
 def test_a_job_writes_its_image_settings_and_video(models, tmp_path):
-    result = execute_job(config(), tmp_path / "job", models=models, video=True, frame_every=1)
+    options = JobOptions(video=True, frame_every=1)
+    result = execute_job(config(), tmp_path / "job", models=models, options=options)
     assert result.status == "done" and result.steps == 4
     assert result.images == [tmp_path / "job" / "image.png"]
     meta = read_image_metadata(result.images[0])
@@ -67,12 +71,66 @@ def test_a_job_whose_loss_fails_keeps_its_last_good_image(models, tmp_path, monk
     assert read_image_metadata(result.images[0])["step"] == 2
 
 
-def test_model_cache_loads_each_pair_once(monkeypatch):
-    loads = []
-    monkeypatch.setattr(
-        "vqclip.generate.run.load_models", lambda c: loads.append(c.vqgan) or (c.vqgan, [])
+def test_an_image_that_stops_early_is_partial_and_says_its_step(
+    tiny_vqgan, tiny_clip, tmp_path, monkeypatch
+):
+    """One image of a batch turns NaN: the job is `partial` (the word every door uses), the
+    error names the image, and that image's metadata holds the step it stopped at."""
+    original = tiny_clip.encode_image
+
+    def nan_for_image_0(x):
+        out = original(x)
+        return out.index_fill(0, torch_arange(out.shape[0] // 2), float("nan"))
+
+    monkeypatch.setattr(tiny_clip, "encode_image", nan_for_image_0)
+    cache = ModelCache(loader=lambda c: (tiny_vqgan, [tiny_clip]))
+    result = execute_job(config(prompts=("a", "b"), iterations=3), tmp_path, models=cache)
+    assert result.status == "partial" and "image 0 at step 1" in result.error
+    assert result.stopped_images == {0: 1}
+    assert read_image_metadata(result.images[0])["stopped_at_step"] == 1
+    assert "stopped_at_step" not in read_image_metadata(result.images[1])
+
+
+def torch_arange(n):
+    import torch
+
+    return torch.arange(n)
+
+
+def test_files_around_an_output_remove_the_checkpoint_once_written(models, tmp_path):
+    out = tmp_path / "pic.png"
+    options = JobOptions(checkpoint_every=1, save_every=2)
+    result = execute_job(config(), JobFiles.around(out), models=models, options=options)
+    assert result.status == "done" and result.images == [out]
+    assert not (tmp_path / "pic.run").exists()
+    assert sorted(p.name for p in (tmp_path / "pic_steps").iterdir()) == ["00002.png", "00004.png"]
+
+
+def test_the_thread_count_is_resolved_recorded_and_kept_on_resume(models, tmp_path):
+    result = execute_job(config(threads=None), tmp_path / "a", models=models, workers=1)
+    assert result.config.threads == default_threads(1) == physical_cores()
+    assert read_image_metadata(result.images[0])["config"]["threads"] == physical_cores()
+    stopped = execute_job(
+        config(threads=1), tmp_path / "b", models=models, should_stop=lambda: True
     )
-    cache = ModelCache()
+    assert stopped.status == "stopped"
+    # A resume that leaves the count to the machine takes the checkpoint's, not the default.
+    again = execute_job(config(threads=None), tmp_path / "b", models=models, workers=64)
+    assert again.status == "done" and again.config.threads == 1
+
+
+def test_job_options_are_checked_where_declared():
+    with pytest.raises(ConfigError, match="checkpoint_every=-1: must be at least 0"):
+        JobOptions(checkpoint_every=-1)
+    with pytest.raises(ConfigError, match="unknown job options"):
+        JobOptions.from_dict({"chekpoint_every": 3})
+    assert JobOptions(video=True).frames_every(500) == 5
+    assert JobOptions().frames_every(500) == 0
+
+
+def test_model_cache_loads_each_pair_once():
+    loads = []
+    cache = ModelCache(loader=lambda c: loads.append(c.vqgan) or (c.vqgan, []))
     a = cache.get(config(vqgan="v1"))
     assert cache.get(config(vqgan="v1", seed=9)) is a
     cache.get(config(vqgan="v2"))

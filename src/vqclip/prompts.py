@@ -242,12 +242,34 @@ def load_image(source: str | Path) -> torch.Tensor:
         if not fp.is_file():
             raise ConfigError(f"image {name!r} is not a file")
     try:
-        with Image.open(fp) as img:
-            rgb = img.convert("RGB")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:
+                rgb = _rgb_array(img)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
         raise ConfigError(f"{name!r} is not an image that can be read ({e})") from None
-    array = np.array(rgb, dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(array).permute(2, 0, 1).float().div(255)  # (3, H, W)
+    if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+        height, width = rgb.shape[:2]
+        warnings.warn(
+            f"image {name!r} is very large ({width}x{height}); it is resized for the run, "
+            "but reading it takes a lot of memory",
+            VQClipWarning,
+            stacklevel=2,
+        )
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)  # (3, H, W)
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of any mode. 16- and 32-bit greyscale (PIL's I;16 and I modes, e.g.
+    16-bit PNGs) are scaled from their full range: PIL's own conversion clips them to 255."""
+    if img.mode.startswith("I"):
+        grey = np.asarray(img, dtype=np.float64)
+        grey = np.clip(grey / 65535.0 * 255.0, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float64), 0, 1) * 255.0
+        return np.repeat(grey.round().astype(np.uint8)[:, :, None], 3, axis=2)
+    return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
 def _download(url: str) -> bytes:

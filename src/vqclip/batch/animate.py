@@ -247,7 +247,8 @@ def run_animation(
     *,
     models=None,
     device: str | None = None,
-    checkpoint_every: int = 20,
+    options=None,
+    workers: int = 1,
     on_step: Callable | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_file: Callable[[Path], None] | None = None,
@@ -256,15 +257,20 @@ def run_animation(
     """Make the frames of `animation` into `folder`, resuming after its last finished frame (and
     from the checkpoint of the frame under way). `on_file(path)` follows every file or folder
     written that should outlast the run (frames, checkpoints, the video) and `on_discard(path)`
-    every folder removed (a finished frame's work), to mirror them on shared storage."""
-    from vqclip.jobs import ModelCache, execute_job
+    every folder removed (a finished frame's work), to mirror them on shared storage.
+    `options` (a `JobOptions`): its checkpoint_every applies to each frame's run; `workers`:
+    the jobs run side by side, which share the CPU threads."""
+    from vqclip.jobs import JobOptions, ModelCache, execute_job
+    from vqclip.jobs.threads import with_threads
     from vqclip.output import VideoWriter, save_image
     from vqclip.prompts import load_image
 
     folder = Path(folder).resolve()
     started = time.perf_counter()
     models = models or ModelCache()
+    config = with_threads(config, workers)
     claim_folder(folder, config, animation)
+    options = JobOptions(checkpoint_every=(options or JobOptions()).checkpoint_every)
     push = on_file or (lambda path: None)
     discard = on_discard or (lambda path: shutil.rmtree(path, ignore_errors=True))
     push(folder / SETTINGS_FILE)
@@ -277,7 +283,7 @@ def run_animation(
             moved = transform_image(before, animation.zoom, animation.shift, animation.angle)
             save_image(moved, init)
             push(init)
-        job = dict(models=models, device=device, checkpoint_every=checkpoint_every)
+        job = dict(models=models, device=device, options=options)
         job.update(on_step=on_step, should_stop=should_stop, on_checkpoint=push)
         this = frame_config(config, animation, frame, init)
         try:

@@ -94,20 +94,30 @@ class Unit:
         return cls(**data)
 
 
+MAX_LINE_BYTES = 64 * 1024  # a spec is a few hundred bytes; prompts are cut at 77 tokens
+
+
 def read_specs(path: str | Path) -> list[tuple[int, str]]:
-    """(line number, text) of every line that is neither blank nor a # comment."""
+    """(line number, text) of every line that is neither blank nor a # comment; ConfigError for
+    a line longer than MAX_LINE_BYTES (read in pieces, so a huge line is not held whole)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"specs file {str(path)!r} does not exist")
+    lines = []
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            for number, raw in enumerate(iter(lambda: file.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    raise ConfigError(
+                        f"specs file {str(path)!r}, line {number}: longer than "
+                        f"{MAX_LINE_BYTES // 1024} KiB; a spec is one JSON object of options "
+                        "(images go by path or URL, not inline)"
+                    )
+                line = raw.decode("utf-8").strip()
+                if line and not line.startswith("#"):
+                    lines.append((number, line))
     except UnicodeDecodeError as e:
         raise ConfigError(f"specs file {str(path)!r} is not UTF-8 text ({e})")
-    lines = [
-        (number, line.strip())
-        for number, line in enumerate(text.splitlines(), 1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
     if not lines:
         raise ConfigError(
             f"specs file {str(path)!r} has no specs; write one JSON object per line, e.g. "
@@ -121,8 +131,9 @@ def derive_seed(batch_seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big") % 2**31
 
 
-def parse_item(line: int, text: str, batch_seed: int) -> Item:
-    """The item of one specs line; an Item with `error` set (naming the line) when it is bad."""
+def parse_item(line: int, text: str, batch_seed: int, threads: int = 1) -> Item:
+    """The item of one specs line; an Item with `error` set (naming the line) when it is bad.
+    `threads`: the batch's thread count, for items that name none."""
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as e:
@@ -133,6 +144,7 @@ def parse_item(line: int, text: str, batch_seed: int) -> Item:
         given = {k: v for k, v in spec.items() if k != "animation"}
         if "seed" not in given:
             given["seed"] = derive_seed(batch_seed, str(line))
+        given.setdefault("threads", threads)
         config = build_config(given)
         animation = None
         if "animation" in spec:
@@ -143,12 +155,14 @@ def parse_item(line: int, text: str, batch_seed: int) -> Item:
     return Item(line, spec, config, animation)
 
 
-def open_batch(storage: Storage, lines: list[tuple[int, str]]) -> int:
-    """The batch's seed, drawn and recorded with the specs on the first run; ConfigError when
-    a line that a started batch already knows was changed since."""
+def open_batch(storage: Storage, lines: list[tuple[int, str]], threads: int = 1) -> tuple[int, int]:
+    """The batch's seed and thread count, drawn and recorded with the specs on the first run
+    (so a rerun, or Ray, makes the same pictures); ConfigError when a line that a started batch
+    already knows was changed since."""
     stored = read_json(storage, BATCH_FILE)
     record = dict(stored) if stored else {"format": "vqclip-batch", "version": 1}
     record.setdefault("seed", secrets.randbelow(2**31))
+    record.setdefault("threads", threads)
     known: dict[str, Any] = record.setdefault("specs", {})
     changed = []
     for line, text in lines:
@@ -164,7 +178,7 @@ def open_batch(storage: Storage, lines: list[tuple[int, str]]) -> int:
         )
     if stored != record:
         storage.write_text(BATCH_FILE, json.dumps(record, indent=1))
-    return record["seed"]
+    return record["seed"], record["threads"]
 
 
 def read_json(storage: Storage, rel: str) -> dict | None:

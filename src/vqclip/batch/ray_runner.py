@@ -33,8 +33,10 @@ class UnitActor:
     every time from one that met a lost node, each attempt is noted in the unit's folder
     before it starts and cleared when it ends: the count left there is the deaths in a row."""
 
-    def __init__(self, out: str, checkpoint_every: int = 20) -> None:
-        self.worker = UnitWorker(out, None, checkpoint_every)
+    def __init__(self, out: str, options: dict | None = None) -> None:
+        from vqclip.jobs import JobOptions
+
+        self.worker = UnitWorker(out, None, JobOptions.from_dict(options or {}))
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -63,27 +65,29 @@ def run_ray(
     *,
     address: str | None = None,
     workers: int | None = None,
-    checkpoint_every: int = 20,
+    options=None,
     on_unit: Callable[[Unit, list[dict]], None] | None = None,
     actor_class: type = UnitActor,
 ) -> BatchSummary:
     """Carry out the plan's units on Ray: the running instance if `ray.init` was called, else
     the cluster at `address` ("auto": the one this node belongs to), else a new local one.
-    `workers`: actors (default: one per cluster GPU, else one per CPU)."""
+    `workers`: actors (default: one per cluster GPU, else one per `plan.threads` CPUs: each
+    actor runs its items on the thread count the plan recorded, so an item makes the same
+    picture here as on the local runner). `options`: the `JobOptions` of every unit."""
     try:
         import ray
         import ray.data
     except ImportError:
         raise VQClipError("--ray needs Ray Data: pip install 'vqclip[ray]'")
-    if not plan.storage.local and plan.storage.fs.protocol in ("memory", ("memory",)):
-        raise VQClipError("--ray needs storage every node can reach, not memory://")
     started = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    workers = workers or gpus or max(1, int(resources.get("CPU", 1)))
+    threads = plan.threads
+    workers = workers or gpus or max(1, int(resources.get("CPU", 1)) // threads)
     record = _Recorder(plan, on_unit)
+    job_options = options.to_dict() if options is not None else None
     if plan.units:
         # One unit at a time per actor: a unit queued behind a long one on a busy actor would
         # wait while others idle, and die with it if it crashed.
@@ -98,10 +102,10 @@ def run_ray(
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
         mapped = dataset.map_batches(
             actor_class,
-            fn_constructor_kwargs={"out": plan.storage.out, "checkpoint_every": checkpoint_every},
+            fn_constructor_kwargs={"out": plan.storage.out, "options": job_options},
             batch_size=1,
             compute=pool,
-            **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
+            **({"num_gpus": 1} if gpus else {"num_cpus": threads}),
         )
         for row in mapped.iter_rows():
             record(Unit.from_json(row["unit"]), json.loads(row["records"]))

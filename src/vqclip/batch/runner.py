@@ -33,6 +33,8 @@ from vqclip.batch.plan import (
 )
 from vqclip.batch.storage import Storage
 from vqclip.batch.worker import UnitWorker
+from vqclip.jobs.status import DONE, FAILED, PARTIAL
+from vqclip.jobs.threads import default_threads
 
 MANIFEST_FILE = "manifest.jsonl"
 DEFAULT_GROUP = 8
@@ -44,6 +46,7 @@ class BatchPlan:
     items: list[Item]
     results: dict[int, dict]  # line -> record of every finished item
     units: list[Unit]  # the work left, in line order
+    threads: int = 1  # CPU threads of every item that names none (recorded in batch.json)
 
     @property
     def invalid(self) -> list[Item]:
@@ -52,7 +55,7 @@ class BatchPlan:
 
 @dataclass
 class BatchSummary:
-    done: int
+    done: int  # partial ones (some images of the item stopped early) included
     failed: int  # invalid lines included
     pending: int  # items left unfinished by a stop
     seconds: float
@@ -64,21 +67,27 @@ class BatchSummary:
 
 
 def prepare_batch(
-    specs: str, out: str, *, group: int = DEFAULT_GROUP, retry_failed: bool = False
+    specs: str,
+    out: str,
+    *,
+    group: int = DEFAULT_GROUP,
+    retry_failed: bool = False,
+    workers: int = 1,
 ) -> BatchPlan:
     """Read the specs, claim or reopen the output folder, and plan the work left. Bad lines
-    are items with an error (recorded as failed), not a reason to refuse the batch."""
+    are items with an error (recorded as failed), not a reason to refuse the batch. `workers`:
+    the local workers that will share this machine's cores (the default thread count)."""
     storage = Storage(out)
     lines = read_specs(specs)
-    seed = open_batch(storage, lines)
-    items = [parse_item(line, text, seed) for line, text in lines]
+    seed, threads = open_batch(storage, lines, default_threads(workers))
+    items = [parse_item(line, text, seed, threads) for line, text in lines]
     results = read_results(storage, items)
     if retry_failed:
-        results = {line: r for line, r in results.items() if r["status"] == "done"}
+        results = {line: r for line, r in results.items() if r["status"] in (DONE, PARTIAL)}
     pending = {item.line for item in items if item.error is None and item.line not in results}
     units = plan_units(storage, items, pending, group, seed)
     write_manifest(storage, items, results)
-    return BatchPlan(storage, items, results, units)
+    return BatchPlan(storage, items, results, units, threads)
 
 
 def manifest_records(items: list[Item], results: dict[int, dict]) -> list[dict]:
@@ -86,7 +95,7 @@ def manifest_records(items: list[Item], results: dict[int, dict]) -> list[dict]:
     for item in items:
         if item.error is not None:
             records.append(
-                {"line": item.line, "spec": item.spec, "status": "failed", "outputs": []}
+                {"line": item.line, "spec": item.spec, "status": FAILED, "outputs": []}
                 | {"seconds": 0.0, "error": item.error}
             )
         elif item.line in results:
@@ -121,18 +130,23 @@ def summarise(plan: BatchPlan, started: float) -> BatchSummary:
     valid = sum(item.error is None for item in plan.items)
     finished_valid = sum(1 for item in plan.items if item.line in plan.results)
     return BatchSummary(
-        done=statuses.count("done"),
-        failed=statuses.count("failed"),
+        done=statuses.count(DONE) + statuses.count(PARTIAL),
+        failed=statuses.count(FAILED),
         pending=valid - finished_valid,
         seconds=time.perf_counter() - started,
         manifest=plan.storage.path(MANIFEST_FILE),
     )
 
 
-def local_devices() -> list[str | None]:
-    """One worker per local GPU; a single worker on each config's own device otherwise."""
+def local_devices(names: list[str | None] | None = None) -> list[str | None]:
+    """One worker per device named (each checked now, before any run), else one per local GPU;
+    a single worker on each config's own device otherwise."""
     import torch
 
+    from vqclip.devices import resolve_device
+
+    if names:
+        return [name if name is None else str(resolve_device(name)) for name in names]
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return [f"cuda:{i}" for i in range(count)] if count > 1 else [None]
 
@@ -141,7 +155,7 @@ def run_local(
     plan: BatchPlan,
     *,
     devices: list[str | None] | None = None,
-    checkpoint_every: int = 20,
+    options=None,
     on_step: Callable[[Unit], None] | None = None,
     on_unit: Callable[[Unit, list[dict]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -163,7 +177,7 @@ def run_local(
         return stop.is_set()
 
     def serve(device: str | None) -> None:
-        worker = UnitWorker(plan.storage.out, device, checkpoint_every)
+        worker = UnitWorker(plan.storage.out, device, options, workers=len(devices))
         while not stop.is_set():
             try:
                 unit = work.get_nowait()
@@ -176,7 +190,7 @@ def run_local(
                 return
             record(unit, records)
 
-    devices = devices or local_devices()
+    devices = local_devices(devices)
     if len(devices) == 1:
         serve(devices[0])
     else:

@@ -44,6 +44,12 @@ class Storage:
             except (ImportError, ValueError) as e:
                 raise ConfigError(f"--out {self.out}: cannot open this URL with fsspec ({e})")
             self.root = self.root.rstrip("/")
+            if self.fs.protocol in ("memory", ("memory",)):
+                raise ConfigError(
+                    f"--out {self.out}: memory:// keeps nothing once this process ends, so a "
+                    "batch's results and checkpoints would be lost; give a folder or shared "
+                    "storage (s3://, gs://, ...)"
+                )
         else:
             # Absolute, so workers in other working folders (Ray actors) find the same place.
             self.root = self.out = str(Path(self.out.removeprefix("file://")).resolve())

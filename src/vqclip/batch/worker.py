@@ -20,17 +20,27 @@ from vqclip.batch.plan import GROUP_FILE, RESULT_FILE, Unit, item_folder
 from vqclip.batch.storage import Storage, Workspace
 from vqclip.errors import VQClipError
 from vqclip.generate.config import GenerateConfig
-from vqclip.jobs import SETTINGS_FILE, ModelCache, execute_job
+from vqclip.jobs import SETTINGS_FILE, JobOptions, ModelCache, execute_job
+from vqclip.jobs.status import DONE, FAILED, PARTIAL, STOPPED
 
 
 class UnitWorker:
     """Carries out units into the storage at `out`, on `device` (None: each config's own)."""
 
-    def __init__(self, out: str, device: str | None = None, checkpoint_every: int = 20) -> None:
+    def __init__(
+        self,
+        out: str,
+        device: str | None = None,
+        options: JobOptions | None = None,
+        *,
+        workers: int = 1,
+        models: ModelCache | None = None,
+    ) -> None:
         self.storage = Storage(out)
         self.device = device
-        self.checkpoint_every = checkpoint_every
-        self.models = ModelCache()
+        self.options = options or JobOptions()
+        self.workers = workers
+        self.models = models or ModelCache()
 
     def run(
         self,
@@ -76,42 +86,38 @@ class UnitWorker:
         return dict(
             models=self.models,
             device=self._device(config),
-            checkpoint_every=self.checkpoint_every,
+            options=self.options,
+            workers=self.workers,
             on_step=on_step,
             should_stop=should_stop,
             on_checkpoint=workspace.push,
         )
 
     def _image(self, unit: Unit, on_step, should_stop, started: float) -> list[dict] | None:
-        failed_images = {}
-
-        def watch(step, run) -> None:
-            for step_index, image in run.failures:
-                failed_images.setdefault(image, step_index)
-            if on_step is not None:
-                on_step(step, run)
-
         with self.storage.workspace(unit.folder) as ws:
             if unit.kind == "group":
                 self.storage.write_text(
                     f"{unit.folder}/{GROUP_FILE}", json.dumps({"lines": list(unit.lines)})
                 )
             config = _resumed_config(ws.folder, GenerateConfig.from_dict(unit.config))
-            job = self._job(ws, config, watch, should_stop)
+            job = self._job(ws, config, on_step, should_stop)
             result = execute_job(config, ws.folder, **job)
-            if result.status == "stopped":
+            if result.status == STOPPED:
                 return None
             for path in [ws.folder / SETTINGS_FILE, *result.images]:
                 ws.push(path)
             records = []
             for i, line in enumerate(unit.lines):
                 status, error = result.status, result.error
-                if status == "done" and i in failed_images:
-                    status = "failed"
-                    error = (
-                        f"its loss became NaN at step {failed_images[i]}; the image is the last "
-                        "good one"
-                    )
+                if unit.kind == "group":  # an item is one image of the group's batch
+                    stopped = result.stopped_images.get(i)
+                    if stopped is not None:
+                        status = FAILED
+                        error = (
+                            f"its loss became NaN at step {stopped}; the image is the last good one"
+                        )
+                    elif status == PARTIAL:
+                        status, error = DONE, None
                 image = result.images[i]
                 if unit.kind == "group":
                     target = f"{item_folder(line)}/image.png"
@@ -135,13 +141,14 @@ class UnitWorker:
                 ws.folder,
                 models=self.models,
                 device=self._device(config),
-                checkpoint_every=self.checkpoint_every,
+                options=self.options,
+                workers=self.workers,
                 on_step=on_step,
                 should_stop=should_stop,
                 on_file=ws.push,
                 on_discard=ws.discard,
             )
-        if result.status == "stopped":
+        if result.status == STOPPED:
             return None
         outputs = [f"{unit.folder}/{Path(p).relative_to(ws.folder)}" for p in result.frames]
         if result.video is not None:

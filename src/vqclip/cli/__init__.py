@@ -69,11 +69,14 @@ class _ImportGuard:
             raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, models=None) -> int:
+    """Run one command. `models` (a `vqclip.jobs.ModelCache`) hands the commands that run jobs
+    already-loaded models instead of loading them by name (embedders, tests)."""
     warnings.showwarning = _show_warning
     guard = _ImportGuard()
     try:
         args = build_parser().parse_args(argv)
+        args.models = models
         guard.release()
         return int(args.func(args) or 0)
     except VQClipError as e:

@@ -13,6 +13,7 @@ from vqclip.errors import ConfigError
 
 def add_parser(subparsers) -> None:
     from vqclip.batch.animate import Animation
+    from vqclip.jobs import JobOptions
 
     p = subparsers.add_parser(
         "animate",
@@ -32,13 +33,7 @@ def add_parser(subparsers) -> None:
     add_config_options(p, Animation)
     g = groups["image and run"]
     g.add_argument("-o", "--out", required=True, metavar="DIR", help="the animation's folder")
-    g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=20,
-        metavar="N",
-        help="write the frame's run checkpoint every N steps",
-    )
+    add_config_options(p, JobOptions, only=("checkpoint_every",))
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_animate)
 
@@ -58,8 +53,9 @@ def settings_from_args(args: argparse.Namespace):
     if args.model is not None:
         given["model"] = args.model
     stored = stored_animation(args.out)
-    if stored is not None and "seed" not in given:
-        given["seed"] = stored[0].seed
+    for name in ("seed", "threads"):  # what the started animation resolved, so it resumes
+        if stored is not None and name not in given:
+            given[name] = getattr(stored[0], name)
     return build_config(given), Animation(**given_options(args, Animation))
 
 
@@ -68,10 +64,12 @@ def run_animate(args: argparse.Namespace) -> int:
 
     from vqclip.batch.animate import claim_folder, finished_frames, run_animation
     from vqclip.cli.generate import stop_requests
+    from vqclip.jobs import JobOptions
+    from vqclip.jobs.threads import with_threads
 
-    if args.checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every={args.checkpoint_every}: give 1 or more")
+    options = JobOptions(**given_options(args, JobOptions))
     config, animation = settings_from_args(args)
+    config = with_threads(config)
     out = Path(args.out)
     claim_folder(out, config, animation)
     done = finished_frames(out, animation.frames)
@@ -93,7 +91,8 @@ def run_animate(args: argparse.Namespace) -> int:
                 config,
                 animation,
                 out,
-                checkpoint_every=args.checkpoint_every,
+                models=getattr(args, "models", None),
+                options=options,
                 on_step=lambda step, run: bar.update(1),
                 should_stop=lambda: stop.signal is not None,
             )

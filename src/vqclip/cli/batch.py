@@ -18,6 +18,9 @@ Blank lines and lines starting with # are skipped. Rerun the same command to res
 
 
 def add_parser(subparsers) -> None:
+    from vqclip.cli.options import add_config_options
+    from vqclip.jobs import JobOptions
+
     p = subparsers.add_parser(
         "batch",
         help="make the images and animations of a JSON-lines specs file",
@@ -44,13 +47,7 @@ def add_parser(subparsers) -> None:
         "their own) together as one batch of latents, memory allowing (default 8; 1: each "
         "alone)",
     )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=20,
-        metavar="N",
-        help="write each run's checkpoint every N steps: at most N steps are lost to a kill",
-    )
+    add_config_options(p, JobOptions, only=("checkpoint_every",))
     p.add_argument(
         "--retry-failed", action="store_true", help="run the items that failed before again"
     )
@@ -84,7 +81,7 @@ class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name, low in (("group", 1), ("checkpoint_every", 1), ("workers", 1)):
+    for name, low in (("group", 1), ("workers", 1)):
         value = getattr(args, name)
         if value is not None and value < low:
             raise ConfigError(f"--{name.replace('_', '-')}={value}: give {low} or more")
@@ -97,12 +94,22 @@ def _check(args: argparse.Namespace) -> None:
 def run_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vqclip.batch.runner import DEFAULT_GROUP, prepare_batch, run_local
+    from vqclip.batch.runner import DEFAULT_GROUP, local_devices, prepare_batch, run_local
     from vqclip.cli.generate import stop_requests
+    from vqclip.cli.options import given_options
+    from vqclip.jobs import JobOptions
 
     _check(args)
+    options = JobOptions(**given_options(args, JobOptions))
+    devices = local_devices(args.devices) if args.ray is None else [None]
     group = args.group or DEFAULT_GROUP
-    plan = prepare_batch(args.specs, args.out, group=group, retry_failed=args.retry_failed)
+    plan = prepare_batch(
+        args.specs,
+        args.out,
+        group=group,
+        retry_failed=args.retry_failed,
+        workers=len(devices),
+    )
     for item in plan.invalid:
         print(f"vqclip: error: {item.error}", file=sys.stderr)
     items = len(plan.items)
@@ -145,15 +152,15 @@ def run_batch(args: argparse.Namespace) -> int:
                 plan,
                 address=args.ray or None,
                 workers=args.workers,
-                checkpoint_every=args.checkpoint_every,
+                options=options,
                 on_unit=on_unit,
             )
         else:
             with stop_requests() as stop:
                 summary = run_local(
                     plan,
-                    devices=args.devices,
-                    checkpoint_every=args.checkpoint_every,
+                    devices=devices,
+                    options=options,
                     on_step=on_step,
                     on_unit=on_unit,
                     should_stop=lambda: stop.signal is not None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import sys
 import threading
@@ -16,10 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vqclip.cli.options import HelpFormatter, add_config_options, given_options
-from vqclip.errors import CheckpointError, ConfigError
+from vqclip.errors import ConfigError
 
 
 def add_parser(subparsers) -> None:
+    from vqclip.jobs import JobOptions
+
     p = subparsers.add_parser(
         "generate",
         help="make an image from text prompts",
@@ -40,27 +43,17 @@ def add_parser(subparsers) -> None:
     )
     g = groups["image and run"]
     g.add_argument("-o", "--output", default="output.png", help="the image: .png or .jpg")
-    g.add_argument(
-        "-se",
-        "--save-every",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also write the image every N steps to OUTPUT_steps/",
-    )
-    g.add_argument("--video", action="store_true", help="write OUTPUT.mp4 of the progress")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_options(p, JobOptions)
     g = p.add_argument_group("reproduce and resume")
     g.add_argument("--from-png", metavar="IMAGE", help="rerun the settings stored in an image")
     g.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
     g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=0,
-        metavar="N",
-        help="write a run checkpoint every N steps (always on Ctrl-C)",
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="where the run checkpoint goes, kept after the run (default: OUTPUT.run/, removed "
+        "once the image is written)",
     )
-    g.add_argument("--checkpoint-dir", metavar="DIR", help="where (default: OUTPUT.run/)")
     p.set_defaults(func=run_generate)
 
 
@@ -83,19 +76,6 @@ def config_from_args(args: argparse.Namespace):
     elif not (prompts or given.get("image_prompts") or given.get("noise_prompt_seeds")):
         raise ConfigError('give a prompt, e.g. vqclip generate "a red circle on a blue background"')
     return build_config(given, base)
-
-
-def _check_numbers(args: argparse.Namespace) -> None:
-    for name in ("save_every", "checkpoint_every"):
-        if getattr(args, name) < 0:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag}={getattr(args, name)}: give 0 (off) or a positive N")
-
-
-def _output_paths(output: Path, batch: int) -> list[Path]:
-    if batch == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(batch)]
 
 
 class StopRequest:
@@ -135,18 +115,6 @@ def stop_requests() -> Iterator[StopRequest]:
 
 def _warn(text: str) -> None:
     print(f"vqclip: warning: {text}", file=sys.stderr)
-
-
-def _write_checkpoint(run, run_dir: Path) -> bool:
-    """A checkpoint that cannot be written is a warning: the run and its image go on."""
-    try:
-        run.save_checkpoint(run_dir)
-        return True
-    except OSError as e:
-        _warn(f"could not write the run checkpoint to {run_dir}: {e.strerror or e}")
-    except CheckpointError as e:
-        _warn(str(e))
-    return False
 
 
 def _settings(args: argparse.Namespace):
@@ -189,126 +157,184 @@ def _announce(run) -> None:
     )
 
 
+def _check_inputs_are_not_the_output(config, outputs: list[Path]) -> None:
+    """-o naming the init image or an image prompt would overwrite the user's own picture."""
+    from vqclip.prompts import parse_image_prompts
+
+    inputs = [("the init image (-ii)", config.init_image)] if config.init_image else []
+    for item in config.image_prompts:
+        inputs += [("an image prompt (-ip)", str(p.value)) for p in parse_image_prompts(item)]
+    for label, source in inputs:
+        source_path = Path(source).expanduser()
+        if not source_path.exists():
+            continue
+        for output in outputs:
+            if output.exists() and output.resolve() == source_path.resolve():
+                raise ConfigError(
+                    f"output {str(output)!r} is {label}: the run would overwrite it; give "
+                    "another -o"
+                )
+
+
+_VQCLIP_RUN_FILES = {"state.bin", "config.json", "frames"}
+
+
+def _check_run_dir(run_dir: Path, given: bool) -> Path:
+    """The checkpoint folder holds vqclip's files only: a user's folder given as --checkpoint-dir
+    is refused rather than written into, and a file where OUTPUT.run/ should go moves the
+    checkpoint to the rescue folder (said now, not lost at Ctrl-C)."""
+    from vqclip.output import rescue_dir
+
+    flag = "--checkpoint-dir" if given else "the checkpoint folder"
+    if run_dir.exists() and not run_dir.is_dir():
+        if given:
+            raise ConfigError(f"{flag} {str(run_dir)!r} is a file; give a folder")
+        moved = rescue_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{run_dir.name}"
+        print(
+            f"note: {run_dir} is a file, so this run's checkpoint goes to {moved}",
+            file=sys.stderr,
+        )
+        return moved
+    if run_dir.is_dir():
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in _VQCLIP_RUN_FILES)
+        foreign = [name for name in foreign if not name.startswith(".")]
+        if foreign:
+            raise ConfigError(
+                f"{flag} {str(run_dir)!r} holds files that are not a vqclip checkpoint "
+                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give an empty "
+                "or new folder"
+            )
+    return run_dir
+
+
+@contextlib.contextmanager
+def _output_lock(output: Path) -> Iterator[None]:
+    """Two runs writing the same output would share its checkpoint folder and the last one
+    would silently win: the second is refused while the first runs."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks this way
+        yield
+        return
+    lock = output.with_name(f".{output.name}.lock")
+    handle = open(lock, "a")  # noqa: SIM115 (held for the run)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(
+            f"another vqclip run is writing {str(output)!r}; wait for it, or give another -o"
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        handle.close()
+
+
+class _StoppedBeforeStart(Exception):
+    pass
+
+
 def run_generate(args: argparse.Namespace) -> int:
-    from vqclip.generate.run import Run
+    from vqclip.cli.options import given_options as given_job_options
+    from vqclip.jobs import JobFiles, JobOptions, ModelCache, execute_job, numbered
+    from vqclip.jobs.status import EXIT_CODES, FAILED, STOPPED
     from vqclip.output import check_writable
 
-    _check_numbers(args)
+    options = JobOptions(**given_job_options(args, JobOptions))
     config, state = _settings(args)
     output = check_writable(Path(args.output))
-    run_dir = Path(args.checkpoint_dir or args.resume or output.with_suffix(".run"))
+    _check_inputs_are_not_the_output(config, numbered(output, config.batch_size))
+    given_dir = args.checkpoint_dir or args.resume
+    run_dir = _check_run_dir(Path(given_dir or output.with_suffix(".run")), bool(given_dir))
+    files = JobFiles.around(output, run_dir)
+    if not given_dir:
+        files = dataclasses.replace(files, keep_run=False)
+    models = getattr(args, "models", None) or ModelCache()
     started = time.perf_counter()
-    with stop_requests() as stop:
-        run = Run(config)
-        if state is not None:
-            run.load_state_dict(state)
-        if stop.signal is not None:
+    bar = None
+
+    with _output_lock(output), stop_requests() as stop:
+
+        def on_start(run) -> None:
+            nonlocal bar
+            from tqdm import tqdm
+
+            if stop.signal is not None:
+                raise _StoppedBeforeStart
+            _announce(run)
+            bar = tqdm(
+                total=run.config.iterations,
+                initial=run.step_index,
+                disable=args.no_progress,
+                unit="it",
+                dynamic_ncols=True,
+            )
+
+        def on_step(step, run) -> None:
+            bar.update(1)
+            if step.index % 10 == 0 or step.index == run.config.iterations:
+                bar.set_postfix(loss=f"{step.total.mean().item():.4f}")
+
+        try:
+            result = execute_job(
+                config,
+                files,
+                options=options,
+                models=models,
+                state=state,
+                on_start=on_start,
+                on_step=on_step,
+                should_stop=lambda: stop.signal is not None,
+            )
+        except _StoppedBeforeStart:
             print("stopped before the first step", file=sys.stderr)
             return stop.exit_code
-        _announce(run)
-        return _consume(run, args, output, run_dir, stop, started)
-
-
-def _consume(run, args, output: Path, run_dir: Path, stop: StopRequest, started: float) -> int:
-    """Drive the run's steps: progress, step images, video, checkpoints, the final image."""
-    from tqdm import tqdm
-
-    from vqclip import __version__
-    from vqclip.generate.run import GenerationError
-    from vqclip.output import VideoWriter, save_image
-
-    config, (width, height) = run.config, run.image_size
-
-    def metadata(index: int) -> dict:
-        meta = {
-            "vqclip_version": __version__,
-            "config": config.to_dict(),
-            "image_index": index,
-            "step": run.step_index,
-            "size": [width, height],
-        }
-        stopped = [step for step, i in run.failures if i == index]
-        if stopped:
-            meta["stopped_at_step"] = stopped[0]  # its loss became NaN: the last good image
-        return meta
-
-    video = VideoWriter(output.with_suffix(".mp4")) if args.video else None
-    bar = tqdm(
-        total=config.iterations,
-        initial=run.step_index,
-        disable=args.no_progress,
-        unit="it",
-        dynamic_ncols=True,
-    )
-    stopped_by = None
-    try:
-        for step in run.iterate():
-            bar.update(1)
-            if step.index % 10 == 0 or step.index == config.iterations:
-                bar.set_postfix(loss=f"{step.total.mean().item():.4f}")
-            if video is not None:
-                video.add(step.image[0])
-            if args.save_every and step.index % args.save_every == 0:
-                steps_dir = output.with_name(f"{output.stem}_steps")
-                name = f"{step.index:05d}{output.suffix}"
-                for i, path in enumerate(_output_paths(steps_dir / name, config.batch_size)):
-                    try:
-                        save_image(step.image[i], path, metadata(i))
-                    except OSError as e:
-                        _warn(f"could not write {path}: {e.strerror or e}")
-            if args.checkpoint_every and step.index % args.checkpoint_every == 0:
-                _write_checkpoint(run, run_dir)
-            if stop.signal is not None and step.index < config.iterations:
-                stopped_by = stop.exit_code
-                break
-    except KeyboardInterrupt:  # a second Ctrl-C, inside a step
-        stopped_by = 130
-    except GenerationError as e:
-        bar.close()
-        written, _ = _save_all(run.last_good_image(), output, config.batch_size, metadata)
-        print(f"vqclip: error: {e} (last good image: {', '.join(written)})", file=sys.stderr)
-        return 3
-    finally:
-        bar.close()
-        if video is not None:
-            try:
-                video.close()
-            except OSError as e:
-                _warn(f"could not write the video {video.path}: {e}")
-    if stopped_by is not None:
-        if _write_checkpoint(run, run_dir):
-            print(
-                f"stopped at step {run.step_index}; resume with: vqclip generate --resume "
-                f"{run_dir} -o {output}",
-                file=sys.stderr,
-            )
-        return stopped_by
-    written, rescued = _save_all(run.image(), output, config.batch_size, metadata)
+        finally:
+            if bar is not None:
+                bar.close()
+    for warning in result.warnings:
+        _warn(warning)
+    if result.status == STOPPED:
+        return _report_stop(result, files, output, stop)
+    for where, why in result.rescued:
+        print(f"vqclip: error: {why}; the image was saved to {where}", file=sys.stderr)
+    written = ", ".join(map(str, result.images))
+    if result.status == FAILED:
+        print(f"vqclip: error: {result.error} (last good image: {written})", file=sys.stderr)
+        return EXIT_CODES[FAILED]
+    width, height = result.config.size
     print(
-        f"wrote {', '.join(written)} ({width}x{height}, {run.step_index} steps, "
-        f"seed {config.seed}, {time.perf_counter() - started:.1f} s)",
+        f"wrote {written} ({width}x{height}, {result.steps} steps, seed {result.config.seed}, "
+        f"{time.perf_counter() - started:.1f} s)",
         file=sys.stderr,
     )
-    for step, i in run.failures:
-        _warn(
-            f"image {i} stopped at step {step}: its loss became NaN; it holds its last good image"
+    if result.error:
+        _warn(result.error)
+    return 1 if result.rescued else EXIT_CODES[result.status]
+
+
+def _report_stop(result, files, output: Path, stop: StopRequest) -> int:
+    """A stopped run: how to resume it, or where its current image went when its checkpoint
+    could not be written."""
+    import shlex
+
+    from vqclip.generate.checkpoint import STATE_FILE
+
+    code = stop.exit_code if stop.signal is not None else 130
+    if (files.run_dir / STATE_FILE).is_file() and not result.warnings:
+        command = ["vqclip", "generate", "--resume", str(files.run_dir), "-o", str(output)]
+        print(
+            f"stopped at step {result.steps}; resume with: {shlex.join(command)}",
+            file=sys.stderr,
         )
-    return 1 if rescued else 0
-
-
-def _save_all(images, output: Path, batch: int, metadata) -> tuple[list[str], bool]:
-    """Write every image of the batch: (where they went, whether one had to be rescued into
-    another folder because its own could not be written)."""
-    from vqclip.output import save_image_or_rescue
-
-    written, rescued = [], False
-    for i, path in enumerate(_output_paths(output, batch)):
-        where, why = save_image_or_rescue(images[i], path, metadata(i))
-        written.append(str(where))
-        if why is not None:
-            rescued = True
-            print(
-                f"vqclip: error: could not write {path} ({why}); the image was saved to {where}",
-                file=sys.stderr,
-            )
-    return written, rescued
+    else:
+        kept = ", ".join(str(where) for where, _ in result.rescued)
+        where = f"; the image so far was saved to {kept}" if kept else ""
+        print(
+            f"stopped at step {result.steps}; no checkpoint could be written{where}",
+            file=sys.stderr,
+        )
+    return code

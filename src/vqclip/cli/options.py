@@ -18,15 +18,19 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def add_config_options(
-    parser: argparse.ArgumentParser, declared: type = GenerateConfig
+    parser: argparse.ArgumentParser,
+    declared: type = GenerateConfig,
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, argparse._ArgumentGroup]:
-    """One flag per field of `declared` (`GenerateConfig` or another dataclass of `option`s),
-    in its declared group. Flags that are not given stay out of the parsed namespace
-    (`given_options` reads only those), so stored settings and a model pair's defaults are
-    overridden only by what the user typed."""
+    """One flag per field of `declared` (`GenerateConfig` or another dataclass of `option`s;
+    `only` these fields when given), in its declared group. Flags that are not given stay out
+    of the parsed namespace (`given_options` reads only those), so stored settings and a model
+    pair's defaults are overridden only by what the user typed."""
     hints = typing.get_type_hints(declared)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(declared):
+        if only is not None and f.name not in only:
+            continue
         meta = f.metadata
         group = groups.get(meta["group"]) or parser.add_argument_group(meta["group"])
         groups[meta["group"]] = group

@@ -13,6 +13,9 @@ from vqclip.errors import ConfigError, VQClipError
 
 
 def add_parser(subparsers) -> None:
+    from vqclip.cli.options import add_config_options
+    from vqclip.jobs import JobOptions
+
     p = subparsers.add_parser(
         "serve",
         help="the web page and a job queue that keeps every job",
@@ -41,13 +44,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="let requests name model files on this machine (default: registry names only)",
     )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=20,
-        metavar="N",
-        help="write a running job's checkpoint every N steps (default: 20)",
-    )
+    add_config_options(p, JobOptions, only=("checkpoint_every",))
     p.add_argument(
         "--preview-every",
         type=int,
@@ -79,9 +76,12 @@ def settings_from_args(args: argparse.Namespace):
             f"--host {args.host} lets other machines reach the server: give --token (or set "
             "VQCLIP_TOKEN) so only those who have it can submit and see jobs"
         )
-    for name in ("checkpoint_every", "preview_every"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)}: give N >= 1")
+    from vqclip.cli.options import given_options
+    from vqclip.jobs import JobOptions
+
+    job = JobOptions(**given_options(args, JobOptions))
+    if args.preview_every < 1:
+        raise ConfigError(f"--preview-every={args.preview_every}: give N >= 1")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: give 0 or more")
     if not 0 < args.max_upload_mb <= 1024:
@@ -96,7 +96,7 @@ def settings_from_args(args: argparse.Namespace):
         workers=args.workers,
         token=args.token or None,
         allow_model_paths=args.allow_model_paths,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=job.checkpoint_every,
         preview_every=args.preview_every,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         trusted_hosts=(("127.0.0.1", "localhost", "::1") if loopback and not args.token else None),

@@ -154,6 +154,7 @@ class GenerateConfig:
         help="random seed (default: a random one, printed and stored with the image)",
         group="image and run",
         low=0,
+        high=SEED_LIMIT - 1,
     )
     batch_size: int = option(
         1,
@@ -165,6 +166,17 @@ class GenerateConfig:
         high=4096,
     )
     device: str = option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps", group="speed")
+    threads: int | None = option(
+        None,
+        "--threads",
+        help="CPU threads (default: the physical cores, shared among the workers a command "
+        "starts). On a CPU the image depends on it, so it is stored with the image and a "
+        "resumed or rerun image uses the stored count",
+        group="speed",
+        low=1,
+        high=1024,
+        metavar="N",
+    )
     precision: str = option(
         "auto",
         "--precision",
@@ -311,8 +323,6 @@ class GenerateConfig:
     def _check_together(self) -> None:
         if not (self.prompts or self.image_prompts or self.noise_prompt_seeds):
             _fail("prompts", self.prompts, "give at least one text, image or noise prompt")
-        if self.seed is not None and self.seed >= SEED_LIMIT:
-            _fail("seed", self.seed, "must be an integer in [0, 2**63)")
         if len(self.prompts) > 1 and self.batch_size not in (1, len(self.prompts)):
             _fail(
                 "prompts",
@@ -327,6 +337,8 @@ class GenerateConfig:
                 self.clip_weights,
                 f"give one weight per CLIP model ({len(self.clip)})",
             )
+        if self.clip_weights and not any(self.clip_weights):
+            _fail("clip_weights", self.clip_weights, "all zero: no CLIP would steer the image")
         if self.noise_prompt_weights and len(self.noise_prompt_weights) != len(
             self.noise_prompt_seeds
         ):
@@ -490,7 +502,8 @@ def _check_range(f: dataclasses.Field, value: Any) -> None:
         if meta["above"] is not None and v <= meta["above"]:
             _fail(f.name, v, f"must be greater than {meta['above']}")
         if meta["high"] is not None and v > meta["high"]:
-            _fail(f.name, v, f"must be at most {meta['high']:g}")
+            high = meta["high"]
+            _fail(f.name, v, f"must be at most {high if isinstance(high, int) else f'{high:g}'}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -342,6 +342,11 @@ class Run:
                     "last good image. Try a lower --learning-rate or another --optimiser."
                 )
 
+    @property
+    def stopped_images(self) -> dict[int, int]:
+        """Image index -> the step at which its loss became NaN (it keeps its last good image)."""
+        return {index: step for step, index in self.failures}
+
     def _failed_4d(self) -> torch.Tensor:
         return self.failed.view(-1, 1, 1, 1)
 
@@ -382,6 +387,7 @@ class Run:
             "scheduler": self.scheduler.state_dict(),
             "rng": self.rng.get_state(),
             "failed": self.failed.cpu(),
+            "failures": [list(f) for f in self.failures],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -413,6 +419,7 @@ class Run:
             self._restore(before)
             raise CheckpointError(f"the run checkpoint's state does not fit this run: {e}") from e
         self.step_index = step
+        self.failures = [(int(s), int(i)) for s, i in state.get("failures", [])]
         self.last_good_z = self.z.detach().clone()
 
     def _restore(self, state: dict) -> None:

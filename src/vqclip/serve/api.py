@@ -124,7 +124,7 @@ class JobViews:
             "error": row.error,
             "cancel_requested": row.cancel and row.status == "running",
             "progress": live,
-            "can_continue": row.status in ("done", "cancelled")
+            "can_continue": row.status in ("done", "partial", "cancelled")
             and (self.service.job_dir(row.id) / RUN_DIR / "state.bin").is_file(),
             "urls": self.files(row),
         }
@@ -222,7 +222,7 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
     )
     def cancel_job(job_id: str) -> dict[str, Any]:
         row = views.get_row(job_id)
-        if row.status in ("done", "failed"):
+        if row.status in ("done", "partial", "failed"):
             raise APIError(409, f"job {job_id} is {row.status}; there is nothing to cancel")
         service.cancel(job_id)
         return views.one(job_id)
@@ -290,7 +290,7 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
         if not isinstance(video, bool) or (video and not policy.video_available):
             raise APIError(422, f"video={video!r}: expected true or false (and imageio-ffmpeg)")
         source = service.job_dir(job_id)
-        if parent.status not in ("done", "cancelled"):
+        if parent.status not in ("done", "partial", "cancelled"):
             raise APIError(
                 409, f"job {job_id} is {parent.status}; continue a done or cancelled job"
             )

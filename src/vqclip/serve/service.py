@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqclip.errors import VQClipError
+from vqclip.jobs import JobOptions
 from vqclip.serve.live import Hub
 from vqclip.serve.store import JobRow, JobStore
 from vqclip.serve.worker import ThreadControl, WorkerLoop, worker_process
@@ -31,12 +32,13 @@ class ServeSettings:
     workers: int | None = None  # None: one per GPU, else one
     token: str | None = None
     allow_model_paths: bool = False
-    checkpoint_every: int = 20
+    checkpoint_every: int = JobOptions().checkpoint_every
     preview_every: int = 5
     max_upload_bytes: int = 16 * 2**20
     max_upload_pixels: int = 4096 * 4096
     max_body_bytes: int = 256 * 2**10
     trusted_hosts: tuple[str, ...] | None = None  # Host headers accepted; None: any
+    running: int = 1  # worker processes started (they share the CPU threads); set by Service
 
 
 def worker_devices(count: int | None) -> list[str]:
@@ -98,6 +100,7 @@ class Service:
         self.hub = Hub()
         self.model_cache = model_cache
         self.devices = worker_devices(settings.workers) if settings.workers != 0 else []
+        self.settings = settings = dataclasses.replace(settings, running=max(1, len(self.devices)))
         self._mp = multiprocessing.get_context("spawn")
         self._stop, self._wake = threading.Event(), threading.Event()  # thread workers only
         self._workers: list[_Worker] = []

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-FINISHED = ("done", "failed", "cancelled")
+from vqclip.jobs.status import FINISHED as JOB_FINISHED
+
+STATUSES = ("queued", "running", *JOB_FINISHED)
+FINISHED = JOB_FINISHED
 MAX_ATTEMPTS = 3
 
 _SCHEMA = """

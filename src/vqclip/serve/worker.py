@@ -140,7 +140,8 @@ class WorkerLoop:
     def run_job(self, job: JobRow) -> None:
         from vqclip.generate.checkpoint import STATE_FILE
         from vqclip.generate.config import GenerateConfig
-        from vqclip.jobs import RUN_DIR, execute_job
+        from vqclip.jobs import RUN_DIR, JobOptions, execute_job
+        from vqclip.jobs.status import STOPPED
 
         folder = self.data / "jobs" / job.id
         folder.mkdir(parents=True, exist_ok=True)
@@ -188,10 +189,12 @@ class WorkerLoop:
             result = execute_job(
                 config,
                 folder,
+                options=JobOptions(
+                    checkpoint_every=self.settings.checkpoint_every, video=job.video
+                ),
                 models=self.models,
                 device=self.device,
-                checkpoint_every=self.settings.checkpoint_every,
-                video=job.video,
+                workers=self.settings.running,
                 on_step=on_step,
                 should_stop=should_stop,
                 on_checkpoint=on_checkpoint,
@@ -203,7 +206,7 @@ class WorkerLoop:
             log.exception("job %s failed", job.id)
             error = f"{type(e).__name__}: {e}"
             _free_device_memory(self.device)
-        if status == "stopped":
+        if status == STOPPED:
             row = self.store.get(job.id)
             if row is not None and row.cancel:
                 self._thumbnail(folder, folder / PREVIEW_FILE)

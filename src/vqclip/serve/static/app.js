@@ -5,7 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const COMMON = ["prompts", "size", "iterations", "seed", "cut_method", "init_image", "image_prompts"];
 const HIDDEN = ["device"]; // the server runs each job on a worker's device
-const FINISHED = ["done", "failed", "cancelled"];
+const FINISHED = ["done", "partial", "failed", "cancelled"];
+const MADE = ["done", "partial"];  // jobs whose images are finished (partial: some stopped early)
 
 const state = {
   info: null,
@@ -413,7 +414,7 @@ function render(job) {
   status.textContent = job.status;
   status.className = `status ${job.status}`;
   const image = job.urls.images[0] || job.urls.preview;
-  if (image) showImage(`${image}?v=${job.status}-${job.step}`, job.status === "done" ? "" : `step ${job.step}`);
+  if (image) showImage(`${image}?v=${job.status}-${job.step}`, MADE.includes(job.status) ? "" : `step ${job.step}`);
   else { $("canvas").hidden = true; $("empty").hidden = false; $("canvas-badge").hidden = true; }
   if (job.progress) showProgress(job.progress);
   else {

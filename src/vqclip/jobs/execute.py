@@ -1,0 +1,288 @@
+"""One generation job carried out into its files: the one consumer of `Run.iterate()` that every
+door (`vqclip generate`, the web service's workers, the batch runner, animations) drives.
+
+`execute_job` resumes from the run checkpoint when there is one (so a job killed with the
+machine goes on where its last checkpoint left it), writes a checkpoint every
+`options.checkpoint_every` steps, step images, progress frames for the video, and at the end the
+image(s) with their settings inside (and, for an image that stopped early, the step it stopped
+at), the settings file and the video. Every file is written atomically. The loop itself knows
+nothing of this.
+
+Where the files go is a `JobFiles`: a job folder (the web service, batches, animation frames)
+
+    image.png (image_0.png, image_1.png ... for a batch)   the result, settings in its metadata
+    settings.json     the resolved config (seed, size and threads filled in)
+    run/              the run checkpoint (`vqclip.generate.checkpoint`), kept for "continue"
+    frames/           00010.png ...: the first image every `frame_every` steps
+    video.mp4         the frames as a video, when asked for
+    steps/            00010.png ...: every image every `save_every` steps
+
+or the files around a user's output path (`vqclip generate -o OUT.png`): OUT.png (OUT_0.png ...
+for a batch), OUT.run/ (frames inside), OUT.mp4, OUT_steps/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqclip.atomic import atomic_write_text
+from vqclip.generate.checkpoint import STATE_FILE, load_run_state
+from vqclip.generate.config import GenerateConfig
+from vqclip.generate.run import GenerationError, Run, Step
+from vqclip.jobs.models import ModelCache
+from vqclip.jobs.options import JobOptions
+from vqclip.jobs.status import DONE, FAILED, PARTIAL, STOPPED, stopped_images_text
+from vqclip.jobs.threads import use_threads, with_threads
+
+RUN_DIR = "run"
+FRAMES_DIR = "frames"
+STEPS_DIR = "steps"
+SETTINGS_FILE = "settings.json"
+VIDEO_FILE = "video.mp4"
+
+
+def numbered(path: Path, batch: int) -> list[Path]:
+    """The files of a batch of `batch` images written under the name `path`."""
+    if batch == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(batch)]
+
+
+def image_names(batch: int, suffix: str = ".png") -> list[str]:
+    """The result files of a job folder's batch of `batch` images."""
+    return [p.name for p in numbered(Path(f"image{suffix}"), batch)]
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Where one job's files go. `rescue`: an image that cannot be written where it belongs
+    (a full disk) goes to the rescue folder instead of being lost; `keep_run`: the run
+    checkpoint stays after the job is done (for "continue"), else it is removed."""
+
+    image: Path  # the image's name; a batch numbers it (numbered)
+    run_dir: Path
+    frames_dir: Path
+    video: Path
+    steps_dir: Path
+    settings: Path | None
+    rescue: bool = False
+    keep_run: bool = True
+
+    @classmethod
+    def folder(cls, folder: str | Path) -> JobFiles:
+        folder = Path(folder)
+        return cls(
+            image=folder / "image.png",
+            run_dir=folder / RUN_DIR,
+            frames_dir=folder / FRAMES_DIR,
+            video=folder / VIDEO_FILE,
+            steps_dir=folder / STEPS_DIR,
+            settings=folder / SETTINGS_FILE,
+        )
+
+    @classmethod
+    def around(cls, output: str | Path, run_dir: str | Path | None = None) -> JobFiles:
+        """The files of `vqclip generate -o OUTPUT`: the checkpoint in OUTPUT.run/ (or
+        `run_dir`, kept then), removed once the image is written."""
+        output = Path(output)
+        run = Path(run_dir) if run_dir is not None else output.with_suffix(".run")
+        return cls(
+            image=output,
+            run_dir=run,
+            frames_dir=run / FRAMES_DIR,
+            video=output.with_suffix(".mp4"),
+            steps_dir=output.with_name(f"{output.stem}_steps"),
+            settings=None,
+            rescue=True,
+            keep_run=run_dir is not None,
+        )
+
+    def images(self, batch: int) -> list[Path]:
+        return numbered(self.image, batch)
+
+
+@dataclass
+class JobResult:
+    status: str  # vqclip.jobs.status: done, partial, failed or stopped
+    config: GenerateConfig  # as run: seed, size and threads resolved
+    steps: int
+    seconds: float
+    images: list[Path] = field(default_factory=list)
+    video: Path | None = None
+    error: str | None = None
+    stopped_images: dict[int, int] = field(default_factory=dict)  # image index -> step
+    rescued: list[tuple[Path, str]] = field(default_factory=list)  # (where it went, why)
+    warnings: list[str] = field(default_factory=list)  # files that could not be written
+
+
+def execute_job(
+    config: GenerateConfig,
+    files: JobFiles | str | Path,
+    *,
+    options: JobOptions | None = None,
+    models: ModelCache | None = None,
+    device: str | None = None,
+    workers: int = 1,
+    state: dict | None = None,
+    on_start: Callable[[Run], None] | None = None,
+    on_step: Callable[[Step, Run], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> JobResult:
+    """Carry out `config` into `files` (a `JobFiles`, or a job folder), resuming from `state`
+    or from the files' checkpoint if one is there.
+
+    `on_start(run)` sees the run before its first step; `on_step(step, run)` every step
+    (progress, previews); `should_stop()` is asked after every step and, when true, the job
+    writes its checkpoint and returns "stopped" (a later call resumes it). `device` overrides
+    the config's (a worker's own GPU) without changing the settings, so any worker can resume
+    the job; `workers` is how many jobs the door runs side by side (it divides the default
+    thread count); `on_checkpoint(run_dir)` follows every checkpoint written (to copy it to
+    shared storage)."""
+    from vqclip import __version__
+
+    files = files if isinstance(files, JobFiles) else JobFiles.folder(files)
+    options = options or JobOptions()
+    started = time.perf_counter()
+    if state is None and (files.run_dir / STATE_FILE).is_file():
+        state = load_run_state(files.run_dir)
+    if state is not None and config.threads is None:
+        config = config.replace(threads=state["config"].get("threads"))
+    config = with_threads(config, workers)
+    use_threads(config.threads)
+    vqgan, clips = (models or ModelCache()).get(config)
+    run = Run(config, vqgan=vqgan, clips=clips, device=device)
+    if state is not None:
+        run.load_state_dict(state)
+    config = run.config
+    result = JobResult(STOPPED, config, run.step_index, 0.0)
+    if files.settings is not None:
+        atomic_write_text(files.settings, json.dumps(config.to_dict(), indent=2))
+    frame_every = options.frames_every(config.iterations)
+    if on_start is not None:
+        on_start(run)
+
+    def metadata(index: int) -> dict:
+        meta = {
+            "vqclip_version": __version__,
+            "config": config.to_dict(),
+            "image_index": index,
+            "step": run.step_index,
+            "size": list(run.image_size),
+        }
+        stopped = run.stopped_images.get(index)
+        if stopped is not None:
+            meta["stopped_at_step"] = stopped  # its loss became NaN: its last good image
+        return meta
+
+    def write(what: str, action: Callable[..., object], *args) -> None:
+        """Files beside the image (step images, frames, the video): a failure is a warning,
+        the run goes on."""
+        try:
+            action(*args)
+        except OSError as e:
+            result.warnings.append(f"could not write {what}: {e.strerror or e}")
+
+    def checkpoint() -> bool:
+        from vqclip.errors import CheckpointError
+
+        try:
+            run.save_checkpoint(files.run_dir)
+        except OSError as e:
+            result.warnings.append(
+                f"could not write the run checkpoint to {files.run_dir}: {e.strerror or e}"
+            )
+            return False
+        except CheckpointError as e:
+            result.warnings.append(str(e))
+            return False
+        if on_checkpoint is not None:
+            on_checkpoint(files.run_dir)
+        return True
+
+    interrupted = False
+    try:
+        for step in run.iterate():
+            if on_step is not None:
+                on_step(step, run)
+            if frame_every and step.index % frame_every == 0:
+                frame = files.frames_dir / f"{step.index:05d}.png"
+                write(str(frame), _save, step.image[0], frame)
+            if options.save_every and step.index % options.save_every == 0:
+                name = files.steps_dir / f"{step.index:05d}{files.image.suffix}"
+                for i, path in enumerate(numbered(name, config.batch_size)):
+                    write(str(path), _save, step.image[i], path, metadata(i))
+            at_end = step.index == config.iterations
+            every = options.checkpoint_every
+            if every and step.index % every == 0 and not at_end:
+                checkpoint()
+            if should_stop is not None and not at_end and should_stop():
+                interrupted = True
+                break
+        else:
+            result.status = DONE
+    except GenerationError as e:
+        result.status, result.error = FAILED, str(e)
+    except KeyboardInterrupt:  # a second Ctrl-C, inside a step: a checkpoint if it can
+        interrupted = True
+    if interrupted:
+        if not checkpoint() and files.rescue:  # keep the work as an image at least
+            from vqclip.output import rescue_dir
+
+            images = run.image() if run.at_step_boundary else run.last_good_image()
+            for i, path in enumerate(files.images(config.batch_size)):
+                where = rescue_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
+                result.rescued.append((_save(images[i], where, metadata(i)), "stopped"))
+        result.steps, result.seconds = run.step_index, time.perf_counter() - started
+        return result
+
+    result.stopped_images = dict(run.stopped_images)
+    if result.status == DONE and result.stopped_images:
+        result.status, result.error = PARTIAL, stopped_images_text(result.stopped_images)
+    images = run.image() if result.status != FAILED else run.last_good_image()
+    for i, path in enumerate(files.images(config.batch_size)):
+        result.images.append(_save_result(images[i], path, metadata(i), files, result))
+    if options.video and result.status != FAILED:
+        write(str(files.video), lambda: setattr(result, "video", _write_video(files)))
+    if result.status in (DONE, PARTIAL) and not files.keep_run and not result.rescued:
+        shutil.rmtree(files.run_dir, ignore_errors=True)
+    elif options.checkpoint_every and result.status in (DONE, PARTIAL):
+        checkpoint()  # the finished state, for "continue for N more steps"
+    result.steps, result.seconds = run.step_index, time.perf_counter() - started
+    return result
+
+
+def _save(image, path: Path, metadata: dict | None = None) -> Path:
+    from vqclip.output import save_image
+
+    return save_image(image, path, metadata)
+
+
+def _save_result(image, path: Path, metadata: dict, files: JobFiles, result: JobResult) -> Path:
+    from vqclip.output import save_image, save_image_or_rescue
+
+    if not files.rescue:
+        return save_image(image, path, metadata)
+    where, why = save_image_or_rescue(image, path, metadata)
+    if why is not None:
+        result.rescued.append((where, f"could not write {path} ({why})"))
+    return where
+
+
+def _write_video(files: JobFiles, fps: int = 30) -> Path | None:
+    """The progress frames as an mp4 (the `video` extra); None without frames."""
+    from vqclip.output import VideoWriter
+    from vqclip.prompts import load_image
+
+    frames = sorted(files.frames_dir.glob("*.png"))
+    if not frames:
+        return None
+    writer = VideoWriter(files.video, fps=fps)
+    for frame in frames:
+        writer.add(load_image(frame))
+    return writer.close()

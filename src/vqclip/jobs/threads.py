@@ -1,0 +1,54 @@
+"""CPU threads of a job: a setting that changes the image, so it is resolved once and recorded.
+
+On a CPU, torch splits its reductions by thread count, so the same seed gives another image with
+another count (every pixel differs). A job's thread count is therefore part of its settings
+(`GenerateConfig.threads`): resolved before the run, stored in the image's metadata and in the
+run checkpoint, and set from there when a run is resumed or rerun, whichever door runs it.
+
+The default is the machine's physical cores divided among the workers a door starts: on a
+2-core machine two processes of two threads each spin against each other and run many times
+slower than one thread each.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vqclip.generate.config import GenerateConfig
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyperthread siblings once (Linux's topology
+    files; elsewhere the logical CPU count)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def default_threads(workers: int = 1) -> int:
+    return max(1, physical_cores() // max(1, workers))
+
+
+def with_threads(config: GenerateConfig, workers: int = 1) -> GenerateConfig:
+    """`config` with its thread count resolved (kept when it names one)."""
+    if config.threads is not None:
+        return config
+    return config.replace(threads=default_threads(workers))
+
+
+def use_threads(count: int) -> None:
+    """Run this process's torch work on `count` threads (the job's recorded count)."""
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)

@@ -1,0 +1,143 @@
+"""Ways a user could lose or misread work with `vqclip generate`, each refused or made safe."""
+
+import fcntl
+import tempfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqclip.cli import main
+from vqclip.generate.checkpoint import STATE_FILE
+from vqclip.generate.run import Run
+from vqclip.output import read_image_metadata
+
+ARGS = ["a tree", "-i", "3", "-sd", "1"]
+
+
+def generate(args, model_files, capsys):
+    fixed = ["-cuts", "4", "-s", "32", "32", "--device", "cpu", "--precision", "fp32"]
+    code = main(["generate", *args, *fixed, "--no-progress", "--threads", "1", *model_files])
+    return code, capsys.readouterr().err
+
+
+def interrupt_at(monkeypatch, step_index):
+    real = Run.step
+
+    def step(self):
+        if self.step_index == step_index:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Run, "step", step)
+
+
+def test_a_checkpoint_dir_with_a_users_files_is_refused(model_files, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    (mine / "notes.txt").write_text("my notes")
+    code, err = generate(
+        [*ARGS, "-o", str(tmp_path / "o.png"), "--checkpoint-dir", str(mine)], model_files, capsys
+    )
+    assert code == 2 and "notes.txt" in err and "not a vqclip checkpoint" in err
+    assert (mine / "config.json").read_text() == "{}"
+
+
+def test_ctrl_c_with_a_file_where_the_checkpoint_goes_keeps_the_work(
+    model_files, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "part.run").write_text("a file of the user's")
+    interrupt_at(monkeypatch, 2)
+    code, err = generate([*ARGS, "-o", str(tmp_path / "part.png")], model_files, capsys)
+    assert code == 130 and "is a file" in err
+    moved = list((tmp_path / "tmp" / "vqclip-rescued").glob("*part.run"))
+    assert len(moved) == 1 and (moved[0] / STATE_FILE).is_file()
+    assert f"--resume {moved[0]}" in err
+    assert (tmp_path / "part.run").read_text() == "a file of the user's"
+
+
+def test_the_output_may_not_be_the_init_image(model_files, tmp_path, capsys):
+    init = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(init)
+    before = init.read_bytes()
+    code, err = generate([*ARGS, "-ii", str(init), "-o", str(init)], model_files, capsys)
+    assert code == 2 and "init image" in err and "overwrite" in err
+    assert init.read_bytes() == before
+
+
+def test_the_output_may_not_be_an_image_prompt(model_files, tmp_path, capsys):
+    picture = tmp_path / "ref.png"
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(picture)
+    code, err = generate([*ARGS, "-ip", str(picture), "-o", str(picture)], model_files, capsys)
+    assert code == 2 and "image prompt" in err
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
+    model_files, tmp_path, capsys
+):
+    out = tmp_path / "same.png"
+    with open(tmp_path / ".same.png.lock", "a") as held:  # the first run's lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, err = generate([*ARGS, "-o", str(out)], model_files, capsys)
+    assert code == 2 and "another vqclip run is writing" in err and not out.exists()
+    assert generate([*ARGS, "-o", str(out)], model_files, capsys)[0] == 0
+    assert not (tmp_path / ".same.png.lock").exists()
+
+
+def test_the_resume_command_is_quoted_for_the_shell(model_files, tmp_path, capsys, monkeypatch):
+    interrupt_at(monkeypatch, 1)
+    out = tmp_path / "my out.png"
+    code, err = generate([*ARGS, "-o", str(out)], model_files, capsys)
+    assert code == 130
+    assert f"-o '{out}'" in err and f"--resume '{tmp_path / 'my out.run'}'" in err
+
+
+def test_a_16_bit_png_is_read_at_its_own_brightness(tmp_path):
+    from vqclip.prompts import load_image
+
+    grey = np.full((8, 8), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode.startswith("I")
+    assert abs(float(load_image(path).mean()) - 0.5) < 0.01
+
+
+def test_all_zero_clip_weights_are_refused(model_files, tmp_path, capsys):
+    code, err = generate(
+        [*ARGS, "-o", str(tmp_path / "o.png"), "--clip-weights", "0"], model_files, capsys
+    )
+    assert code == 2 and "clip_weights" in err and "all zero" in err
+
+
+def test_an_image_that_stops_early_exits_4_and_says_so(model_files, tmp_path, capsys, monkeypatch):
+    real = Run._check_finite
+
+    def nan_for_image_1(self, total):
+        if self.step_index == 1:
+            total = total.clone()
+            total[1] = float("nan")
+        return real(self, total)
+
+    monkeypatch.setattr(Run, "_check_finite", nan_for_image_1)
+    out = tmp_path / "b.png"
+    code, err = generate(["one", "two", "-i", "3", "-o", str(out)], model_files, capsys)
+    assert code == 4 and "image 1 at step 2" in err
+    assert read_image_metadata(tmp_path / "b_1.png")["stopped_at_step"] == 2
+    assert "stopped_at_step" not in read_image_metadata(tmp_path / "b_0.png")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_from_png_reuses_the_stored_thread_count(model_files, tmp_path, capsys, threads):
+    first = tmp_path / "first.png"
+    fixed = ["-cuts", "4", "-s", "32", "32", "--device", "cpu", "--precision", "fp32"]
+    code = main(
+        ["generate", *ARGS, "-o", str(first), "--threads", str(threads), *fixed, *model_files]
+    )
+    assert code == 0
+    assert read_image_metadata(first)["config"]["threads"] == threads
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from-png", str(first), "-o", str(again), "--no-progress"]) == 0
+    assert read_image_metadata(again)["config"]["threads"] == threads
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
