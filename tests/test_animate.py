@@ -17,6 +17,7 @@ from vqclip.batch.animate import (
 from vqclip.cli import main
 from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
+from vqclip.jobs import JobOptions
 from vqclip.output import read_image_metadata
 
 
@@ -110,7 +111,7 @@ def test_an_interrupted_animation_resumes_to_the_same_frames(models, tmp_path):
         animation,
         tmp_path / "part",
         models=models,
-        checkpoint_every=1,
+        options=JobOptions(checkpoint_every=1),
         should_stop=stop_in_frame_1,
     )
     assert part.status == "stopped" and len(part.frames) == 1

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqclip.batch.plan import Item, parse_item, plan_units, read_specs
+from vqclip.batch.plan import MAX_LINE_BYTES, Item, parse_item, plan_units, read_specs
 from vqclip.batch.runner import prepare_batch, run_local
 from vqclip.batch.storage import Storage
 from vqclip.cli import main
 from vqclip.errors import ConfigError
 from vqclip.generate.checkpoint import load_run_state
+from vqclip.jobs import JobOptions
 from vqclip.output import read_image_metadata
 
 
@@ -100,7 +101,9 @@ def test_a_stopped_batch_resumes_to_the_images_of_an_unbroken_one(spec, tmp_path
     steps = []
     stop_after_two = lambda: steps.append(1) or len(steps) == 2  # noqa: E731
     summary = run_local(
-        prepare_batch(specs, str(part), group=2), checkpoint_every=1, should_stop=stop_after_two
+        prepare_batch(specs, str(part), group=2),
+        options=JobOptions(checkpoint_every=1),
+        should_stop=stop_after_two,
     )
     assert summary.stopped and summary.pending == 3 and manifest(part) == []
     seen = []
@@ -128,12 +131,28 @@ def test_a_rerun_skips_finished_items_and_retries_failed_ones_when_asked(spec, t
     assert [unit.lines for unit in prepare_batch(specs, out).units] == [(3,)]
 
 
-def test_a_line_changed_under_a_started_batch_is_refused(spec, tmp_path):
-    specs = write_specs(tmp_path / "s.jsonl", spec("a tree"))
-    prepare_batch(specs, str(tmp_path / "out"))
-    write_specs(tmp_path / "s.jsonl", spec("a house"))
-    with pytest.raises(ConfigError, match=r"line\(s\) \[1\] of the specs changed"):
-        prepare_batch(specs, str(tmp_path / "out"))
+def test_items_are_known_by_their_spec_not_their_line(spec, tmp_path):
+    """A comment added at the top leaves finished items finished; a failed line fixed in place
+    is a new item that runs (with --retry-failed or without)."""
+    specs = write_specs(tmp_path / "s.jsonl", spec("a tree"), spec("a boat", init_image="x.png"))
+    out = str(tmp_path / "out")
+    run_local(prepare_batch(specs, out))
+    assert [r["status"] for r in manifest(tmp_path / "out")] == ["done", "failed"]
+    write_specs(tmp_path / "s.jsonl", "# my batch", spec("a tree"), spec("a boat", init_image=None))
+    plan = prepare_batch(specs, out, retry_failed=True)
+    assert [unit.lines for unit in plan.units] == [(3,)]
+    assert [r["line"] for r in manifest(tmp_path / "out")] == [2]  # where the item is now
+    run_local(plan)
+    assert [r["status"] for r in manifest(tmp_path / "out")] == ["done", "done"]
+
+
+def test_repeated_specs_are_distinct_items(tmp_path):
+    from vqclip.batch.plan import item_keys
+
+    a = json.dumps({"prompt": "x", "model": "toy"})
+    a_spaced = '{"model": "toy",   "prompt": "x"}'
+    keys = item_keys([(1, a), (2, a_spaced), (3, '{"prompt": "y"}')])
+    assert keys[1] == keys[0] + "-2" and len(set(keys)) == 3
 
 
 def toy_items(*specs, seed=5):
@@ -151,7 +170,7 @@ def test_compatible_items_are_grouped_and_the_others_run_alone(tmp_path):
         {"prompt": "g"},
     )
     storage = Storage(str(tmp_path))
-    units = plan_units(storage, items, {i.line for i in items}, 3, 5)
+    units = plan_units(storage, items, {i.key for i in items}, 3, 5)
     assert [(u.kind, u.lines) for u in units] == [
         ("group", (1, 3, 5)),
         ("image", (2,)),
@@ -161,17 +180,18 @@ def test_compatible_items_are_grouped_and_the_others_run_alone(tmp_path):
     ]
     group = units[0]
     assert group.config["prompts"] == ["a", "c", "e"] and group.config["batch_size"] == 3
-    # Seeds follow from the batch seed and the line: the same plan again, another seed apart.
+    # Seeds follow from the batch seed and the spec: the same plan again, another seed apart.
     assert toy_items({"prompt": "a"})[0].config.seed == items[0].config.seed
     assert toy_items({"prompt": "a"}, seed=6)[0].config.seed != items[0].config.seed
 
 
 def test_a_started_group_is_kept_when_its_items_are_still_pending(tmp_path):
     items = toy_items({"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"})
+    keys = [item.key for item in items]
     storage = Storage(str(tmp_path))
-    (first,) = plan_units(storage, items[:2], {1, 2}, 4, 5)
-    storage.write_text(f"{first.folder}/group.json", json.dumps({"lines": [1, 2]}))
-    units = plan_units(storage, items, {1, 2, 3}, 4, 5)
+    (first,) = plan_units(storage, items[:2], set(keys[:2]), 4, 5)
+    storage.write_text(f"{first.folder}/group.json", json.dumps({"keys": keys[:2]}))
+    units = plan_units(storage, items, set(keys), 4, 5)
     assert [u.lines for u in units] == [(1, 2), (3,)] and units[0].folder == first.folder
 
 
@@ -194,24 +214,25 @@ def test_a_group_that_does_not_fit_in_memory_runs_its_items_one_by_one(
     assert summary.done == 2
     records = manifest(tmp_path / "out")
     assert all("batch_of" not in r for r in records)
-    assert [r["outputs"] for r in records] == [["items/00001/image.png"], ["items/00002/image.png"]]
+    assert [r["outputs"] for r in records] == [[f"items/{r['id']}/image.png"] for r in records]
 
 
 @pytest.mark.slow
 def test_outputs_can_go_to_an_fsspec_url(spec, tmp_path):
     import fsspec
 
-    url = f"memory://vqclip-test-{tmp_path.name}"
+    url = f"local://{tmp_path}/shared"  # fsspec's local filesystem, through the URL path
     specs = write_specs(tmp_path / "s.jsonl", spec("a tree", seed=1), spec("a house", seed=2))
     stop = []
     summary = run_local(
         prepare_batch(specs, url),
-        checkpoint_every=1,
+        options=JobOptions(checkpoint_every=1),
         should_stop=lambda: stop.append(1) or len(stop) == 2,
     )
     assert summary.pending == 2
     fs, root = fsspec.core.url_to_fs(url)
-    assert fs.exists(f"{root}/items/00001/run/state.bin")  # the checkpoint went up at once
+    key = prepare_batch(specs, url).items[0].key
+    assert fs.exists(f"{root}/items/{key}/run/state.bin")  # the checkpoint went up at once
     summary = run_local(prepare_batch(specs, url))
     assert summary.done == 2
     records = [json.loads(x) for x in fs.cat_file(f"{root}/manifest.jsonl").splitlines()]
@@ -230,6 +251,9 @@ def test_bad_specs_files_get_a_clear_error(tmp_path):
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="not UTF-8"):
         read_specs(tmp_path / "bin.jsonl")
+    (tmp_path / "huge.jsonl").write_text('{"prompt": "x"}\n' + "x" * (MAX_LINE_BYTES + 5) + "\n")
+    with pytest.raises(ConfigError, match="line 2: longer than 64 KiB"):
+        read_specs(tmp_path / "huge.jsonl")
     item = parse_item(3, '["a list"]', 1)
     assert isinstance(item, Item) and "line 3: expected a JSON object" in item.error
     assert "unknown settings ['promt']" in parse_item(4, '{"promt": "x"}', 1).error
@@ -257,6 +281,8 @@ def test_the_batch_command_runs_the_toy_pair_and_sets_its_exit_code(tmp_path, ca
         (["--group", "0"], "--group=0: give 1 or more"),
         (["--checkpoint-every", "-1"], "checkpoint_every=-1: must be at least 0"),
         (["--ray", "--devices", "cuda:0"], "--devices picks local workers"),
+        (["--out", "memory://x"], "memory:// keeps nothing once this process ends"),
+        (["--devices", "cpu", "cuda:3"], "device='cuda:3'"),
     ],
 )
 def test_bad_batch_flags_are_refused(tmp_path, capsys, flags, message):
@@ -278,7 +304,8 @@ def test_kill_9_loses_at_most_one_checkpoint_interval_of_one_item(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-c", "from vqclip.cli import console; console()", *argv], cwd=tmp_path
     )
-    checkpoint = tmp_path / "killed" / "items" / "00001" / "run" / "config.json"
+    key = prepare_batch(specs, str(tmp_path / "probe")).items[0].key
+    checkpoint = tmp_path / "killed" / "items" / key / "run" / "config.json"
     deadline = time.monotonic() + 120
     while not checkpoint.is_file() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

@@ -141,3 +141,41 @@ def test_from_png_reuses_the_stored_thread_count(model_files, tmp_path, capsys, 
     assert main(["generate", "--from-png", str(first), "-o", str(again), "--no-progress"]) == 0
     assert read_image_metadata(again)["config"]["threads"] == threads
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+
+
+def test_an_unknown_joined_flag_is_named_not_read_as_a_value(tmp_path, capsys):
+    code = main(["generate", "x", "-ifps", "25", "-o", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown flag -ifps" in err and "invalid int" not in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "loop", "dangling"])
+def test_from_png_says_what_is_wrong_with_the_path(tmp_path, capsys, kind):
+    import os
+
+    path = tmp_path / "x.png"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "loop":
+        os.symlink(path, path)
+    else:
+        os.symlink(tmp_path / "gone.png", path)
+    code = main(["generate", "--from-png", str(path), "-o", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err
+    expected = {"folder": "is a folder", "loop": "loops back", "dangling": "does not exist"}
+    assert code == 2 and expected[kind] in err
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_line_makes_idle_openmp_threads_sleep(given, expected):
+    """Spinning OpenMP threads made 2-thread runs on a busy 2-core machine ~25x slower."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, vqclip.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == expected

@@ -40,8 +40,8 @@ def test_a_unit_whose_worker_died_is_retried_from_its_checkpoint(tmp_path):
     class CrashOnce(UnitActor):
         """Kills its own process at step 2 of the first unit, once: step 1 is checkpointed."""
 
-        def __init__(self, out, checkpoint_every):
-            super().__init__(out, 1)
+        def __init__(self, out, options=None):
+            super().__init__(out, {"checkpoint_every": 1})
             real = self.worker.run
 
             def run(unit, on_step=None, should_stop=None):
@@ -63,15 +63,16 @@ def test_a_unit_whose_worker_died_is_retried_from_its_checkpoint(tmp_path):
     assert (summary.done, summary.failed, summary.pending) == (3, 0, 0)
     records = manifest(out)
     assert [r["status"] for r in records] == ["done"] * 3 and records[0]["steps"] == 3
-    note = json.loads((out / "items" / "00001" / "attempts.json").read_text())
+    key = prepare_batch(specs, str(out), group=1).items[0].key
+    note = json.loads((out / "items" / key / "attempts.json").read_text())
     assert note == {"unfinished": 0}
     assert prepare_batch(specs, str(out), group=1).units == []  # a rerun has nothing to do
 
 
 def test_a_unit_that_keeps_killing_its_worker_is_recorded_as_failed(tmp_path):
     class CrashOnStar(UnitActor):
-        def __init__(self, out, checkpoint_every):
-            super().__init__(out, checkpoint_every)
+        def __init__(self, out, options=None):
+            super().__init__(out, options)
             real = self.worker.run
 
             def run(unit, **kwargs):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -113,7 +115,7 @@ def read_image_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The settings a vqclip image carries; a clear error for other files."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{str(path)!r} does not exist")
+        raise ConfigError(f"{str(path)!r} {_not_a_file(path)}")
     try:
         with Image.open(path) as img:
             if img.format == "PNG":
@@ -133,6 +135,21 @@ def read_image_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise ConfigError(f"{str(path)!r}: its vqclip settings have no 'config' object")
     return data
+
+
+def _not_a_file(path: Path) -> str:
+    """Why `path` is no image file: a folder, a symlink loop, something else, or nothing."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link that loops back on itself"
+        if path.is_symlink():
+            return "is a symbolic link to a file that does not exist"
+        return "does not exist"
+    if stat.S_ISDIR(mode):
+        return "is a folder; give an image file"
+    return "is not a regular file"
 
 
 class VideoWriter:
@@ -166,5 +183,9 @@ class VideoWriter:
             return None
         self._writer.close()
         self._writer = None
-        os.replace(self._tmp, self.path)
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError:
+            self._tmp.unlink(missing_ok=True)  # no half-named leftover beside the user's files
+            raise
         return self.path

@@ -3,15 +3,17 @@
 Each non-blank line of SPECS.jsonl (lines starting with # are comments) is a JSON object whose
 keys are generate option names, as `vqclip generate` and the web service take them (`prompt`,
 `model`, `iterations`, `seed`, `size`, ...), plus `animation` (an object of `Animation`
-settings) for a zoom/pan/rotate video. An item is known by its line number; its folder is
-`items/<line>/`.
+settings) for a zoom/pan/rotate video. An item is known by its spec, not its line: its key is
+a hash of the spec's JSON (with `-2`, `-3` ... for repeats of the same spec), its folder
+`items/<key>/`. So comments and new lines anywhere leave finished items alone, and a failed line
+fixed in place is a new item that runs.
 
 A unit is what one worker carries out at once: one item, an animation, or a group of
 compatible items optimised together as one batch of latents (one prompt per image). Items are
 compatible when every setting but the prompt is the same and none fixes its own seed (a run has
-one seed). Items that give no seed get one derived from the batch's seed and their line, so a
-rerun makes the same pictures; the batch seed is drawn once and kept in `batch.json`, with the
-specs as first seen, so that a rerun notices a line that was changed under a started batch.
+one seed). Items that give no seed get one derived from the batch's seed and their key, so a
+rerun makes the same pictures; the batch seed and thread count are drawn once and kept in
+`batch.json`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ GROUPS_DIR = "groups"
 
 @dataclass(frozen=True)
 class Item:
-    line: int  # 1-based line number in the specs file
+    line: int  # 1-based line number in the specs file (where it is now; not its identity)
+    key: str  # its identity: a hash of the spec (item_keys)
     spec: Any  # the line's JSON value (its text when it is not JSON)
     config: GenerateConfig | None = None
     animation: Animation | None = None
@@ -46,7 +49,7 @@ class Item:
 
     @property
     def folder(self) -> str:
-        return item_folder(self.line)
+        return item_folder(self.key)
 
     @property
     def group_key(self) -> str | None:
@@ -65,8 +68,21 @@ class Item:
         return self.config.iterations
 
 
-def item_folder(line: int) -> str:
-    return f"{ITEMS_DIR}/{line:05d}"
+def item_folder(key: str) -> str:
+    return f"{ITEMS_DIR}/{key}"
+
+
+def item_keys(lines: list[tuple[int, str]]) -> list[str]:
+    """Each line's identity: a hash of its spec (its JSON re-serialised, so spacing and key
+    order do not count), `-2`, `-3` ... for the second and later copies of the same spec."""
+    keys, seen = [], {}
+    for _, text in lines:
+        value = _spec_value(text)
+        canonical = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        seen[digest] = seen.get(digest, 0) + 1
+        keys.append(digest if seen[digest] == 1 else f"{digest}-{seen[digest]}")
+    return keys
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class Unit:
     kind: str  # "image", "group" or "animation"
     folder: str
     lines: tuple[int, ...]
+    keys: tuple[str, ...]
     specs: tuple[Any, ...]
     configs: tuple[dict, ...]
     config: dict
@@ -89,7 +106,7 @@ class Unit:
     @classmethod
     def from_json(cls, text: str) -> Unit:
         data = json.loads(text)
-        for key in ("lines", "specs", "configs"):
+        for key in ("lines", "keys", "specs", "configs"):
             data[key] = tuple(data[key])
         return cls(**data)
 
@@ -131,19 +148,23 @@ def derive_seed(batch_seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big") % 2**31
 
 
-def parse_item(line: int, text: str, batch_seed: int, threads: int = 1) -> Item:
+def parse_item(
+    line: int, text: str, batch_seed: int, threads: int = 1, key: str | None = None
+) -> Item:
     """The item of one specs line; an Item with `error` set (naming the line) when it is bad.
-    `threads`: the batch's thread count, for items that name none."""
+    `threads`: the batch's thread count, for items that name none; `key`: its identity (by
+    default the hash of this spec alone)."""
+    key = key or item_keys([(line, text)])[0]
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as e:
-        return Item(line, text, error=f"line {line}: not a JSON object ({e})")
+        return Item(line, key, text, error=f"line {line}: not a JSON object ({e})")
     try:
         if not isinstance(spec, dict):
             raise ConfigError(f"expected a JSON object of option names, got {spec!r}")
         given = {k: v for k, v in spec.items() if k != "animation"}
         if "seed" not in given:
-            given["seed"] = derive_seed(batch_seed, str(line))
+            given["seed"] = derive_seed(batch_seed, key)
         given.setdefault("threads", threads)
         config = build_config(given)
         animation = None
@@ -151,31 +172,17 @@ def parse_item(line: int, text: str, batch_seed: int, threads: int = 1) -> Item:
             animation = Animation.from_dict(spec["animation"])
             check_animation(config, animation)
     except VQClipError as e:
-        return Item(line, spec, error=f"line {line}: {e}")
-    return Item(line, spec, config, animation)
+        return Item(line, key, spec, error=f"line {line}: {e}")
+    return Item(line, key, spec, config, animation)
 
 
-def open_batch(storage: Storage, lines: list[tuple[int, str]], threads: int = 1) -> tuple[int, int]:
-    """The batch's seed and thread count, drawn and recorded with the specs on the first run
-    (so a rerun, or Ray, makes the same pictures); ConfigError when a line that a started batch
-    already knows was changed since."""
+def open_batch(storage: Storage, threads: int = 1) -> tuple[int, int]:
+    """The batch's seed and thread count, drawn and recorded on the first run, so a rerun (or
+    Ray) makes the same pictures."""
     stored = read_json(storage, BATCH_FILE)
-    record = dict(stored) if stored else {"format": "vqclip-batch", "version": 1}
+    record = dict(stored) if stored else {"format": "vqclip-batch", "version": 2}
     record.setdefault("seed", secrets.randbelow(2**31))
     record.setdefault("threads", threads)
-    known: dict[str, Any] = record.setdefault("specs", {})
-    changed = []
-    for line, text in lines:
-        value = _spec_value(text)
-        if str(line) in known and known[str(line)] != value:
-            changed.append(line)
-        known.setdefault(str(line), value)
-    if changed:
-        raise ConfigError(
-            f"line(s) {changed} of the specs changed since this batch started in "
-            f"{storage.out!r} (its {BATCH_FILE} keeps the specs it began with); restore them, "
-            "add new lines at the end instead, or give another --out"
-        )
     if stored != record:
         storage.write_text(BATCH_FILE, json.dumps(record, indent=1))
     return record["seed"], record["threads"]
@@ -203,14 +210,14 @@ def _spec_value(text: str) -> Any:
         return text
 
 
-def read_results(storage: Storage, items: list[Item]) -> dict[int, dict]:
-    """Line -> the result record of every item that has finished (done or failed)."""
+def read_results(storage: Storage, items: list[Item]) -> dict[str, dict]:
+    """Key -> the result record of every item that has finished (done, partial or failed)."""
     results = {}
     for item in items:
         if item.error is None:
             record = read_json(storage, f"{item.folder}/{RESULT_FILE}")
             if record is not None:
-                results[item.line] = record
+                results[item.key] = record
     return results
 
 
@@ -219,7 +226,15 @@ def _single(item: Item) -> Unit:
     config = item.config.to_dict()
     animation = item.animation.to_dict() if item.animation is not None else None
     return Unit(
-        kind, item.folder, (item.line,), (item.spec,), (config,), config, animation, item.steps
+        kind,
+        item.folder,
+        (item.line,),
+        (item.key,),
+        (item.spec,),
+        (config,),
+        config,
+        animation,
+        item.steps,
     )
 
 
@@ -227,41 +242,42 @@ def _group(items: list[Item], batch_seed: int) -> Unit:
     if len(items) == 1:
         return _single(items[0])
     lines = tuple(item.line for item in items)
-    digest = hashlib.sha256(json.dumps(lines).encode()).hexdigest()[:8]
-    folder = f"{GROUPS_DIR}/{lines[0]:05d}-{lines[-1]:05d}-{digest}"
+    keys = tuple(item.key for item in items)
+    folder = f"{GROUPS_DIR}/{hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:12]}"
     prompts = tuple(item.config.prompts[0] for item in items)
-    seed = derive_seed(batch_seed, "group:" + ",".join(map(str, lines)))
+    seed = derive_seed(batch_seed, "group:" + ",".join(keys))
     config = items[0].config.replace(prompts=prompts, batch_size=len(items), seed=seed)
     configs = tuple(item.config.to_dict() for item in items)
     specs = tuple(item.spec for item in items)
-    return Unit("group", folder, lines, specs, configs, config.to_dict(), None, config.iterations)
+    return Unit(
+        "group", folder, lines, keys, specs, configs, config.to_dict(), None, config.iterations
+    )
 
 
 def plan_units(
-    storage: Storage, items: list[Item], pending: set[int], group: int, batch_seed: int
+    storage: Storage, items: list[Item], pending: set[str], group: int, batch_seed: int
 ) -> list[Unit]:
     """The pending items as units, in line order. A group started by an earlier run is kept
     while all its items are still pending (so it resumes from its checkpoint); the other
     compatible items are grouped `group` at a time."""
-    by_line = {item.line: item for item in items if item.line in pending}
+    by_key = {item.key: item for item in items if item.key in pending}
     units: list[Unit] = []
-    taken: set[int] = set()
+    taken: set[str] = set()
     for name in storage.folders(GROUPS_DIR):
         group_file = read_json(storage, f"{GROUPS_DIR}/{name}/{GROUP_FILE}")
-        lines = group_file["lines"] if group_file else []
-        members = [by_line.get(line) for line in lines]
+        keys = group_file.get("keys", []) if group_file else []
+        members = [by_key.get(key) for key in keys]
         if len(members) < 2 or len(members) > group or None in members:
             continue
         if len({m.group_key for m in members}) != 1 or members[0].group_key is None:
             continue
         unit = _group(members, batch_seed)
-        if unit.folder == f"{GROUPS_DIR}/{name}" and not taken & set(lines):
+        if unit.folder == f"{GROUPS_DIR}/{name}" and not taken & set(keys):
             units.append(unit)
-            taken.update(lines)
+            taken.update(keys)
     open_groups: dict[str, list[Item]] = {}
-    for line in sorted(by_line):
-        item = by_line[line]
-        if line in taken:
+    for item in sorted(by_key.values(), key=lambda item: item.line):
+        if item.key in taken:
             continue
         key = item.group_key if group > 1 else None
         if key is None:

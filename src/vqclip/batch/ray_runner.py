@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -105,6 +106,9 @@ def run_ray(
             fn_constructor_kwargs={"out": plan.storage.out, "options": job_options},
             batch_size=1,
             compute=pool,
+            runtime_env={
+                "env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+            },
             **({"num_gpus": 1} if gpus else {"num_cpus": threads}),
         )
         for row in mapped.iter_rows():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from vqclip.batch.plan import (
     Item,
     Unit,
+    item_keys,
     open_batch,
     parse_item,
     plan_units,
@@ -44,7 +45,7 @@ DEFAULT_GROUP = 8
 class BatchPlan:
     storage: Storage
     items: list[Item]
-    results: dict[int, dict]  # line -> record of every finished item
+    results: dict[str, dict]  # item key -> record of every finished item
     units: list[Unit]  # the work left, in line order
     threads: int = 1  # CPU threads of every item that names none (recorded in batch.json)
 
@@ -79,31 +80,36 @@ def prepare_batch(
     the local workers that will share this machine's cores (the default thread count)."""
     storage = Storage(out)
     lines = read_specs(specs)
-    seed, threads = open_batch(storage, lines, default_threads(workers))
-    items = [parse_item(line, text, seed, threads) for line, text in lines]
+    seed, threads = open_batch(storage, default_threads(workers))
+    keys = item_keys(lines)
+    items = [
+        parse_item(line, text, seed, threads, key)
+        for (line, text), key in zip(lines, keys, strict=True)
+    ]
     results = read_results(storage, items)
     if retry_failed:
-        results = {line: r for line, r in results.items() if r["status"] in (DONE, PARTIAL)}
-    pending = {item.line for item in items if item.error is None and item.line not in results}
+        results = {key: r for key, r in results.items() if r["status"] in (DONE, PARTIAL)}
+    pending = {item.key for item in items if item.error is None and item.key not in results}
     units = plan_units(storage, items, pending, group, seed)
     write_manifest(storage, items, results)
     return BatchPlan(storage, items, results, units, threads)
 
 
-def manifest_records(items: list[Item], results: dict[int, dict]) -> list[dict]:
+def manifest_records(items: list[Item], results: dict[str, dict]) -> list[dict]:
+    """One record per item, in the specs' order, with the line the item is on now."""
     records = []
     for item in items:
         if item.error is not None:
             records.append(
-                {"line": item.line, "spec": item.spec, "status": FAILED, "outputs": []}
-                | {"seconds": 0.0, "error": item.error}
+                {"id": item.key, "line": item.line, "spec": item.spec, "status": FAILED}
+                | {"outputs": [], "seconds": 0.0, "error": item.error}
             )
-        elif item.line in results:
-            records.append(results[item.line])
+        elif item.key in results:
+            records.append(results[item.key] | {"line": item.line})
     return records
 
 
-def write_manifest(storage: Storage, items: list[Item], results: dict[int, dict]) -> None:
+def write_manifest(storage: Storage, items: list[Item], results: dict[str, dict]) -> None:
     lines = [json.dumps(record) + "\n" for record in manifest_records(items, results)]
     storage.write_text(MANIFEST_FILE, "".join(lines))
 
@@ -119,7 +125,7 @@ class _Recorder:
     def __call__(self, unit: Unit, records: list[dict]) -> None:
         with self.lock:
             for record in records:
-                self.plan.results[record["line"]] = record
+                self.plan.results[record["id"]] = record
             write_manifest(self.plan.storage, self.plan.items, self.plan.results)
             if self.on_unit is not None:
                 self.on_unit(unit, records)
@@ -128,7 +134,7 @@ class _Recorder:
 def summarise(plan: BatchPlan, started: float) -> BatchSummary:
     statuses = [r["status"] for r in manifest_records(plan.items, plan.results)]
     valid = sum(item.error is None for item in plan.items)
-    finished_valid = sum(1 for item in plan.items if item.line in plan.results)
+    finished_valid = sum(1 for item in plan.items if item.key in plan.results)
     return BatchSummary(
         done=statuses.count(DONE) + statuses.count(PARTIAL),
         failed=statuses.count(FAILED),

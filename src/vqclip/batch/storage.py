@@ -82,7 +82,13 @@ class Storage:
         if self.local:
             atomic_write_bytes(Path(self.root) / rel, data)
         else:
+            self._make_parent(self._remote(rel))
             self.fs.pipe_file(self._remote(rel), data)
+
+    def _make_parent(self, remote: str) -> None:
+        """Filesystems with real folders (local://, sftp://) need the folder first; object
+        stores have none and take this as a no-op."""
+        self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
 
     def read_text(self, rel: str) -> str | None:
         data = self.read_bytes(rel)
@@ -141,6 +147,7 @@ class Workspace:
             return
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for file in files:
+            self._storage._make_parent(self._remote(file))
             self._storage.fs.put_file(str(file), self._remote(file))
 
     def discard(self, path: Path) -> None:

@@ -97,7 +97,7 @@ class UnitWorker:
         with self.storage.workspace(unit.folder) as ws:
             if unit.kind == "group":
                 self.storage.write_text(
-                    f"{unit.folder}/{GROUP_FILE}", json.dumps({"lines": list(unit.lines)})
+                    f"{unit.folder}/{GROUP_FILE}", json.dumps({"keys": list(unit.keys)})
                 )
             config = _resumed_config(ws.folder, GenerateConfig.from_dict(unit.config))
             job = self._job(ws, config, on_step, should_stop)
@@ -107,7 +107,7 @@ class UnitWorker:
             for path in [ws.folder / SETTINGS_FILE, *result.images]:
                 ws.push(path)
             records = []
-            for i, line in enumerate(unit.lines):
+            for i, key in enumerate(unit.keys):
                 status, error = result.status, result.error
                 if unit.kind == "group":  # an item is one image of the group's batch
                     stopped = result.stopped_images.get(i)
@@ -120,7 +120,7 @@ class UnitWorker:
                         status, error = DONE, None
                 image = result.images[i]
                 if unit.kind == "group":
-                    target = f"{item_folder(line)}/image.png"
+                    target = f"{item_folder(key)}/image.png"
                     self.storage.write_bytes(target, image.read_bytes())
                 else:
                     target = f"{unit.folder}/{image.name}"
@@ -174,7 +174,8 @@ class UnitWorker:
     def _record(
         self, unit: Unit, index: int, status: str, outputs, started: float, error=None
     ) -> dict:
-        record = {"line": unit.lines[index], "spec": unit.specs[index], "status": status}
+        record = {"id": unit.keys[index], "line": unit.lines[index], "spec": unit.specs[index]}
+        record["status"] = status
         record.update(outputs=list(outputs), seconds=round(time.perf_counter() - started, 3))
         record["error"] = error
         if unit.kind == "group":
@@ -182,7 +183,7 @@ class UnitWorker:
         return record
 
     def _write_record(self, record: dict) -> None:
-        folder = item_folder(record["line"])
+        folder = item_folder(record["id"])
         self.storage.write_text(f"{folder}/{RESULT_FILE}", json.dumps(record))
 
 
@@ -191,15 +192,18 @@ def split_group(unit: Unit) -> list[Unit]:
     return [
         Unit(
             "image",
-            item_folder(line),
+            item_folder(key),
             (line,),
+            (key,),
             (spec,),
             (config,),
             config,
             None,
             config["iterations"],
         )
-        for line, spec, config in zip(unit.lines, unit.specs, unit.configs, strict=True)
+        for line, key, spec, config in zip(
+            unit.lines, unit.keys, unit.specs, unit.configs, strict=True
+        )
     ]
 
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Sequence
+
+# Before torch (and its OpenMP runtime) loads: idle OpenMP threads sleep instead of spinning.
+# On a busy 2-core machine a 30-step toy run on 2 threads took 248 s spinning and 9.6 s
+# passive (docs/performance.md); a value the user set is kept. Worker processes inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vqclip import __version__
 from vqclip.errors import VQClipError, VQClipWarning
@@ -69,13 +76,37 @@ class _ImportGuard:
             raise KeyboardInterrupt
 
 
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    found = set(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
+def _check_joined_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """argparse reads an unknown `-ifps` as `-i` given the value `fps` and then complains about
+    an invalid number: name the unknown flag instead."""
+    known = _option_strings(parser)
+    for token in argv:
+        if token == "--":
+            return
+        if re.fullmatch(r"-[A-Za-z][A-Za-z_]+", token) and token not in known:
+            raise VQClipError(
+                f"unknown flag {token} (see vqclip COMMAND --help; long flags start with --)"
+            )
+
+
 def main(argv: Sequence[str] | None = None, *, models=None) -> int:
     """Run one command. `models` (a `vqclip.jobs.ModelCache`) hands the commands that run jobs
     already-loaded models instead of loading them by name (embedders, tests)."""
     warnings.showwarning = _show_warning
     guard = _ImportGuard()
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        _check_joined_flags(parser, sys.argv[1:] if argv is None else list(argv))
+        args = parser.parse_args(argv)
         args.models = models
         guard.release()
         return int(args.func(args) or 0)

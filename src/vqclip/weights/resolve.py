@@ -80,7 +80,8 @@ def vqgan_config_for(checkpoint: Path, config: PathLike | None = None) -> Path |
             return found[-1]
     raise ConfigError(
         f"no config found for {checkpoint}: looked for {checkpoint.with_suffix('.yaml').name} "
-        "beside it. Pass the taming YAML with --config (config= in Python)."
+        "beside it. Pass the taming YAML with --vqgan-config (vqclip models: --config; config= "
+        "in Python)."
     )
 
 
