@@ -135,3 +135,16 @@ def test_model_cache_loads_each_pair_once():
     assert cache.get(config(vqgan="v1", seed=9)) is a
     cache.get(config(vqgan="v2"))
     assert loads == ["v1", "v2"]
+
+
+def test_one_device_allocator_for_every_door():
+    import torch
+
+    from vqclip.jobs.workers import worker_devices
+
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("checks the CPU-only answer")
+    assert worker_devices() == ["cpu"] and worker_devices(3) == ["cpu"] * 3
+    assert worker_devices(names=["cpu", "cpu"]) == ["cpu", "cpu"]
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        worker_devices(names=["cpu", "cuda:1"])

@@ -20,10 +20,9 @@ from vqclip.batch.plan import Unit, read_json
 from vqclip.batch.runner import BatchPlan, BatchSummary, _Recorder, summarise
 from vqclip.batch.worker import UnitWorker
 from vqclip.errors import VQClipError
+from vqclip.jobs.workers import MAX_ATTEMPTS
 
-# A unit whose worker died this many times while running it (killed for memory, a lost node)
-# is recorded as failed instead of being tried forever.
-MAX_DEATHS = 3
+MAX_DEATHS = MAX_ATTEMPTS  # one retry count for every door (vqclip.jobs.workers)
 ATTEMPTS_FILE = "attempts.json"
 
 

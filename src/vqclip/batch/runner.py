@@ -36,6 +36,7 @@ from vqclip.batch.storage import Storage
 from vqclip.batch.worker import UnitWorker
 from vqclip.jobs.status import DONE, FAILED, PARTIAL
 from vqclip.jobs.threads import default_threads
+from vqclip.jobs.workers import worker_devices
 
 MANIFEST_FILE = "manifest.jsonl"
 DEFAULT_GROUP = 8
@@ -144,23 +145,10 @@ def summarise(plan: BatchPlan, started: float) -> BatchSummary:
     )
 
 
-def local_devices(names: list[str | None] | None = None) -> list[str | None]:
-    """One worker per device named (each checked now, before any run), else one per local GPU;
-    a single worker on each config's own device otherwise."""
-    import torch
-
-    from vqclip.devices import resolve_device
-
-    if names:
-        return [name if name is None else str(resolve_device(name)) for name in names]
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [f"cuda:{i}" for i in range(count)] if count > 1 else [None]
-
-
 def run_local(
     plan: BatchPlan,
     *,
-    devices: list[str | None] | None = None,
+    devices: list[str] | None = None,
     options=None,
     on_step: Callable[[Unit], None] | None = None,
     on_unit: Callable[[Unit, list[dict]], None] | None = None,
@@ -196,7 +184,7 @@ def run_local(
                 return
             record(unit, records)
 
-    devices = local_devices(devices)
+    devices = worker_devices(names=devices)
     if len(devices) == 1:
         serve(devices[0])
     else:

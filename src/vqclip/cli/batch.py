@@ -94,14 +94,16 @@ def _check(args: argparse.Namespace) -> None:
 def run_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vqclip.batch.runner import DEFAULT_GROUP, local_devices, prepare_batch, run_local
+    from vqclip.batch.runner import DEFAULT_GROUP, prepare_batch, run_local
     from vqclip.cli.generate import stop_requests
     from vqclip.cli.options import given_options
     from vqclip.jobs import JobOptions
 
     _check(args)
     options = JobOptions(**given_options(args, JobOptions))
-    devices = local_devices(args.devices) if args.ray is None else [None]
+    from vqclip.jobs.workers import worker_devices
+
+    devices = worker_devices(names=args.devices) if args.ray is None else [None]
     group = args.group or DEFAULT_GROUP
     plan = prepare_batch(
         args.specs,

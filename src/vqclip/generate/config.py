@@ -398,6 +398,11 @@ class GenerateConfig:
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GenerateConfig))
 
 
+def declaration(name: str, declared: type = GenerateConfig) -> Mapping[str, Any]:
+    """The `option` declaration of field `name`: flags, help, group, choices and bounds."""
+    return next(f for f in dataclasses.fields(declared) if f.name == name).metadata
+
+
 def build_config(given: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> GenerateConfig:
     """The run described by `given` (option name -> value, as a user gave them on the command
     line or in a JSON job) on top of `base` (stored settings, e.g. a PNG's), else on top of the

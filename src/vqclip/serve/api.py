@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from vqclip.errors import CheckpointError, ConfigError
+from vqclip.generate.config import declaration
 from vqclip.jobs import FRAMES_DIR, RUN_DIR, SETTINGS_FILE, VIDEO_FILE, image_names
 from vqclip.serve.options import Policy, fields, request_schema
 from vqclip.serve.service import Service
@@ -28,7 +29,8 @@ from vqclip.serve.worker import PREVIEW_FILE, THUMB_FILE
 from vqclip.weights.registry import PAIRS
 
 KEEPALIVE_S = 15.0
-MAX_MORE_STEPS = 10**6
+# "Continue for N more steps" takes the declared bound of a run's steps, not one of its own.
+MAX_MORE_STEPS = declaration("iterations")["high"]
 _FILE = re.compile(r"image(_[0-9]{1,4})?\.png|video\.mp4|settings\.json|preview\.png|thumb\.jpg")
 _TYPES = {
     ".png": "image/png",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vqclip.errors import VQClipError
 from vqclip.jobs import JobOptions
+from vqclip.jobs.workers import worker_devices
 from vqclip.serve.live import Hub
 from vqclip.serve.store import JobRow, JobStore
 from vqclip.serve.worker import ThreadControl, WorkerLoop, worker_process
@@ -39,18 +40,6 @@ class ServeSettings:
     max_body_bytes: int = 256 * 2**10
     trusted_hosts: tuple[str, ...] | None = None  # Host headers accepted; None: any
     running: int = 1  # worker processes started (they share the CPU threads); set by Service
-
-
-def worker_devices(count: int | None) -> list[str]:
-    """One device per worker: every GPU once by default, else one CPU (or MPS) worker."""
-    import torch
-
-    if torch.cuda.is_available():
-        gpus = torch.cuda.device_count()
-        return [f"cuda:{i % gpus}" for i in range(count or gpus)]
-    if torch.backends.mps.is_available():
-        return ["mps"] * (count or 1)
-    return ["cpu"] * (count or 1)
 
 
 def _lock_data(data: Path):

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from vqclip.jobs.status import FINISHED as JOB_FINISHED
+from vqclip.jobs.workers import MAX_ATTEMPTS
 
 STATUSES = ("queued", "running", *JOB_FINISHED)
 FINISHED = JOB_FINISHED
-MAX_ATTEMPTS = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
