@@ -60,6 +60,16 @@ class UnitActor:
         return records
 
 
+def _reap_when_killed() -> None:
+    from ray._private import worker
+
+    from vqclip.batch.ray_reaper import start_reaper
+
+    node = getattr(worker, "_global_node", None)
+    if node is not None:
+        start_reaper(node.get_session_dir_path())
+
+
 def run_ray(
     plan: BatchPlan,
     *,
@@ -82,6 +92,8 @@ def run_ray(
     started = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        if address is None:  # a local instance of ours: it must not outlive a killed driver
+            _reap_when_killed()
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     threads = plan.threads
