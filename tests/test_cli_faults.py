@@ -179,3 +179,12 @@ def test_the_command_line_makes_idle_openmp_threads_sleep(given, expected):
     code = "import os, vqclip.cli; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == expected
+
+
+def test_all_negative_clip_weights_are_warned_about(model_files, tmp_path, capsys):
+    code, err = generate(
+        [*ARGS, "-i", "1", "-o", str(tmp_path / "o.png"), "--clip-weights", "-1"],
+        model_files,
+        capsys,
+    )
+    assert code == 0 and "warning: clip_weights=[-1.0]: every CLIP's weight is negative" in err

@@ -8,6 +8,7 @@ nothing of progress bars, files or videos. One seed drives every random draw thr
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vqclip.errors import CheckpointError, ConfigError, VQClipError
+from vqclip.errors import CheckpointError, ConfigError, VQClipError, VQClipWarning
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.memory import check_memory
 from vqclip.generate.story import active_part, check_length, story_parts
@@ -81,6 +82,13 @@ class Run:
             vqgan, clips = load_models(config)
         if len(clips) != len(config.clip):
             raise ConfigError(f"clip: {len(config.clip)} names but {len(clips)} models were given")
+        if all(w < 0 for w in config.weights_of_clips):
+            warnings.warn(
+                f"clip_weights={list(config.clip_weights)}: every CLIP's weight is negative, so "
+                "each one pushes the image away from the prompts",
+                VQClipWarning,
+                stacklevel=2,
+            )
         # The decoder and CLIP run in the compute dtype (weights cast once, here, and in place);
         # the encoder, the quantiser, the cutouts and the losses stay fp32.
         self.dtype = resolve_precision(config.precision, self.device)
