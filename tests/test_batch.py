@@ -326,3 +326,17 @@ def test_kill_9_loses_at_most_one_checkpoint_interval_of_one_item(tmp_path):
             pixels(tmp_path / "whole" / a["outputs"][0]),
             pixels(tmp_path / "killed" / b["outputs"][0]),
         )
+
+
+def test_a_batch_records_its_thread_count_so_every_runner_makes_the_same_picture(spec, tmp_path):
+    from vqclip.jobs.threads import default_threads
+
+    specs = write_specs(tmp_path / "s.jsonl", spec("a tree"), spec("a boat", threads=1))
+    out = str(tmp_path / "out")
+    first = prepare_batch(specs, out, workers=1)
+    assert first.threads == default_threads(1)
+    assert [item.config.threads for item in first.items] == [default_threads(1), 1]
+    assert json.loads((tmp_path / "out" / "batch.json").read_text())["threads"] == first.threads
+    # A rerun by a runner with other workers (or Ray) keeps the recorded count.
+    again = prepare_batch(specs, out, workers=64)
+    assert [item.config.threads for item in again.items] == [first.threads, 1]
