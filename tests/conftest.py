@@ -4,6 +4,7 @@ import http.client
 import os
 import urllib.request
 
+import huggingface_hub.constants
 import pytest
 import torch
 from hypothesis import settings
@@ -137,3 +138,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     monkeypatch.setattr(http.client.HTTPConnection, "connect", _loopback_only)
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import (which a test may have done while
+    # setting it); vqclip reads it at each call and only asks the Hub when online.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)

@@ -285,7 +285,7 @@ def _vqgan(
             hosts=yaml_hosts,
             size_bytes=yaml_size_bytes,
             sha256=yaml_sha256,
-            sha256_note="" if yaml_sha256 else sha256_note,
+            sha256_note=sha256_note,
         ),
         FileSpec(
             "checkpoint",
@@ -295,7 +295,7 @@ def _vqgan(
             hosts=ckpt_hosts,
             size_bytes=size_bytes,
             sha256=ckpt_sha256,
-            sha256_note="" if ckpt_sha256 else sha256_note,
+            sha256_note=sha256_note,
         ),
     )
     return WeightSpec(name, "vqgan", files, licence, description, aliases)
