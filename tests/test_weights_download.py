@@ -212,7 +212,7 @@ def test_referer_is_sent_where_the_host_needs_one(server):
 
 
 def test_two_processes_download_once_and_both_get_the_file(server):
-    url = server.serve("/tiny.ckpt", PAYLOAD, delay_s=0.02)  # ~1 s: the second one waits
+    url = server.serve("/tiny.ckpt", PAYLOAD, delay_s=0.04)  # ~2 s: the second one waits
     first, second = spawn(url), spawn(url)
     outs = [p.communicate(timeout=60)[0].strip() for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0]
