@@ -149,15 +149,17 @@ def _fetch_file(
     except OSError as e:
         raise VQClipError(f"cannot write to the weights cache {dest.parent}: {e}") from e
     try:
-        if not force and dest.is_file():  # another process fetched it while we waited
-            check_file(dest, f.sha256, fix_hint=fix_hint)
-            return dest
+        found = None if force else find_file(spec, f)
+        if found is not None:  # another process fetched it while we waited
+            _check_present(found, f, spec, fix_hint)
+            return found
         clean_orphans(spec)
         failures = []
         for host in _ordered_hosts(f, dest):
             try:
-                path = _from_hub(host, f, progress, force) if host.is_hub else None
-                if path is None:
+                if host.is_hub:
+                    path = _from_hub(host, f, progress, force)
+                else:
                     path = _from_url(host, f, dest, progress, retry)
             except (FetchFailed, hub.HubFetchFailed, ChecksumError) as e:
                 failures.append(f"  {host_url(host)}: {e}")
