@@ -9,12 +9,12 @@ HF_TOKEN is passed on; HF_HUB_OFFLINE / VQCLIP_OFFLINE are checked by the caller
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-
-from tqdm import tqdm
 
 from vqclip.errors import VQClipError
 from vqclip.weights.registry import Host
@@ -82,17 +82,17 @@ def fetch(host: Host, *, progress: bool = True, force: bool = False) -> Path:
     from huggingface_hub import errors
 
     try:
-        path = hub.hf_hub_download(
-            host.hf_repo,
-            host.hf_filename,
-            revision=host.revision,
-            cache_dir=hub_cache_dir(),
-            endpoint=hf_endpoint(),
-            token=os.environ.get("HF_TOKEN") or None,
-            library_name="vqclip",
-            force_download=force,
-            tqdm_class=None if progress and sys.stderr.isatty() else _QuietBar,
-        )
+        with _progress_bars(progress and sys.stderr.isatty()):
+            path = hub.hf_hub_download(
+                host.hf_repo,
+                host.hf_filename,
+                revision=host.revision,
+                cache_dir=hub_cache_dir(),
+                endpoint=hf_endpoint(),
+                token=os.environ.get("HF_TOKEN") or None,
+                library_name="vqclip",
+                force_download=force,
+            )
     except errors.GatedRepoError as e:
         raise HubFetchFailed(f"{host.hf_repo} is gated: accept its terms and set HF_TOKEN") from e
     except errors.RepositoryNotFoundError as e:
@@ -100,8 +100,10 @@ def fetch(host: Host, *, progress: bool = True, force: bool = False) -> Path:
         raise HubFetchFailed(message) from e
     except errors.RevisionNotFoundError as e:
         raise HubFetchFailed(f"{host.hf_repo} has no revision {host.revision}") from e
-    except errors.LocalEntryNotFoundError as e:  # no connection, and not in the cache
-        raise HubFetchFailed(f"cannot reach {hf_endpoint()}: {str(e).splitlines()[0]}") from e
+    except errors.LocalEntryNotFoundError as e:  # the Hub did not answer, and not in the cache
+        cause = e.__cause__ or e.__context__
+        why = f"{type(cause).__name__}: {str(cause).splitlines()[0]}" if cause else "no answer"
+        raise HubFetchFailed(f"{hf_endpoint()} did not deliver it ({why})") from e
     except errors.EntryNotFoundError as e:
         raise HubFetchFailed(f"{host.hf_repo}@{host.revision} has no {host.hf_filename}") from e
     except (errors.HfHubHTTPError, OSError, ValueError) as e:
@@ -109,9 +111,21 @@ def fetch(host: Host, *, progress: bool = True, force: bool = False) -> Path:
     return Path(path)
 
 
-class _QuietBar(tqdm):
-    """huggingface_hub's bar, silent: off a terminal, or when no progress is wanted."""
+@contextlib.contextmanager
+def _progress_bars(show: bool) -> Iterator[None]:
+    """huggingface_hub's bars off for this download when not wanted (it has no per-call switch
+    in the versions vqclip supports), then back as they were."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
+    toggle = not show and not are_progress_bars_disabled()
+    if toggle:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if toggle:
+            enable_progress_bars()
