@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vqclip.cli import main
-from vqclip.weights import cache, registry
+from vqclip.weights import cache, fetch, registry
 from vqclip.weights.probe import probe
 from vqclip.weights.registry import Host
 from weights_server import PAYLOAD, FaultyServer
@@ -61,6 +61,13 @@ def test_list_shows_cache_state_hosts_in_order_and_hash_state(capsys):
                              "hf:Nehc/vqgan_imagenet_f16_1024@a33b797"]  # fmt: skip
 
     spec = registry.get_spec("vqgan_imagenet_f16_1024")
+    ckpt = cache.own_path(spec, spec.file("checkpoint"))
+    part, meta = fetch.part_paths(ckpt)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"w")
+    meta.write_text(json.dumps({"url": spec.file("checkpoint").sources[0].url}))
+    assert main(["models", "list"]) == 0
+    assert "  partial  " in row(capsys.readouterr().out, "vqgan_imagenet_f16_1024")
     for f in spec.files:
         path = cache.own_path(spec, f)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,10 @@ from vqclip.weights.cache import (
     is_cached,
     is_converted,
     model_dir,
+    own_path,
 )
 from vqclip.weights.download import ensure_files, host_url, offline_reason, source_urls
+from vqclip.weights.fetch import part_source
 from vqclip.weights.registry import KINDS, WeightSpec, get_spec, list_specs
 from vqclip.weights.resolve import convert
 
@@ -86,7 +88,11 @@ def _cache_state(spec: WeightSpec) -> str:
     cached, converted = is_cached(spec), is_converted(spec)
     if cached and converted:
         return "yes+converted"
-    return "yes" if cached else "converted" if converted else "no"
+    if cached or converted:
+        return "yes" if cached else "converted"
+    # an interrupted download, which the next one continues
+    partial = any(part_source(own_path(spec, f)) for f in spec.files)
+    return "partial" if partial else "no"
 
 
 def _hash_state(spec: WeightSpec) -> str:
