@@ -1,198 +1,35 @@
 """The registry of pretrained weights vqclip knows: name -> where to get its files, how to use it.
 
-VQGAN sources are the taming-transformers links (and mirrors) that nerdyrodent's download_models.sh
-and Crowson's notebook use; file names match those scripts, so files users already have can be
-copied into the cache as they are. CLIP sources are OpenCLIP's Hugging Face safetensors copies,
-which hold OpenAI/OpenCLIP state-dict names (not TorchScript).
+Each file lists its hosts in the order the downloader tries them (`hosts.py` records what is
+known of each, and where that was learned; docs/weights.md has the table). VQGAN files come from
+taming-transformers' own hosts and Hugging Face Hub mirrors at fixed commits; file names match
+nerdyrodent's download_models.sh, so files users already have can be copied into the cache as
+they are. CLIP files are OpenCLIP's Hub safetensors copies, which hold OpenAI/OpenCLIP state-dict
+names (not TorchScript).
 
-No sha256 is pinned yet: none of these sources publishes one that could be confirmed when this
-file was written (see each file's `sha256_note`). The downloader records the hash of every
-download beside it and checks it on later loads (trust on first use).
+A sha256 is pinned only where two independent sources publish the same value; elsewhere the
+file's `sha256_note` says why not, and the downloader records the first download's hash beside
+it and checks later loads against it (trust on first use).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from vqclip.errors import ConfigError
-
-KINDS = ("vqgan", "clip")
-# Names the converter writes into a model's cache folder; a download must never use them.
-CONVERTED_FILENAMES = ("model.safetensors", "model.json")
+from vqclip.weights import hosts
+from vqclip.weights.spec import CONVERTED_FILENAMES as CONVERTED_FILENAMES
+from vqclip.weights.spec import KINDS as KINDS
+from vqclip.weights.spec import FileSpec, Host, WeightSpec
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
-@dataclass(frozen=True)
-class Host:
-    """One place a file can be fetched from: a direct `url`, or `hf_filename` in the Hugging
-    Face Hub repository `hf_repo` at `revision` (a commit, or a branch such as "main")."""
-
-    url: str | None = None
-    hf_repo: str | None = None
-    hf_filename: str | None = None
-    revision: str = "main"
-    referer: str | None = None  # sent with a direct request, for hosts that refuse hotlinks
-    note: str = ""  # what is known of this host, and where that was learned
-
-    def __post_init__(self) -> None:
-        has_hf = self.hf_repo is not None or self.hf_filename is not None
-        if (self.url is None) == (not has_hf):
-            raise ConfigError("Host: give exactly one source, url or hf_repo + hf_filename")
-        if has_hf and not (self.hf_repo and self.hf_filename):
-            raise ConfigError(f"Host {self.hf_repo!r}: hf_repo and hf_filename go together")
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"Host.url must be http(s), got {self.url!r}")
-        if has_hf and self.referer is not None:
-            raise ConfigError("Host.referer is for direct URLs, not Hub files")
-        if not self.revision:
-            raise ConfigError("Host.revision must not be empty")
-
-    @property
-    def is_hub(self) -> bool:
-        return self.hf_repo is not None
-
-    @property
-    def pinned_commit(self) -> bool:
-        """True for a Hub file fetched at a fixed commit (its bytes cannot change)."""
-        return self.is_hub and bool(_COMMIT.fullmatch(self.revision))
-
-    @property
-    def label(self) -> str:
-        """Short name for tables: `hf:org/name@abc1234`, or the URL's host name."""
-        if self.is_hub:
-            rev = self.revision[:7] if self.pinned_commit else self.revision
-            return f"hf:{self.hf_repo}@{rev}"
-        return urllib.parse.urlsplit(self.url).hostname or self.url
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file of a model and its hosts, tried in order (`sources`).
-
-    Either `hosts`, or the older one-source form: a direct `url` or `hf_repo` + `hf_filename`
-    (+ `revision`) with direct-URL `mirrors` after it; `hosts` are tried after those.
-    """
-
-    role: str
-    filename: str
-    url: str | None = None
-    hf_repo: str | None = None
-    hf_filename: str | None = None
-    revision: str = "main"
-    mirrors: tuple[str, ...] = ()  # direct URLs tried in order when the primary source fails
-    sha256: str | None = None
-    sha256_note: str = ""
-    size_bytes: int | None = None  # approximate; None where no source states it
-    hosts: tuple[Host, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.role:
-            raise ConfigError("FileSpec.role must not be empty")
-        name = self.filename
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ConfigError(f"FileSpec.filename must be a plain file name, got {name!r}")
-        if name in CONVERTED_FILENAMES or name.endswith((".sha256", ".part", ".lock")):
-            raise ConfigError(f"FileSpec.filename {name!r} is reserved for vqclip's own files")
-        has_hf = self.hf_repo is not None or self.hf_filename is not None
-        if (self.url is not None and has_hf) or (
-            self.url is None and not has_hf and not self.hosts
-        ):
-            raise ConfigError(
-                f"FileSpec {name!r}: give exactly one source, url or hf_repo + hf_filename "
-                "(or a list of hosts)"
-            )
-        if has_hf and not (self.hf_repo and self.hf_filename):
-            raise ConfigError(f"FileSpec {name!r}: hf_repo and hf_filename go together")
-        if (self.url is None and not has_hf) and self.mirrors:
-            raise ConfigError(f"FileSpec {name!r}: mirrors follow a url or hf_repo; use hosts")
-        if self.sha256 is not None and not _SHA256.fullmatch(self.sha256):
-            raise ConfigError(f"FileSpec.sha256 must be 64 lowercase hex, got {self.sha256!r}")
-        if self.sha256 is None and not self.sha256_note:
-            raise ConfigError(f"FileSpec {name!r}: say in sha256_note why no sha256 is pinned")
-        if self.size_bytes is not None and self.size_bytes <= 0:
-            raise ConfigError(f"FileSpec.size_bytes must be positive, got {self.size_bytes}")
-
-    @property
-    def sources(self) -> tuple[Host, ...]:
-        """Every host of this file, in the order the downloader tries them."""
-        first: tuple[Host, ...] = ()
-        if self.url is not None:
-            first = (Host(url=self.url),)
-        elif self.hf_repo is not None:
-            first = (Host(hf_repo=self.hf_repo, hf_filename=self.hf_filename,
-                          revision=self.revision),)  # fmt: skip
-        return (*first, *(Host(url=m) for m in self.mirrors), *self.hosts)
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """A pretrained model: its files, licence and, for CLIP, the preprocessing it expects."""
-
-    name: str
-    kind: str
-    files: tuple[FileSpec, ...]
-    licence: str
-    description: str
-    aliases: tuple[str, ...] = ()
-    # CLIP only: open_clip architecture name, activation, and input preprocessing.
-    preset: str | None = None
-    quick_gelu: bool = False
-    input_size: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", self.name):
-            raise ConfigError(f"WeightSpec.name must be lowercase snake_case, got {self.name!r}")
-        if self.kind not in KINDS:
-            raise ConfigError(f"WeightSpec.kind must be one of {KINDS}, got {self.kind!r}")
-        if not self.licence:
-            raise ConfigError(f"WeightSpec {self.name}: licence must not be empty")
-        roles = [f.role for f in self.files]
-        if len(set(roles)) != len(roles):
-            raise ConfigError(f"WeightSpec {self.name}: file roles repeat: {roles}")
-        needed = {"checkpoint", "config"} if self.kind == "vqgan" else {"checkpoint"}
-        if not needed <= set(roles):
-            raise ConfigError(f"WeightSpec {self.name}: needs roles {sorted(needed)}, got {roles}")
-        clip_fields = (self.preset, self.input_size, self.mean, self.std)
-        if self.kind == "vqgan" and (any(v is not None for v in clip_fields) or self.quick_gelu):
-            raise ConfigError(f"WeightSpec {self.name}: CLIP fields set on a VQGAN")
-        if self.kind == "clip":
-            if not self.preset:
-                raise ConfigError(f"WeightSpec {self.name}: preset is required for CLIP")
-            if self.input_size is None or self.input_size <= 0:
-                raise ConfigError(f"WeightSpec {self.name}: bad input_size {self.input_size!r}")
-            for label, v in (("mean", self.mean), ("std", self.std)):
-                if v is None or len(v) != 3:
-                    raise ConfigError(f"WeightSpec {self.name}: {label} needs 3 values, got {v!r}")
-            if min(self.std) <= 0:
-                raise ConfigError(f"WeightSpec {self.name}: std must be positive, got {self.std}")
-
-    def file(self, role: str) -> FileSpec:
-        for f in self.files:
-            if f.role == role:
-                return f
-        raise KeyError(f"{self.name} has no {role!r} file")
-
-    @property
-    def size_bytes(self) -> int | None:
-        """Approximate download size, or None if a file's size is unknown."""
-        sizes = [f.size_bytes for f in self.files]
-        return None if None in sizes else sum(sizes)
 
 
 def _heibox(folder: str, path: str) -> str:
@@ -207,53 +44,6 @@ _NO_HASH_HF = (
     "no sha256 from two independent sources could be confirmed offline when this registry was "
     "written; the hash of the first download is recorded (trust on first use)"
 )
-
-# What is known of each host, and where it was learned. A host nobody could check from here
-# (the registry was written without network access) says so.
-_HEIBOX = (
-    "heibox.uni-heidelberg.de: taming-transformers' own Seafile share (the links in taming's "
-    "README); reported slow and throttled (taming-transformers#53, pytti-core#131)"
-)
-_SOMNAI_REPO = "Somnai/pytti-vqgan-checkpoints"
-_SOMNAI_REV = "debc22c8f285c7734980c464ff992d335dde6e9a"
-_SOMNAI = (
-    "Hub mirror made by pytti-core's maintainers in 2026 from the original hosts, 'sha256-"
-    "verified against its provenance'; repo, commit and per-file sha256 from pytti-core's "
-    "vqgan loader (its manifest.json)"
-)
-_PXLPSHR_REPO = "pxlpshr/pytti-models"
-_PXLPSHR = (
-    "Hub mirror of PyTTI Portable; paths, sizes and sha256 from its model_mirror.py; fetched "
-    "at branch main (no commit published)"
-)
-_NEGGLES = (
-    "neggles/vaedump on the Hub: the commit page shows the LFS pointer (sha256 5cd6c748..., "
-    "376581823 bytes) and the taming GumbelVQ config"
-)
-_NEHC = (
-    "Nehc/vqgan_imagenet_f16_1024 on the Hub: taming's last.ckpt (958 MB, as heibox's) and "
-    "model.yaml (645 B); no hash published, so not known to be byte-identical to heibox"
-)
-
-
-def _hf(repo: str, path: str, revision: str, note: str) -> Host:
-    return Host(hf_repo=repo, hf_filename=path, revision=revision, note=note)
-
-
-def _somnai(folder: str, ext: str) -> Host:
-    return _hf(_SOMNAI_REPO, f"{folder}/{folder}.{ext}", _SOMNAI_REV, _SOMNAI)
-
-
-def _pxlpshr(stem: str, ext: str) -> Host:
-    return _hf(_PXLPSHR_REPO, f"vqgan/{stem}.{ext}", "main", _PXLPSHR)
-
-
-def _direct(url: str, note: str, referer: str | None = None) -> Host:
-    return Host(url=url, note=note, referer=referer)
-
-
-def _pinned(sources: str) -> str:
-    return f"sha256 published by two or more independent sources that agree: {sources}"
 
 
 def _vqgan(
@@ -373,14 +163,14 @@ _SPECS = (
     _vqgan(
         "vqgan_imagenet_f16_1024", "vqgan_imagenet_f16_1024",
         ckpt_hosts=(
-            _direct(_heibox(_IMAGENET_1024, _CKPT), _HEIBOX),
-            _hf("Nehc/vqgan_imagenet_f16_1024", "ckpts/last.ckpt",
-                "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", _NEHC),
+            hosts.direct(_heibox(_IMAGENET_1024, _CKPT), hosts.HEIBOX),
+            hosts.hf("Nehc/vqgan_imagenet_f16_1024", "ckpts/last.ckpt",
+                "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", hosts.NEHC),
         ),
         yaml_hosts=(
-            _direct(_heibox(_IMAGENET_1024, _YAML), _HEIBOX),
-            _hf("Nehc/vqgan_imagenet_f16_1024", "configs/model.yaml",
-                "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", _NEHC),
+            hosts.direct(_heibox(_IMAGENET_1024, _YAML), hosts.HEIBOX),
+            hosts.hf("Nehc/vqgan_imagenet_f16_1024", "configs/model.yaml",
+                "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", hosts.NEHC),
         ),
         size_bytes=958_000_000, licence=_TAMING,
         description="VQGAN ImageNet f16, 1024 codes (Crowson's notebook default)",
@@ -389,22 +179,22 @@ _SPECS = (
     _vqgan(
         "vqgan_imagenet_f16_16384", "vqgan_imagenet_f16_16384",
         ckpt_hosts=(
-            _somnai("imagenet", "ckpt"),
-            _direct(_heibox(_IMAGENET_16384, _CKPT), _HEIBOX),
-            _direct("https://heibox.uni-heidelberg.de/f/867b05fc8c4841768640/?dl=1",
-                    "heibox direct file link from nerdyrodent's download_models.sh; " + _HEIBOX),
-            _pxlpshr("imagenet", "ckpt"),
+            hosts.somnai("imagenet", "ckpt"),
+            hosts.direct(_heibox(_IMAGENET_16384, _CKPT), hosts.HEIBOX),
+            hosts.direct("https://heibox.uni-heidelberg.de/f/867b05fc8c4841768640/?dl=1",
+                         hosts.HEIBOX_DIRECT),
+            hosts.pxlpshr("imagenet", "ckpt"),
         ),
         yaml_hosts=(
-            _somnai("imagenet", "yaml"),
-            _direct(_heibox(_IMAGENET_16384, _YAML), _HEIBOX),
-            _direct("https://heibox.uni-heidelberg.de/f/274fb24ed38341bfa753/?dl=1",
-                    "heibox direct file link from nerdyrodent's download_models.sh; " + _HEIBOX),
-            _pxlpshr("imagenet", "yaml"),
+            hosts.somnai("imagenet", "yaml"),
+            hosts.direct(_heibox(_IMAGENET_16384, _YAML), hosts.HEIBOX),
+            hosts.direct("https://heibox.uni-heidelberg.de/f/274fb24ed38341bfa753/?dl=1",
+                         hosts.HEIBOX_DIRECT),
+            hosts.pxlpshr("imagenet", "yaml"),
         ),
         ckpt_sha256="845a68805098cb666420d5db93df53f3a3b6dd443e6dd85c05759c5b998cd663",
         yaml_sha256="00e2c6189926f1d89ecfef73e9598db77981c1982f0555fbade963ffd16143c7",
-        sha256_note=_pinned(
+        sha256_note=hosts.pinned(
             _PYTTI_SOURCES + ", and two projects that hash the heibox download (980092370 bytes)"
         ),
         size_bytes=980_092_370, yaml_size_bytes=692, licence=_TAMING,
@@ -414,20 +204,20 @@ _SPECS = (
     _vqgan(
         "vqgan_gumbel_f8_8192", "vqgan_gumbel_f8_8192",
         ckpt_hosts=(
-            _hf("neggles/vaedump", "taming/vq-gumbel-f8-8192/model.ckpt",
-                "115a6c7eb8a93cf3114544421f1dbe1b725a99e7", _NEGGLES),
-            _somnai("openimages", "ckpt"),
-            _direct(_heibox(_GUMBEL_8192, _CKPT), _HEIBOX),
+            hosts.hf("neggles/vaedump", "taming/vq-gumbel-f8-8192/model.ckpt",
+                "115a6c7eb8a93cf3114544421f1dbe1b725a99e7", hosts.NEGGLES),
+            hosts.somnai("openimages", "ckpt"),
+            hosts.direct(_heibox(_GUMBEL_8192, _CKPT), hosts.HEIBOX),
         ),
         yaml_hosts=(
-            _hf("neggles/vaedump", "taming/vq-gumbel-f8-8192/config.yaml",
-                "115a6c7eb8a93cf3114544421f1dbe1b725a99e7", _NEGGLES),
-            _somnai("openimages", "yaml"),
-            _direct(_heibox(_GUMBEL_8192, _YAML), _HEIBOX),
+            hosts.hf("neggles/vaedump", "taming/vq-gumbel-f8-8192/config.yaml",
+                "115a6c7eb8a93cf3114544421f1dbe1b725a99e7", hosts.NEGGLES),
+            hosts.somnai("openimages", "yaml"),
+            hosts.direct(_heibox(_GUMBEL_8192, _YAML), hosts.HEIBOX),
         ),
         ckpt_sha256="5cd6c74810ab97e00e942c25403f73afc081e8b19987b31ec0d9ff5b68e7ab14",
         yaml_sha256="91110bab325067b37f85d1e75895a837d59c292bae4f3097f80c518714d5caff",
-        sha256_note=_pinned(
+        sha256_note=hosts.pinned(
             "neggles/vaedump's LFS pointer, " + _PYTTI_SOURCES + ", and an unrelated project's "
             "audit of taming's last.ckpt (376581823 bytes)"
         ),
@@ -439,11 +229,11 @@ _SPECS = (
     # since August 2021: nerdyrodent/VQGAN-CLIP#37, googlecolab/colabtools#2206).
     _vqgan(
         "vqgan_wikiart_f16_16384", "wikiart_16384",
-        ckpt_hosts=(_somnai("wikiart", "ckpt"), _pxlpshr("wikiart", "ckpt")),
-        yaml_hosts=(_somnai("wikiart", "yaml"), _pxlpshr("wikiart", "yaml")),
+        ckpt_hosts=(hosts.somnai("wikiart", "ckpt"), hosts.pxlpshr("wikiart", "ckpt")),
+        yaml_hosts=(hosts.somnai("wikiart", "yaml"), hosts.pxlpshr("wikiart", "yaml")),
         ckpt_sha256="bd08bb46301f98be1712bb2be9f8868cea30b53137cd985d4d6e8da8b3e02c36",
         yaml_sha256="6e78241d2828ff35b8381839ce249c24a6c468ed429760d33a25e98e7f24499a",
-        sha256_note=_pinned(_PYTTI_SOURCES),
+        sha256_note=hosts.pinned(_PYTTI_SOURCES),
         size_bytes=1_005_327_541, yaml_size_bytes=920,
         licence=_COMMUNITY,
         description="VQGAN f16, 16384 codes, trained on WikiArt paintings (EleutherAI's run)",
@@ -453,8 +243,8 @@ _SPECS = (
     # mirror, serves this different checkpoint, so it is a model of its own.
     _vqgan(
         "vqgan_wikiart_7mil", "wikiart_7mil",
-        ckpt_hosts=(_direct(f"{_BATBOT}.ckpt", _BATBOT_NOTE),),
-        yaml_hosts=(_direct(f"{_BATBOT}.yaml", _BATBOT_NOTE),),
+        ckpt_hosts=(hosts.direct(f"{_BATBOT}.ckpt", _BATBOT_NOTE),),
+        yaml_hosts=(hosts.direct(f"{_BATBOT}.yaml", _BATBOT_NOTE),),
         size_bytes=None,
         licence=_COMMUNITY,
         description="VQGAN fine-tuned on augmented WikiArt (7M steps + 1M), batbot.tv's",
@@ -465,22 +255,22 @@ _SPECS = (
     _vqgan(
         "vqgan_coco", "coco_first_stage",
         ckpt_hosts=(
-            _somnai("coco", "ckpt"),
-            _pxlpshr("coco_first_stage", "ckpt"),
-            _direct("http://batbot.ai/models/VQGAN/coco_first_stage.ckpt",
+            hosts.somnai("coco", "ckpt"),
+            hosts.pxlpshr("coco_first_stage", "ckpt"),
+            hosts.direct("http://batbot.ai/models/VQGAN/coco_first_stage.ckpt",
                     "batbot.ai: pytti-core's source for this file before 2026; plain http; not "
                     "checked from here"),
         ),
         yaml_hosts=(
-            _somnai("coco", "yaml"),
-            _pxlpshr("coco_first_stage", "yaml"),
-            _direct("http://batbot.ai/models/VQGAN/coco_first_stage.yaml",
+            hosts.somnai("coco", "yaml"),
+            hosts.pxlpshr("coco_first_stage", "yaml"),
+            hosts.direct("http://batbot.ai/models/VQGAN/coco_first_stage.yaml",
                     "batbot.ai: pytti-core's source for this file before 2026; plain http; not "
                     "checked from here"),
         ),
         ckpt_sha256="106cc20fde571df14afc4349d62218d8213cf47177c682ecaa78a8c28b12f9de",
         yaml_sha256="17d0c2d9fda59eccade2a6070d833804b759dc817da42c2268be8cf1eb047676",
-        sha256_note=_pinned(_PYTTI_SOURCES),
+        sha256_note=hosts.pinned(_PYTTI_SOURCES),
         size_bytes=296_030_214, yaml_size_bytes=458, licence=_TAMING,
         description="taming COCO-Stuff first stage VQGAN (f16)",
         aliases=("coco",),
@@ -488,7 +278,7 @@ _SPECS = (
     _vqgan(
         "vqgan_faceshq", "faceshq",
         ckpt_hosts=(
-            _direct(
+            hosts.direct(
                 "https://app.koofr.net/content/links/a04deec9-0c59-4673-8b37-3d696fe63a5d/files/"
                 "get/last.ckpt?path=%2F2020-11-13T21-41-45_faceshq_transformer%2Fcheckpoints%2F"
                 "last.ckpt",
@@ -496,15 +286,15 @@ _SPECS = (
                 "(hotlink protection, taming-transformers#196), so the share page is sent",
                 referer=_KOOFR_LINK,
             ),
-            _somnai("faceshq", "ckpt"),
+            hosts.somnai("faceshq", "ckpt"),
         ),
         yaml_hosts=(
-            _direct(
+            hosts.direct(
                 "https://drive.google.com/uc?export=download&id=1fHwGx_hnBtC8nsq7hesJvs-Klv-P0gzT",
                 "Google Drive link from nerdyrodent's and pytti-core's scripts; its confirm page "
                 "is followed",
             ),
-            _somnai("faceshq", "yaml"),
+            hosts.somnai("faceshq", "yaml"),
         ),
         sha256_note="only pytti-core's Somnai manifest publishes a sha256 (one source); "
         "the hash of the first download is recorded (trust on first use)",
@@ -515,18 +305,19 @@ _SPECS = (
     _vqgan(
         "vqgan_sflckr", "sflckr",
         ckpt_hosts=(
-            _somnai("sflickr", "ckpt"),
-            _direct(_heibox(_SFLCKR, "%2Fcheckpoints%2Flast.ckpt"), _HEIBOX),
-            _pxlpshr("sflckr", "ckpt"),
+            hosts.somnai("sflickr", "ckpt"),
+            hosts.direct(_heibox(_SFLCKR, "%2Fcheckpoints%2Flast.ckpt"), hosts.HEIBOX),
+            hosts.pxlpshr("sflckr", "ckpt"),
         ),
         yaml_hosts=(
-            _somnai("sflickr", "yaml"),
-            _direct(_heibox(_SFLCKR, "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml"), _HEIBOX),
-            _pxlpshr("sflckr", "yaml"),
+            hosts.somnai("sflickr", "yaml"),
+            hosts.direct(_heibox(_SFLCKR, "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml"),
+                         hosts.HEIBOX),
+            hosts.pxlpshr("sflckr", "yaml"),
         ),
         ckpt_sha256="8a8adea3da8dab412675772831370dd948e0aa97bb11a9488a2f328b58dbc929",
         yaml_sha256="c27f012996f3f1f02580f063be47fd60bdd8528efb04d7318b2cbe8a86505b1b",
-        sha256_note=_pinned(_PYTTI_SOURCES),
+        sha256_note=hosts.pinned(_PYTTI_SOURCES),
         size_bytes=4_263_525_412, yaml_size_bytes=1_603, licence=_TAMING,
         description="taming S-FLCKR landscape transformer; its first stage is the VQGAN",
         aliases=("sflckr", "s_flckr", "sflickr"),
@@ -536,13 +327,13 @@ _SPECS = (
     _vqgan(
         "vqgan_f16_16384_dalle_mini", "vqgan_f16_16384_dalle_mini",
         ckpt_hosts=(
-            _hf("boris/vqgan_f16_16384", "model.ckpt",
+            hosts.hf("boris/vqgan_f16_16384", "model.ckpt",
                 "946c5d2f88276c3796bda51babbb4b9626f3d554",
                 "boris/vqgan_f16_16384 on the Hub: model.ckpt and config.yaml added in commit "
                 "946c5d2 ('feat: add model'); later commits only edit the README"),
         ),
         yaml_hosts=(
-            _hf("boris/vqgan_f16_16384", "config.yaml",
+            hosts.hf("boris/vqgan_f16_16384", "config.yaml",
                 "946c5d2f88276c3796bda51babbb4b9626f3d554",
                 "boris/vqgan_f16_16384 on the Hub, commit 946c5d2"),
         ),
