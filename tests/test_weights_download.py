@@ -116,6 +116,14 @@ def test_connection_dropped_midway_is_resumed_with_a_range_request(server):
     assert (second.range, second.if_range) == ("bytes=20000-", '"v1"')
 
 
+def test_a_connection_reset_midway_is_retried_and_resumed(server):
+    # paced, so the client has read what came before the reset (a reset discards unread bytes)
+    url = server.serve("/tiny.ckpt", PAYLOAD, drop_after=12_288, reset=True, delay_s=0.005)
+    assert get(tiny_spec([url], sha256=PAYLOAD_SHA))["checkpoint"].read_bytes() == PAYLOAD
+    _, second = server.requests("/tiny.ckpt")  # the same host again, not the next one
+    assert re.fullmatch(r"bytes=[1-9]\d*-", second.range)
+
+
 def test_a_file_changed_on_the_server_is_fetched_whole_not_spliced(server):
     url = server.url("/tiny.ckpt")
     spec = tiny_spec([url])
@@ -137,11 +145,11 @@ def test_slow_trickle_within_the_timeout_completes_in_one_request(server):
 
 
 def test_a_stall_past_the_timeout_is_retried_and_resumed(server):
-    url = server.serve("/tiny.ckpt", PAYLOAD, stall_at=30_720, stall_s=1.5)
-    retry = Retry(attempts=3, backoff_s=0.01, timeout_s=0.3)
+    url = server.serve("/tiny.ckpt", PAYLOAD, stall_at=30_720, stall_s=2.0)
+    retry = Retry(attempts=3, backoff_s=0.01, timeout_s=0.5)
     assert get(tiny_spec([url]), retry=retry)["checkpoint"].read_bytes() == PAYLOAD
-    _, second = server.requests("/tiny.ckpt")
-    assert second.range == "bytes=30720-"
+    second = server.requests("/tiny.ckpt")[1]
+    assert second.range == "bytes=30720-"  # what arrived before the stall was kept
 
 
 def test_content_length_longer_than_the_body_still_gives_the_right_file(server):

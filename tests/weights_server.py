@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ class Route:
     redirect: tuple[int, str] | None = None  # (status, location)
     drop_after: int | None = None  # close the connection after this many bytes of the body...
     drop_times: int = 1  # ...this many times
+    reset: bool = False  # drop with a TCP reset (RST) rather than a clean close
     chunk: int = 1024
     delay_s: float = 0.0  # between chunks: a trickle
     stall_at: int | None = None  # once, sleep stall_s after this many bytes (a stalled host)
@@ -171,6 +174,10 @@ class FaultyServer:
         pos = start
         while pos < len(body):
             if drop is not None and sent >= drop:
+                if route.reset:  # linger 0: close() sends RST, the client sees a reset
+                    linger = struct.pack("ii", 1, 0)
+                    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    h.connection.close()
                 h.close_connection = True
                 return
             if route.stall_at is not None and pos >= route.stall_at:
