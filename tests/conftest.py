@@ -1,8 +1,10 @@
 """Shared fixtures: tiny random models that run in milliseconds on a CPU."""
 
+import http.client
 import os
 import urllib.request
 
+import huggingface_hub.constants
 import pytest
 import torch
 from hypothesis import settings
@@ -109,13 +111,31 @@ def _no_network(request, timeout=None):
     raise AssertionError(f"test touched the network: {url}")
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_connect = http.client.HTTPConnection.connect
+
+
+def _loopback_only(self):
+    if self.host not in _LOOPBACK:
+        raise AssertionError(f"test touched the network: {self.host}")
+    return _connect(self)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Every test: its own working folder, no network, a private weights cache, none of the
-    user's offline/hub settings. Tests of the download path install their own fake `urlopen` on
-    top of this."""
+    """Every test: its own working folder, no network beyond 127.0.0.1 (download tests run
+    their own server there), a private weights cache and Hugging Face Hub cache, none of the
+    user's offline/hub settings, and a Hub endpoint that refuses at once if anything asks it."""
     monkeypatch.chdir(tmp_path)  # whatever a test writes by a relative name lands here
     monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "cache"))
-    for var in ("VQCLIP_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    for var in ("VQCLIP_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_HOME"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", _loopback_only)
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import (which a test may have done while
+    # setting it); vqclip reads it at each call and only asks the Hub when online.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)

@@ -1,4 +1,5 @@
 import math
+import sys
 
 import kornia.augmentation as K
 import pytest
@@ -244,3 +245,14 @@ def test_erasing_zeroes_one_rectangle_of_the_given_area():
     assert torch.equal(erased, rows[:, :, None] & cols[:, None, :])
     tall = rows.sum(1) > cols.sum(1)
     assert 0.3 < tall.float().mean() < 0.7  # ratios below and above 1 alike
+
+
+@pytest.mark.parametrize("code", ["Sh", "Et", "Ts", "Cr", "Re"])
+def test_without_kornia_its_augments_name_the_extra_and_the_rest_still_build(monkeypatch, code):
+    monkeypatch.setitem(sys.modules, "kornia", None)  # import kornia now fails
+    monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
+    with pytest.raises(ConfigError, match=rf"augment {code} needs kornia.*vqclip\[augments\]"):
+        build_augments([code], 32)
+    own = build_augments(["Af", "Pe", "Ji", "Er", "Ro", "Gn"], 32)
+    x = torch.rand(4, 3, 32, 32)
+    assert own(x, torch.Generator().manual_seed(0)).shape == x.shape

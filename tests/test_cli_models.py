@@ -1,45 +1,31 @@
-"""`vqclip models ...` through vqclip.cli.main, with the network replaced by in-memory bytes."""
+"""`vqclip models ...` through vqclip.cli.main; the hosts are a real HTTP server on 127.0.0.1
+(tests/weights_server.py), with HF_ENDPOINT pointing at it for the Hub's files."""
 
 from __future__ import annotations
 
-import io
 import json
-import urllib.error
-import urllib.request
 
 import pytest
 
 from vqclip.cli import main
-from vqclip.weights import cache, download, registry
+from vqclip.weights import cache, fetch, registry
+from vqclip.weights.probe import probe
+from vqclip.weights.registry import Host
+from weights_server import PAYLOAD, FaultyServer
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+DALLE = "/boris/vqgan_f16_16384/resolve/946c5d2f88276c3796bda51babbb4b9626f3d554"
+B32 = "/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors"
 
 # helper functions
 
 
-class FakeServer:
-    """Stands in for urllib.request.urlopen: serves `routes` (url -> bytes), records requests."""
-
-    def __init__(self, routes: dict[str, bytes]):
-        self.routes = routes
-        self.requests: list[urllib.request.Request] = []
-
-    def __call__(self, request, timeout=None):
-        self.requests.append(request)
-        if request.full_url not in self.routes:
-            raise urllib.error.HTTPError(request.full_url, 404, "Not Found", {}, None)
-        body = self.routes[request.full_url]
-        response = io.BytesIO(body)
-        response.headers = {"Content-Length": str(len(body))}
-        return response
-
-
-def serve(monkeypatch, routes: dict[str, bytes]) -> FakeServer:
-    server = FakeServer(routes)
-    monkeypatch.setattr(urllib.request, "urlopen", server)
-    return server
-
-
-def primary_url(name: str, role: str) -> str:
-    return download.source_urls(registry.get_spec(name).file(role))[0]
+@pytest.fixture
+def hub(monkeypatch):
+    s = FaultyServer()
+    monkeypatch.setenv("HF_ENDPOINT", s.base)
+    yield s
+    s.close()
 
 
 def row(output: str, name: str) -> str:
@@ -62,14 +48,28 @@ def tiny_taming_files(tmp_path, tiny_vqgan_config):
 # commands
 
 
-def test_list_shows_cached_status_changing(capsys):
-    assert main(["models", "list"]) == 0
+def test_list_shows_cache_state_hosts_in_order_and_hash_state(capsys):
+    assert main(["models"]) == 0  # no action: the list
     out = capsys.readouterr().out
     assert "  no  " in row(out, "vqgan_imagenet_f16_1024")
     assert row(out, "clip_vit_b32_openai").split()[1] == "clip"
+    assert "pinned" in row(out, "vqgan_imagenet_f16_16384")
+    assert "first use" in row(out, "vqgan_imagenet_f16_1024") and "trust on first use" in out
+    lines = out.splitlines()
+    hosts = lines[lines.index(row(out, "vqgan_imagenet_f16_1024")) + 1]
+    assert hosts.split() == ["hosts:", "1.", "heibox.uni-heidelberg.de", "2.",
+                             "hf:Nehc/vqgan_imagenet_f16_1024@a33b797"]  # fmt: skip
 
     spec = registry.get_spec("vqgan_imagenet_f16_1024")
-    for path in cache.cached_paths(spec).values():
+    ckpt = cache.own_path(spec, spec.file("checkpoint"))
+    part, meta = fetch.part_paths(ckpt)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"w")
+    meta.write_text(json.dumps({"url": spec.file("checkpoint").sources[0].url}))
+    assert main(["models", "list"]) == 0
+    assert "  partial  " in row(capsys.readouterr().out, "vqgan_imagenet_f16_1024")
+    for f in spec.files:
+        path = cache.own_path(spec, f)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"w")
     assert main(["models", "list", "--kind", "vqgan"]) == 0
@@ -81,21 +81,60 @@ def test_list_shows_cached_status_changing(capsys):
     entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
     assert entries["vqgan_imagenet_f16_1024"]["cached"] is True
     assert entries["clip_vit_l14_336_openai"]["input_size"] == 336
-    assert entries["vqgan_imagenet_f16_16384"]["files"][1]["sha256"] is None
+    ckpt = entries["vqgan_gumbel_f8_8192"]["files"][1]
+    assert ckpt["sha256"] == registry.get_spec("gumbel_8192").file("checkpoint").sha256
+    assert ckpt["hosts"][0]["commit_pinned"] is True and ckpt["hosts"][0]["note"]
 
 
-def test_download_command_writes_the_file(monkeypatch, capsys):
-    url = primary_url("clip_vit_b32_openai", "checkpoint")
-    server = serve(monkeypatch, {url: b"clip weights"})
+def test_check_asks_each_host_and_says_which_answer(hub, capsys):
+    hub.serve(B32, PAYLOAD, hub_commit=COMMIT)
+    assert main(["models", "check", "ViT-B/32", "--timeout", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "clip_vit_b32_openai" in out and "ok: 200, 51.2 kB" in out
+    assert [s.method for s in hub.log] == ["HEAD"]  # asked, not downloaded
+
+    assert main(["models", "check", "ViT-B/32", "ViT-B/16", "--timeout", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "NO: HTTP 404" in out and "clip_vit_b16_openai: no host serves its checkpoint" in out
+
+
+def test_check_offline_says_so_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("VQCLIP_OFFLINE", "1")
+    assert main(["models", "check"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "offline (VQCLIP_OFFLINE=1): no host was asked. Unset it to check the hosts."
+    )
+
+
+def test_check_with_no_host_reachable_says_there_is_no_network(hub, capsys):
+    hub.close()  # nothing listens on its port any more
+    assert main(["models", "check", "ViT-B/32", "--timeout", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "NO: connection refused" in out and "no network access" in out
+
+
+def test_probe_sends_the_referer_and_spots_a_web_page(hub):
+    page = hub.url("/links/share")
+    url = hub.serve("/koofr.ckpt", PAYLOAD, need_referer=page)
+    assert probe(Host(url=url, referer=page), timeout=2)[0] is True
+    assert probe(Host(url=url), timeout=2)[:2] == (False, True)  # 400 without it
+    html = hub.serve("/moved.ckpt", b"<html></html>", content_type="text/html")
+    ok, reached, detail = probe(Host(url=html), timeout=2)
+    assert (ok, reached) == (False, True) and "web page" in detail
+
+
+def test_download_command_fetches_into_the_hub_cache_with_the_token(hub, monkeypatch, capsys):
+    hub.serve(B32, b"clip weights", hub_commit=COMMIT)
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     assert main(["models", "download", "ViT-B/32", "--no-progress"]) == 0
     path = cache.cached_paths(registry.get_spec("ViT-B/32"))["checkpoint"]
-    assert path.read_bytes() == b"clip weights"
-    assert server.requests[0].get_header("Authorization") == "Bearer hf_secret"
+    assert path.read_bytes() == b"clip weights" and "models--timm--" in str(path)
+    assert hub.requests(B32)[0].authorization == "Bearer hf_secret"
     assert "downloaded" in capsys.readouterr().out
 
+    asked = len(hub.log)
     assert main(["models", "download", "clip_vit_b32_openai"]) == 0
-    assert len(server.requests) == 1  # cached: checked, not fetched again
+    assert len(hub.log) == asked  # cached: checked, not fetched again
     assert "already cached" in capsys.readouterr().out
 
 
@@ -103,8 +142,9 @@ def test_download_offline_exits_2_with_instructions(monkeypatch, capsys):
     monkeypatch.setenv("VQCLIP_OFFLINE", "1")
     assert main(["models", "download", "vqgan_gumbel_f8_8192"]) == 2
     err = capsys.readouterr().err
-    ckpt = cache.cached_paths(registry.get_spec("vqgan_gumbel_f8_8192"))["checkpoint"]
-    assert str(ckpt) in err and primary_url("vqgan_gumbel_f8_8192", "checkpoint") in err
+    spec = registry.get_spec("vqgan_gumbel_f8_8192")
+    assert str(cache.own_path(spec, spec.file("checkpoint"))) in err
+    assert "neggles/vaedump/resolve/115a6c7eb8a93cf3114544421f1dbe1b725a99e7/" in err
 
 
 def test_unknown_model_exits_2_with_did_you_mean(capsys):
@@ -114,9 +154,9 @@ def test_unknown_model_exits_2_with_did_you_mean(capsys):
 
 
 def test_path_prints_where_files_go(capsys):
-    assert main(["models", "path", "wikiart_16384"]) == 0
+    assert main(["models", "path", "faceshq"]) == 0
     out = capsys.readouterr().out
-    spec = registry.get_spec("wikiart_16384")
+    spec = registry.get_spec("faceshq")
     assert str(cache.model_dir(spec)) in out
     assert str(cache.cached_paths(spec)["checkpoint"]) in out and "missing" in out
 
@@ -137,23 +177,22 @@ def test_convert_taming_checkpoint_then_load(tmp_path, capsys, tiny_vqgan_config
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def test_download_convert_and_load_a_registry_vqgan(monkeypatch, tmp_path, tiny_vqgan_config):
+def test_download_convert_and_load_a_registry_vqgan(hub, tmp_path, tiny_vqgan_config):
     pytest.importorskip("vqclip.vqgan")
     from vqclip.weights import load_vqgan_by_name
 
     _, ckpt, yaml = tiny_taming_files(tmp_path, tiny_vqgan_config)
-    name = "vqgan_imagenet_f16_1024"
-    serve(monkeypatch, {
-        primary_url(name, "checkpoint"): ckpt.read_bytes(),
-        primary_url(name, "config"): yaml.read_bytes(),
-    })  # fmt: skip
+    hub.serve(f"{DALLE}/model.ckpt", ckpt.read_bytes(), hub_commit=COMMIT)
+    hub.serve(f"{DALLE}/config.yaml", yaml.read_bytes(), hub_commit=COMMIT)
+    name = "vqgan_f16_16384_dalle_mini"
     assert main(["models", "download", name, "--no-progress"]) == 0
-    assert main(["models", "convert", "imagenet_1024", "--no-progress"]) == 0
+    assert main(["models", "convert", "boris/vqgan_f16_16384", "--no-progress"]) == 0
     spec = registry.get_spec(name)
     assert cache.is_converted(spec)
 
+    hub.close()  # the converted copy alone must be enough now
     for path in cache.cached_paths(spec).values():
-        path.unlink()  # the converted copy alone must be enough now
+        path.unlink()
     assert load_vqgan_by_name(name).config == tiny_vqgan_config
 
 

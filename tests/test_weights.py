@@ -1,100 +1,26 @@
-"""Registry, cache, downloader and name resolution. The network is never touched: urlopen is
-replaced by a fake server that serves bytes from memory (and fails the test if used unasked)."""
+"""Registry, cache and name resolution; the downloader's own tests are in
+test_weights_download.py (a real local HTTP server) and test_weights_hub.py."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import sys
 import types
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from vqclip.errors import ChecksumError, ConfigError, WeightsNotFoundError
-from vqclip.weights import cache, download, registry, resolve
-from vqclip.weights.registry import FileSpec, WeightSpec
-
-PAYLOAD = bytes(range(256)) * 40  # 10 kB, several read() chunks with a small chunk size
-PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
+from vqclip.errors import ConfigError
+from vqclip.weights import cache, download, fetch, registry, resolve
+from vqclip.weights.registry import FileSpec, Host, WeightSpec
 
 # helper functions
 
 
-class FakeResponse:
-    def __init__(self, body: bytes, headers: dict, fail_at: int | None, error, on_read):
-        self._body = io.BytesIO(body)
-        self.headers = headers
-        self._fail_at = fail_at
-        self._error = error
-        self.on_read = on_read
-
-    def read(self, n: int) -> bytes:
-        if self.on_read is not None:
-            self.on_read()
-        if self._fail_at is not None and self._body.tell() >= self._fail_at:
-            raise self._error
-        return self._body.read(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class FakeServer:
-    """Stands in for urllib.request.urlopen; records every request it gets."""
-
-    def __init__(self):
-        self.routes: dict[str, dict] = {}
-        self.requests: list[urllib.request.Request] = []
-        self.on_read = None  # called before every read(), to look at the disk mid-download
-
-    def serve(self, url, body=PAYLOAD, *, headers=None, length=None, fail_at=None, error=None):
-        size = len(body) if length is None else length
-        hdrs = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-        hdrs.update(headers or {})
-        self.routes[url] = dict(body=body, headers=hdrs, fail_at=fail_at, error=error)
-
-    def __call__(self, request, timeout=None):
-        self.requests.append(request)
-        route = self.routes.get(request.full_url)
-        if route is None:
-            raise urllib.error.HTTPError(request.full_url, 404, "Not Found", {}, None)
-        if isinstance(route["error"], urllib.error.URLError):
-            raise route["error"]
-        error = route["error"] or ConnectionResetError("reset by peer")
-        return FakeResponse(route["body"], route["headers"], route["fail_at"], error, self.on_read)
-
-
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch):
-    monkeypatch.setattr(download, "_CHUNK", 1024)
-
-
-@pytest.fixture
-def server(monkeypatch):
-    fake = FakeServer()
-    monkeypatch.setattr(urllib.request, "urlopen", fake)
-    return fake
-
-
-def tiny_spec(sha256=None, mirrors=()):
-    note = "" if sha256 else "test file"
-    url = "https://example.org/tiny.ckpt"
-    ckpt = FileSpec("checkpoint", "tiny.ckpt", url=url, mirrors=mirrors, sha256=sha256,
-                    sha256_note=note)  # fmt: skip
+def tiny_spec():
+    ckpt = FileSpec("checkpoint", "tiny.ckpt", url="https://example.org/tiny.ckpt",
+                    sha256_note="test file")  # fmt: skip
     config = FileSpec("config", "tiny.yaml", url="https://example.org/tiny.yaml", sha256_note="x")
     return WeightSpec("tiny_vqgan", "vqgan", (config, ckpt), "MIT", "test model")
-
-
-def files_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 # registry
@@ -115,6 +41,58 @@ def test_every_spec_has_a_source_licence_and_hash_story():
             assert f.sha256 or f.sha256_note, (spec.name, f.role)
 
 
+DEAD_HOSTS = ("mirror.io.community", "eaidata.bmk.sh")
+
+
+def test_no_dead_hosts_and_every_host_says_what_is_known_of_it():
+    for spec in registry.list_specs():
+        for f in spec.files:
+            for host in f.sources:
+                assert not any(d in download.host_url(host) for d in DEAD_HOSTS), spec.name
+                assert host.note, (spec.name, f.role, host.label)
+
+
+def test_pinned_hashes_name_their_sources_and_hub_mirrors_are_at_commits():
+    pinned = {s.name for s in registry.list_specs() if all(f.sha256 for f in s.files)}
+    assert {"vqgan_imagenet_f16_16384", "vqgan_gumbel_f8_8192", "vqgan_wikiart_f16_16384",
+            "vqgan_coco", "vqgan_sflckr"} <= pinned  # fmt: skip
+    for spec in registry.list_specs("vqgan"):
+        for f in spec.files:
+            if f.sha256:
+                assert "independent sources" in f.sha256_note, spec.name
+            hub = [h for h in f.sources if h.is_hub]
+            # a Hub mirror of an unpinned file must sit at a commit: its bytes cannot change
+            assert f.sha256 or all(h.pinned_commit for h in hub), (spec.name, f.role)
+
+
+def test_koofr_gets_a_referer_and_the_7mil_wikiart_is_its_own_model():
+    faces = registry.get_spec("faceshq").file("checkpoint").sources
+    koofr = [h for h in faces if h.label == "app.koofr.net"]
+    assert koofr and koofr[0].referer.startswith("https://app.koofr.net/links/")
+    assert registry.find_spec("vqgan_wikiart_f16_1024") is None
+    batbot = [h for s in registry.list_specs() for f in s.files for h in f.sources
+              if h.label == "batbot.tv"]  # fmt: skip
+    assert batbot and all(
+        s.name == "vqgan_wikiart_7mil"
+        for s in registry.list_specs()
+        for f in s.files
+        for h in f.sources
+        if h.label == "batbot.tv"
+    )
+
+
+def test_hosts_are_validated():
+    with pytest.raises(ConfigError, match="exactly one source"):
+        Host()
+    with pytest.raises(ConfigError, match="referer"):
+        Host(hf_repo="o/r", hf_filename="f", referer="https://x")
+    assert Host(hf_repo="o/r", hf_filename="f", revision="a" * 40).label == "hf:o/r@aaaaaaa"
+    assert not Host(hf_repo="o/r", hf_filename="f").pinned_commit
+    f = FileSpec("checkpoint", "a.ckpt", url="https://a", mirrors=("https://b",),
+                 hosts=(Host(url="https://c"),), sha256_note="x")  # fmt: skip
+    assert [h.url for h in f.sources] == ["https://a", "https://b", "https://c"]
+
+
 @pytest.mark.parametrize(
     ("alias", "name"),
     [
@@ -128,7 +106,9 @@ def test_every_spec_has_a_source_licence_and_hash_story():
         ("VQGAN_IMAGENET_F16_16384", "vqgan_imagenet_f16_16384"),
         ("vqgan_openimages_f8_8192", "vqgan_gumbel_f8_8192"),
         ("wikiart_16384", "vqgan_wikiart_f16_16384"),
-        ("wikiart_1024", "vqgan_wikiart_f16_1024"),
+        ("wikiart", "vqgan_wikiart_f16_16384"),
+        ("wikiart_7mil", "vqgan_wikiart_7mil"),
+        ("boris/vqgan_f16_16384", "vqgan_f16_16384_dalle_mini"),
         ("coco", "vqgan_coco"),
         ("faceshq", "vqgan_faceshq"),
         ("sflckr", "vqgan_sflckr"),
@@ -138,7 +118,8 @@ def test_names_users_know_resolve(alias, name):
     assert registry.get_spec(alias).name == name
 
 
-def test_clip_specs_carry_their_preprocessing():
+def test_clip_specs_carry_their_preprocessing(monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT")
     b32 = registry.get_spec("ViT-B/32")
     assert (b32.preset, b32.quick_gelu, b32.input_size) == ("ViT-B-32", True, 224)
     assert b32.mean == registry.OPENAI_MEAN and b32.std == registry.OPENAI_STD
@@ -206,6 +187,7 @@ def test_cached_paths_and_is_cached(tmp_path):
 
 
 def test_hf_url_and_token(monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT")
     assert download.hf_url("o/r", "w.safetensors") == (
         "https://huggingface.co/o/r/resolve/main/w.safetensors"
     )
@@ -213,143 +195,10 @@ def test_hf_url_and_token(monkeypatch):
     url = download.hf_url("o/r", "w.safetensors", "refs/pr/1")
     assert url == "https://mirror.example/o/r/resolve/refs%2Fpr%2F1/w.safetensors"
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    hub = download.build_request(url)
+    hub = fetch.build_request(url, 0, None, None, download.hub_auth(url))
     assert hub.get_header("Authorization") == "Bearer hf_secret"
     assert "Authorization" not in hub.headers  # not forwarded to the CDN on redirect
-    other = download.build_request("https://heibox.uni-heidelberg.de/f/x/?dl=1")
-    assert other.get_header("Authorization") is None
-
-
-def test_download_is_atomic_and_verifies_a_pinned_checksum(server):
-    spec = tiny_spec(sha256=PAYLOAD_SHA)
-    server.serve("https://example.org/tiny.ckpt")
-    server.serve("https://example.org/tiny.yaml", b"model: {}\n")
-    dest = cache.cached_paths(spec)["checkpoint"]
-    seen_early = []
-    server.on_read = lambda: seen_early.append(dest.exists())
-    paths = download.ensure_files(spec, progress=False)
-    assert paths["checkpoint"].read_bytes() == PAYLOAD
-    assert seen_early and not any(seen_early)  # the final name appears only when complete
-    assert cache.read_sidecar(dest) == PAYLOAD_SHA
-    assert files_in(dest.parent) == [
-        "tiny.ckpt",
-        "tiny.ckpt.sha256",
-        "tiny.yaml",
-        "tiny.yaml.sha256",
-    ]
-
-
-def test_checksum_mismatch_deletes_the_file(server):
-    spec = tiny_spec(sha256="0" * 64)
-    server.serve("https://example.org/tiny.yaml", b"model: {}\n")
-    server.serve("https://example.org/tiny.ckpt")
-    with pytest.raises(ChecksumError) as err:
-        download.ensure_files(spec, progress=False)
-    message = str(err.value)
-    assert (
-        "0" * 64 in message
-        and PAYLOAD_SHA in message
-        and "https://example.org/tiny.ckpt" in message
-    )
-    assert "tiny.ckpt" not in files_in(cache.model_dir(spec))
-    assert not any(n.endswith(".part") for n in files_in(cache.model_dir(spec)))
-
-
-@pytest.mark.parametrize("error", [KeyboardInterrupt(), ConnectionResetError("reset")])
-def test_interrupted_download_leaves_no_file(server, error):
-    spec = tiny_spec()
-    server.serve("https://example.org/tiny.yaml", b"model: {}\n")
-    server.serve("https://example.org/tiny.ckpt", fail_at=3000, error=error)
-    expected = KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else WeightsNotFoundError
-    with pytest.raises(expected):
-        download.ensure_files(spec, progress=False)
-    assert files_in(cache.model_dir(spec)) == ["tiny.yaml", "tiny.yaml.sha256"]
-
-
-def test_truncated_body_is_a_failed_download(server):
-    spec = tiny_spec()
-    server.serve("https://example.org/tiny.yaml", b"model: {}\n")
-    server.serve("https://example.org/tiny.ckpt", length=len(PAYLOAD) + 1)
-    with pytest.raises(WeightsNotFoundError, match="closed after"):
-        download.ensure_files(spec, progress=False)
-    assert "tiny.ckpt" not in files_in(cache.model_dir(spec))
-
-
-@pytest.mark.parametrize("var", ["VQCLIP_OFFLINE", "HF_HUB_OFFLINE"])
-def test_offline_names_path_url_and_command_without_network(server, monkeypatch, var):
-    monkeypatch.setenv(var, "1")
-    spec = tiny_spec()
-    with pytest.raises(WeightsNotFoundError) as err:
-        download.ensure_files(spec, progress=False)
-    message = str(err.value)
-    assert str(cache.cached_paths(spec)["checkpoint"]) in message
-    assert "https://example.org/tiny.ckpt" in message and "https://example.org/tiny.yaml" in message
-    assert "vqclip models download tiny_vqgan" in message and var in message
-    assert server.requests == []
-
-
-def test_network_error_gives_the_same_clear_error(server):
-    spec = tiny_spec()
-    server.serve("https://example.org/tiny.yaml", b"model: {}\n")
-    server.serve("https://example.org/tiny.ckpt", error=urllib.error.URLError("no route to host"))
-    with pytest.raises(WeightsNotFoundError) as err:
-        download.ensure_files(spec, progress=False)
-    message = str(err.value)
-    assert "no route to host" in message
-    assert str(cache.cached_paths(spec)["checkpoint"]) in message
-    assert "https://example.org/tiny.ckpt" in message
-
-
-def test_mirror_is_used_when_the_primary_fails(server):
-    spec = tiny_spec(mirrors=("https://mirror.example/tiny.ckpt",))
-    server.serve("https://example.org/tiny.yaml", b"model: {}\n")
-    html = {"Content-Type": "text/html; charset=utf-8"}
-    server.serve("https://example.org/tiny.ckpt", b"<html>moved</html>", headers=html)
-    server.serve("https://mirror.example/tiny.ckpt")
-    paths = download.ensure_files(spec, progress=False)
-    assert paths["checkpoint"].read_bytes() == PAYLOAD
-    assert [r.full_url for r in server.requests][-2:] == [
-        "https://example.org/tiny.ckpt",
-        "https://mirror.example/tiny.ckpt",
-    ]
-
-
-def test_cached_files_are_trusted_then_checked_after_a_change(server):
-    spec = tiny_spec()
-    server.serve("https://example.org/tiny.yaml", b"model: {}\n")
-    server.serve("https://example.org/tiny.ckpt")
-    paths = download.ensure_files(spec, progress=False)
-    fetched = len(server.requests)
-    assert download.ensure_files(spec, progress=False) == paths
-    assert len(server.requests) == fetched  # cached: no network
-
-    ckpt = paths["checkpoint"]
-    ckpt.write_bytes(PAYLOAD[:-1] + b"!")  # corrupted in place
-    later = cache.sidecar_path(ckpt).stat().st_mtime_ns + 10**9
-    os.utime(ckpt, ns=(later, later))
-    with pytest.raises(ChecksumError, match="download tiny_vqgan --force"):
-        download.ensure_files(spec, progress=False)
-
-
-def test_hand_placed_file_is_checked_and_recorded_on_first_use(server):
-    spec = tiny_spec(sha256=PAYLOAD_SHA)
-    paths = cache.cached_paths(spec)
-    paths["checkpoint"].parent.mkdir(parents=True)
-    paths["checkpoint"].write_bytes(PAYLOAD)
-    paths["config"].write_bytes(b"model: {}\n")
-    download.ensure_files(spec, progress=False)
-    assert server.requests == []
-    assert cache.read_sidecar(paths["checkpoint"]) == PAYLOAD_SHA
-
-    bad = tiny_spec(sha256="1" * 64)
-    with pytest.raises(ChecksumError, match="published"):
-        download.ensure_files(bad, progress=False)
-
-
-def test_download_false_reports_missing_files(server):
-    with pytest.raises(WeightsNotFoundError, match="downloading is turned off"):
-        download.ensure_files(tiny_spec(), download=False)
-    assert server.requests == []
+    assert download.hub_auth("https://heibox.uni-heidelberg.de/f/x/?dl=1") == {}
 
 
 # resolution
@@ -414,9 +263,9 @@ def test_vqgan_path_finds_its_yaml(fake_models, tmp_path):
 
 def test_registry_name_wins_over_a_folder_of_that_name(fake_models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "coco").mkdir()  # e.g. a dataset folder
-    paths = place(registry.get_spec("coco"))
-    resolve.load_vqgan_by_name("coco")
+    (tmp_path / "faceshq").mkdir()  # e.g. a dataset folder
+    paths = place(registry.get_spec("faceshq"))
+    resolve.load_vqgan_by_name("faceshq")
     assert fake_models[-1][1] == paths["checkpoint"]
     with pytest.raises(ConfigError, match="is a folder"):
         resolve.load_vqgan_by_name(tmp_path)

@@ -11,9 +11,10 @@ anything to the host (the step can run without host syncs, which a fast GPU need
 - Er: a zeroed rectangle per cutout, as a mask from coordinate comparisons.
 - Gn: additive Gaussian noise.
 
-The rest (Sh, Et, Ts, Cr, Re) are kornia's. kornia draws from torch's global RNG, so each of
-those is run with the global RNG seeded from the run's generator and restored afterwards.
-Every augmentation gates each cutout on its own with its probability p.
+The rest (Sh, Et, Ts, Cr, Re) are kornia's, an optional dependency (`pip install
+vqclip[augments]`) imported only when one of them is built. kornia draws from torch's global
+RNG, so each of those is run with the global RNG seeded from the run's generator and restored
+afterwards. Every augmentation gates each cutout on its own with its probability p.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vqclip.devices import constant
 from vqclip.errors import ConfigError
+
+if TYPE_CHECKING:
+    import kornia.augmentation
 
 # RGB -> YIQ (NTSC): Y is luma; a hue shift is a rotation of (I, Q), saturation scales them.
 _YIQ = (
@@ -287,10 +291,23 @@ class GaussianNoise(nn.Module):
         return x + noise * (self.std * on)
 
 
+def _kornia(code: str):
+    """kornia.augmentation, or a ConfigError naming the extra that installs it."""
+    try:
+        import kornia.augmentation
+    except ImportError as e:
+        raise ConfigError(
+            f"augment {code} needs kornia, which is not installed: pip install 'vqclip[augments]' "
+            f"(or leave {code} out; the default augments {' '.join(DEFAULT_AUGMENTS)} do not "
+            "need it)"
+        ) from e
+    return kornia.augmentation
+
+
 class Kornia(nn.Module):
     """A kornia augmentation, its global-RNG draws seeded from the run's generator."""
 
-    def __init__(self, aug: K.AugmentationBase2D, p: float) -> None:
+    def __init__(self, aug: kornia.augmentation.AugmentationBase2D, p: float) -> None:
         super().__init__()
         # Per cutout: kornia's crops otherwise gate a whole batch at once (a crop may change
         # the shape); ours keep the cutout size, so "p .5" means about half of the cutouts.
@@ -311,12 +328,13 @@ def _crop(cut_size: int) -> nn.Module:
     # The cutout already has the crop size, so nerdyrodent's pad_if_needed crop is an identity;
     # reflect-padding by an eighth makes it a real random shift.
     pad = max(1, cut_size // 8)
-    return Kornia(K.RandomCrop((cut_size, cut_size), padding=pad, padding_mode="reflect"), 0.5)
+    crop = _kornia("Cr").RandomCrop((cut_size, cut_size), padding=pad, padding_mode="reflect")
+    return Kornia(crop, 0.5)
 
 
 def _resized_crop(cut_size: int) -> nn.Module:
     # "resample" interpolates the crop, so gradients reach every source pixel it covers.
-    crop = K.RandomResizedCrop(
+    crop = _kornia("Re").RandomResizedCrop(
         (cut_size, cut_size), scale=(0.1, 1.0), ratio=(3 / 4, 4 / 3), cropping_mode="resample"
     )
     return Kornia(crop, 0.5)
@@ -324,7 +342,10 @@ def _resized_crop(cut_size: int) -> nn.Module:
 
 AUGMENTS: dict[str, tuple[str, Callable[[int], nn.Module]]] = {
     "Ji": ("colour jitter 0.1, p .7", lambda c: ColourJitter(0.1, 0.1, 0.1, 0.1, p=0.7)),
-    "Sh": ("sharpness 0.3, p .5", lambda c: Kornia(K.RandomSharpness(sharpness=0.3), 0.5)),
+    "Sh": (
+        "sharpness 0.3, p .5",
+        lambda c: Kornia(_kornia("Sh").RandomSharpness(sharpness=0.3), 0.5),
+    ),
     "Gn": ("gaussian noise std 1, p .5", lambda c: GaussianNoise(std=1.0, p=0.5)),
     "Pe": ("perspective 0.7, p .7", lambda c: RandomPerspective(0.7, p=0.7)),
     "Ro": ("rotation 15 deg, p .7", lambda c: RandomAffine(15.0, 0.0, 0.0, p=0.7)),
@@ -332,8 +353,14 @@ AUGMENTS: dict[str, tuple[str, Callable[[int], nn.Module]]] = {
         "affine 15 deg, translate .1, shear 5, p .7",
         lambda c: RandomAffine(15.0, 0.1, 5.0, p=0.7),
     ),
-    "Et": ("elastic transform, p .7", lambda c: Kornia(K.RandomElasticTransform(), 0.7)),
-    "Ts": ("thin plate spline 0.8, p .7", lambda c: Kornia(K.RandomThinPlateSpline(0.8), 0.7)),
+    "Et": (
+        "elastic transform, p .7",
+        lambda c: Kornia(_kornia("Et").RandomElasticTransform(), 0.7),
+    ),
+    "Ts": (
+        "thin plate spline 0.8, p .7",
+        lambda c: Kornia(_kornia("Ts").RandomThinPlateSpline(0.8), 0.7),
+    ),
     "Cr": ("random crop with reflect padding, p .5", _crop),
     "Er": (
         "random erasing scale .1-.4, p .7",

@@ -1,8 +1,10 @@
 """Where downloaded weights live, and whether a cached file is still the one that was downloaded.
 
-Layout: `<root>/<name>/<filename>` for a registry model's files, plus `model.safetensors` and
-`model.json` once `vqclip models convert` has written the fast-loading copy. Each file fetched or
-converted by vqclip gets a `<file>.sha256` sidecar (sha256sum format) holding its hash.
+Layout: `<root>/<name>/<filename>` for a registry model's files fetched from direct URLs, plus
+`model.safetensors` and `model.json` once `vqclip models convert` has written the fast-loading
+copy. Each file fetched or converted by vqclip gets a `<file>.sha256` sidecar (sha256sum format)
+holding its hash. Files from the Hugging Face Hub stay in the Hub's shared cache (`hub.py`); a
+file placed by hand in vqclip's folder is used before either.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from vqclip.atomic import atomic_write_text
 from vqclip.errors import ChecksumError
-from vqclip.weights.registry import CONVERTED_FILENAMES, WeightSpec
+from vqclip.weights import hub
+from vqclip.weights.registry import CONVERTED_FILENAMES, FileSpec, WeightSpec
 
 _CHUNK = 1 << 20
+_ORPHAN_AGE_S = 3600  # a leftover temporary this old belongs to no running write
 
 
 def cache_root() -> Path:
@@ -35,15 +40,78 @@ def model_dir(spec: WeightSpec) -> Path:
     return cache_root() / spec.name
 
 
+def own_path(spec: WeightSpec, f: FileSpec) -> Path:
+    """Where vqclip keeps `f` when it comes from a direct URL (or is placed by hand)."""
+    return model_dir(spec) / f.filename
+
+
+def find_file(spec: WeightSpec, f: FileSpec) -> Path | None:
+    """Where `f` already is: vqclip's folder, else the Hub cache of one of its Hub hosts (a copy
+    whose content is not the pinned sha256 is passed over). Never touches the network."""
+    own = own_path(spec, f)
+    if own.is_file():
+        return own
+    for host in f.sources:
+        if not host.is_hub:
+            continue
+        path = hub.find_in_cache(host)
+        if path is not None and (f.sha256 is None or hub_file_sha256(path) == f.sha256):
+            return path
+    return None
+
+
+def hub_file_sha256(path: Path) -> str:
+    """A Hub-cached file's sha256: its LFS blob's name, or (small files) hashed."""
+    return hub.blob_sha256(path) or sha256_file(path)
+
+
 def cached_paths(spec: WeightSpec) -> dict[str, Path]:
-    """role -> the path where that file is, or should be put."""
-    folder = model_dir(spec)
-    return {f.role: folder / f.filename for f in spec.files}
+    """role -> the path where that file is, or (if nowhere yet) where vqclip would put it."""
+    return {f.role: find_file(spec, f) or own_path(spec, f) for f in spec.files}
 
 
 def is_cached(spec: WeightSpec) -> bool:
-    """True when every original file of `spec` is on disk."""
-    return all(p.is_file() for p in cached_paths(spec).values())
+    """True when every original file of `spec` is on disk (vqclip's folder or the Hub cache)."""
+    return all(find_file(spec, f) is not None for f in spec.files)
+
+
+def clean_orphans(spec: WeightSpec) -> list[Path]:
+    """Delete leftovers no download will continue; return them.
+
+    Once an hour old (so no running write is touched): atomic-write temporaries
+    (`.<name>.<random>.part`), partial files of names the model no longer has, and partial
+    files of files that are complete. A partial file of a missing file is kept: the next
+    download continues it.
+    """
+    folder = model_dir(spec)
+    if not folder.is_dir():
+        return []
+    names = {f.filename for f in spec.files}
+    now = time.time()
+    removed = []
+    for path in folder.iterdir():
+        name = path.name
+        if name.endswith(".part.json"):
+            base = name[: -len(".part.json")]
+        elif name.endswith(".part"):
+            base = name[: -len(".part")]
+        else:
+            continue
+        stale = now - _mtime(path) > _ORPHAN_AGE_S
+        own_temp = name.startswith(".")
+        done = base in names and (folder / base).is_file()
+        if stale and (own_temp or base not in names or done):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def converted_paths(spec: WeightSpec) -> tuple[Path, Path]:

@@ -1,39 +1,42 @@
-"""Fetch a registry model's files into the cache: atomically, hashed, and with clear offline errors.
+"""Fetch a registry model's files: each host in turn, one process at a time, hashed, clear offline.
 
-Plain urllib, so vqclip needs no huggingface_hub. A file is streamed to a temporary `.part` file
-beside its destination while being hashed; only a complete file whose sha256 checks out is renamed
-to its final name, so an interrupted or corrupt download never looks like a cached file.
+A file from the Hugging Face Hub goes through huggingface_hub into the Hub's shared cache
+(`hub.py`). A file from a direct URL goes into vqclip's cache through `fetch.py` (resumed,
+retried); a file lock makes a second process wait for the first one's download and reuse it.
+Only a complete file whose sha256 checks out gets its final name. With no network, offline
+mode, or every host failing, the error names each missing file, where to put it and where to
+get it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import contextlib
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
+from filelock import FileLock, Timeout
 
-from vqclip import __version__
-from vqclip.atomic import atomic_write
 from vqclip.errors import ChecksumError, VQClipError, WeightsNotFoundError
-from vqclip.weights.cache import cached_paths, check_file, write_sidecar
-from vqclip.weights.registry import FileSpec, WeightSpec
+from vqclip.weights import hub
+from vqclip.weights.cache import (
+    check_file,
+    clean_orphans,
+    find_file,
+    own_path,
+    sha256_file,
+    sidecar_path,
+    write_sidecar,
+)
+from vqclip.weights.fetch import FetchFailed, Retry, fetch_url, part_paths, part_source
+from vqclip.weights.hub import HF_DEFAULT_ENDPOINT, hf_endpoint
+from vqclip.weights.registry import FileSpec, Host, WeightSpec
 
-HF_DEFAULT_ENDPOINT = "https://huggingface.co"
+__all__ = ["HF_DEFAULT_ENDPOINT", "Retry", "ensure_files", "hf_url", "source_urls"]
+
 OFFLINE_VARS = ("VQCLIP_OFFLINE", "HF_HUB_OFFLINE")
-_TIMEOUT_S = 60  # per blocking socket operation, not for the whole file
-_CHUNK = 1 << 20
-_BINARY_SUFFIXES = (".ckpt", ".safetensors", ".bin", ".pt", ".pth")
-
-
-class _FetchFailed(Exception):
-    """One source could not deliver the file (network, HTTP error, wrong content)."""
 
 
 def offline_reason() -> str | None:
@@ -45,102 +48,36 @@ def offline_reason() -> str | None:
     return None
 
 
-def hf_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
-
-
 def hf_url(repo: str, filename: str, revision: str = "main") -> str:
     rev = urllib.parse.quote(revision, safe="")
     return f"{hf_endpoint()}/{repo}/resolve/{rev}/{urllib.parse.quote(filename)}"
 
 
+def host_url(host: Host) -> str:
+    return hf_url(host.hf_repo, host.hf_filename, host.revision) if host.is_hub else host.url
+
+
 def source_urls(f: FileSpec) -> list[str]:
-    """Every URL `f` can be fetched from, primary first."""
-    primary = hf_url(f.hf_repo, f.hf_filename, f.revision) if f.hf_repo else f.url
-    return [primary, *f.mirrors]
+    """Every URL `f` can be fetched from, in the order they are tried."""
+    return [host_url(h) for h in f.sources]
 
 
-def build_request(url: str) -> urllib.request.Request:
-    request = urllib.request.Request(url, headers={"User-Agent": f"vqclip/{__version__}"})
+def hub_auth(url: str) -> dict[str, str]:
+    """HF_TOKEN as a header, for direct URLs on the Hub's endpoint only."""
     token = os.environ.get("HF_TOKEN")
     if token and url.startswith(hf_endpoint() + "/"):
-        # Unredirected: the token goes to the Hub only, never to the CDN it redirects to.
-        request.add_unredirected_header("Authorization", f"Bearer {token}")
-    return request
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        hint = " (set HF_TOKEN if the repository is gated)" if error.code in (401, 403) else ""
-        return f"HTTP {error.code} {error.reason}{hint}"
-    if isinstance(error, urllib.error.URLError):
-        return f"cannot connect: {error.reason}"
-    return f"{type(error).__name__}: {error}"
-
-
-def download_file(url: str, dest: Path, *, sha256: str | None = None, progress: bool = True) -> str:
-    """Stream `url` to `dest` atomically and return its sha256; record it in `dest`.sha256.
-
-    Raises ChecksumError (and keeps nothing) when `sha256` is given and does not match.
-    Network trouble raises _FetchFailed; the caller turns it into an actionable error.
-    """
-    try:
-        response = urllib.request.urlopen(build_request(url), timeout=_TIMEOUT_S)
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-        raise _FetchFailed(_describe(e)) from e
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        content_type = response.headers.get("Content-Type") or ""
-        if "text/html" in content_type and dest.suffix in _BINARY_SUFFIXES:
-            raise _FetchFailed("the server sent a web page instead of the file (link moved?)")
-        digest = hashlib.sha256()
-        received = 0
-        bar = tqdm(
-            total=total,
-            desc=dest.name,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            disable=None if progress else True,
-        )
-        with bar, atomic_write(dest, "wb") as out:
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as e:
-                    raise _FetchFailed(f"connection lost after {received} bytes: {e}") from e
-                if not chunk:
-                    break
-                try:
-                    out.write(chunk)
-                except OSError as e:
-                    raise VQClipError(f"cannot write {dest}: {e.strerror or e}") from e
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            if total is not None and received != total:
-                raise _FetchFailed(f"connection closed after {received} of {total} bytes")
-            got = digest.hexdigest()
-            if sha256 is not None and got != sha256:
-                raise ChecksumError(
-                    f"download of {dest.name} is corrupt: expected sha256 {sha256}, got {got} "
-                    f"(from {url}). The file was deleted; try again, or report a changed source."
-                )
-    write_sidecar(dest, got)
-    return got
+        return {"Authorization": f"Bearer {token}"}
+    return {}
 
 
 def _not_found_message(
     spec: WeightSpec, files: list[FileSpec], reason: str, details: Sequence[str] = ()
 ) -> str:
-    paths = cached_paths(spec)
     lines = [f"{spec.name}: {len(files)} file(s) are not in the cache and {reason}.", *details]
     lines.append("Fetch them on a machine with network access and put them here:")
     for f in files:
         urls = source_urls(f)
-        lines.append(f"  {paths[f.role]}")
+        lines.append(f"  {own_path(spec, f)}")
         lines.append(f"      from {urls[0]}")
         lines.extend(f"      or   {u}" for u in urls[1:])
     lines.append(f"Or, once online: vqclip models download {spec.name}")
@@ -148,21 +85,30 @@ def _not_found_message(
 
 
 def ensure_files(
-    spec: WeightSpec, *, download: bool = True, progress: bool = True, force: bool = False
+    spec: WeightSpec,
+    *,
+    download: bool = True,
+    progress: bool = True,
+    force: bool = False,
+    retry: Retry | None = None,
 ) -> dict[str, Path]:
-    """Make sure every file of `spec` is cached and intact; return role -> path.
+    """Make sure every file of `spec` is on disk and intact; return role -> path.
 
-    Present files are checked against their pinned or recorded sha256. Missing files (or all of
-    them with `force`) are downloaded, each source tried in turn. Offline, with `download=False`,
-    or when every source fails, raises WeightsNotFoundError naming each missing file, where to put
-    it and where to fetch it from.
+    Present files (vqclip's cache, or the Hub cache for Hub hosts) are checked against their
+    pinned or recorded sha256. Missing files (or all of them with `force`) are downloaded, each
+    host tried in turn. Offline, with `download=False`, or when every host fails, raises
+    WeightsNotFoundError naming each missing file, where to put it and where to fetch it from.
     """
-    paths = cached_paths(spec)
     fix_hint = f"Run `vqclip models download {spec.name} --force`."
-    todo = [f for f in spec.files if force or not paths[f.role].is_file()]
+    paths: dict[str, Path] = {}
+    todo = []
     for f in spec.files:
-        if f not in todo:
-            check_file(paths[f.role], f.sha256, fix_hint=fix_hint)
+        found = None if force else find_file(spec, f)
+        if found is None:
+            todo.append(f)
+        else:
+            _check_present(found, f, spec, fix_hint)
+            paths[f.role] = found
     if not todo:
         return paths
     if not download:
@@ -173,14 +119,107 @@ def ensure_files(
             _not_found_message(spec, todo, f"cannot be downloaded in offline mode ({offline})")
         )
     for i, f in enumerate(todo):
-        failures = []
-        for url in source_urls(f):
-            try:
-                download_file(url, paths[f.role], sha256=f.sha256, progress=progress)
-                break
-            except _FetchFailed as e:
-                failures.append(f"  {url}: {e}")
-        else:
-            message = _not_found_message(spec, todo[i:], "could not be downloaded", failures)
-            raise WeightsNotFoundError(message)
+        try:
+            paths[f.role] = _fetch_file(spec, f, progress, force, retry or Retry(), fix_hint)
+        except _AllHostsFailed as e:
+            message = _not_found_message(spec, todo[i:], "could not be downloaded", e.args[0])
+            raise WeightsNotFoundError(message) from None
     return paths
+
+
+class _AllHostsFailed(Exception):
+    """Every host of a file failed; args[0] lists why, one line per host."""
+
+
+def _check_present(path: Path, f: FileSpec, spec: WeightSpec, fix_hint: str) -> None:
+    if path == own_path(spec, f):
+        check_file(path, f.sha256, fix_hint=fix_hint)
+    # A Hub-cached copy was matched against a pinned hash by find_file; the Hub's cache is
+    # content-addressed, so there is no sidecar to keep beside it.
+
+
+def _fetch_file(
+    spec: WeightSpec, f: FileSpec, progress: bool, force: bool, retry: Retry, fix_hint: str
+) -> Path:
+    dest = own_path(spec, f)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(dest.with_name(dest.name + ".lock"))
+        _acquire(lock, dest, progress)
+    except OSError as e:
+        raise VQClipError(f"cannot write to the weights cache {dest.parent}: {e}") from e
+    try:
+        found = None if force else find_file(spec, f)
+        if found is not None:  # another process fetched it while we waited
+            _check_present(found, f, spec, fix_hint)
+            return found
+        clean_orphans(spec)
+        failures = []
+        for host in _ordered_hosts(f, dest):
+            try:
+                if host.is_hub:
+                    path = _from_hub(host, f, progress, force)
+                else:
+                    path = _from_url(host, f, dest, progress, retry)
+            except (FetchFailed, hub.HubFetchFailed, ChecksumError) as e:
+                failures.append(f"  {host_url(host)}: {e}")
+                continue
+            if force and path != dest:  # the fresh Hub copy must not be shadowed by an old one
+                for old in (dest, sidecar_path(dest)):
+                    with contextlib.suppress(FileNotFoundError):
+                        old.unlink()
+            return path
+        raise _AllHostsFailed(failures)
+    finally:
+        lock.release()
+
+
+def _acquire(lock: FileLock, dest: Path, progress: bool) -> None:
+    try:
+        lock.acquire(timeout=0.1)
+    except Timeout:
+        if progress:
+            print(f"waiting for another vqclip process to download {dest.name}", file=sys.stderr)
+        lock.acquire()
+
+
+def _ordered_hosts(f: FileSpec, dest: Path) -> list[Host]:
+    """The file's hosts in order, except that one whose partial file is on disk goes first."""
+    hosts = list(f.sources)
+    started = part_source(dest)
+    resumable = [h for h in hosts if not h.is_hub and h.url == started]
+    return resumable + [h for h in hosts if h not in resumable]
+
+
+def _from_hub(host: Host, f: FileSpec, progress: bool, force: bool) -> Path:
+    path = hub.fetch(host, progress=progress, force=force)
+    if f.sha256 is not None:
+        got = sha256_file(path)  # the bytes that arrived, not only the blob name the Hub claims
+        if got != f.sha256:
+            raise ChecksumError(f"{path} has sha256 {got}, not the pinned {f.sha256}")
+    return path
+
+
+def _from_url(host: Host, f: FileSpec, dest: Path, progress: bool, retry: Retry) -> Path:
+    if progress:
+        print(f"downloading {dest.name} from {host.label}", file=sys.stderr)
+    digest, _ = fetch_url(
+        host.url,
+        dest,
+        referer=host.referer,
+        headers=hub_auth(host.url),
+        retry=retry,
+        progress=progress,
+    )
+    part, meta = part_paths(dest)
+    if f.sha256 is not None and digest != f.sha256:
+        part.unlink()
+        meta.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"download of {dest.name} is corrupt: expected sha256 {f.sha256}, got {digest} "
+            f"(from {host.url}); it was deleted"
+        )
+    os.replace(part, dest)
+    meta.unlink(missing_ok=True)
+    write_sidecar(dest, digest)
+    return dest

@@ -1,13 +1,15 @@
 """The registry of pretrained weights vqclip knows: name -> where to get its files, how to use it.
 
-VQGAN sources are the taming-transformers links (and mirrors) that nerdyrodent's download_models.sh
-and Crowson's notebook use; file names match those scripts, so files users already have can be
-copied into the cache as they are. CLIP sources are OpenCLIP's Hugging Face safetensors copies,
-which hold OpenAI/OpenCLIP state-dict names (not TorchScript).
+Each file lists its hosts in the order the downloader tries them (`hosts.py` records what is
+known of each, and where that was learned; docs/weights.md has the table). VQGAN files come from
+taming-transformers' own hosts and Hugging Face Hub mirrors at fixed commits; file names match
+nerdyrodent's download_models.sh, so files users already have can be copied into the cache as
+they are. CLIP files are OpenCLIP's Hub safetensors copies, which hold OpenAI/OpenCLIP state-dict
+names (not TorchScript).
 
-No sha256 is pinned yet: none of these sources publishes one that could be confirmed when this
-file was written (see each file's `sha256_note`). The downloader records the hash of every
-download beside it and checks it on later loads (trust on first use).
+A sha256 is pinned only where two independent sources publish the same value; elsewhere the
+file's `sha256_note` says why not, and the downloader records the first download's hash beside
+it and checks later loads against it (trust on first use).
 """
 
 from __future__ import annotations
@@ -19,112 +21,15 @@ from pathlib import Path
 from types import MappingProxyType
 
 from vqclip.errors import ConfigError
-
-KINDS = ("vqgan", "clip")
-# Names the converter writes into a model's cache folder; a download must never use them.
-CONVERTED_FILENAMES = ("model.safetensors", "model.json")
+from vqclip.weights import hosts
+from vqclip.weights.spec import CONVERTED_FILENAMES as CONVERTED_FILENAMES
+from vqclip.weights.spec import KINDS as KINDS
+from vqclip.weights.spec import FileSpec, Host, WeightSpec
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file of a model: a direct `url`, or a Hugging Face `hf_repo` + `hf_filename`."""
-
-    role: str
-    filename: str
-    url: str | None = None
-    hf_repo: str | None = None
-    hf_filename: str | None = None
-    revision: str = "main"
-    mirrors: tuple[str, ...] = ()  # direct URLs tried in order when the primary source fails
-    sha256: str | None = None
-    sha256_note: str = ""
-    size_bytes: int | None = None  # approximate; None where no source states it
-
-    def __post_init__(self) -> None:
-        if not self.role:
-            raise ConfigError("FileSpec.role must not be empty")
-        name = self.filename
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ConfigError(f"FileSpec.filename must be a plain file name, got {name!r}")
-        if name in CONVERTED_FILENAMES or name.endswith(".sha256"):
-            raise ConfigError(f"FileSpec.filename {name!r} is reserved for vqclip's own files")
-        has_hf = self.hf_repo is not None or self.hf_filename is not None
-        if (self.url is None) == (not has_hf):
-            raise ConfigError(
-                f"FileSpec {name!r}: give exactly one source, url or hf_repo + hf_filename"
-            )
-        if has_hf and not (self.hf_repo and self.hf_filename):
-            raise ConfigError(f"FileSpec {name!r}: hf_repo and hf_filename go together")
-        if self.sha256 is not None and not _SHA256.fullmatch(self.sha256):
-            raise ConfigError(f"FileSpec.sha256 must be 64 lowercase hex, got {self.sha256!r}")
-        if self.sha256 is None and not self.sha256_note:
-            raise ConfigError(f"FileSpec {name!r}: say in sha256_note why no sha256 is pinned")
-        if self.size_bytes is not None and self.size_bytes <= 0:
-            raise ConfigError(f"FileSpec.size_bytes must be positive, got {self.size_bytes}")
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """A pretrained model: its files, licence and, for CLIP, the preprocessing it expects."""
-
-    name: str
-    kind: str
-    files: tuple[FileSpec, ...]
-    licence: str
-    description: str
-    aliases: tuple[str, ...] = ()
-    # CLIP only: open_clip architecture name, activation, and input preprocessing.
-    preset: str | None = None
-    quick_gelu: bool = False
-    input_size: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", self.name):
-            raise ConfigError(f"WeightSpec.name must be lowercase snake_case, got {self.name!r}")
-        if self.kind not in KINDS:
-            raise ConfigError(f"WeightSpec.kind must be one of {KINDS}, got {self.kind!r}")
-        if not self.licence:
-            raise ConfigError(f"WeightSpec {self.name}: licence must not be empty")
-        roles = [f.role for f in self.files]
-        if len(set(roles)) != len(roles):
-            raise ConfigError(f"WeightSpec {self.name}: file roles repeat: {roles}")
-        needed = {"checkpoint", "config"} if self.kind == "vqgan" else {"checkpoint"}
-        if not needed <= set(roles):
-            raise ConfigError(f"WeightSpec {self.name}: needs roles {sorted(needed)}, got {roles}")
-        clip_fields = (self.preset, self.input_size, self.mean, self.std)
-        if self.kind == "vqgan" and (any(v is not None for v in clip_fields) or self.quick_gelu):
-            raise ConfigError(f"WeightSpec {self.name}: CLIP fields set on a VQGAN")
-        if self.kind == "clip":
-            if not self.preset:
-                raise ConfigError(f"WeightSpec {self.name}: preset is required for CLIP")
-            if self.input_size is None or self.input_size <= 0:
-                raise ConfigError(f"WeightSpec {self.name}: bad input_size {self.input_size!r}")
-            for label, v in (("mean", self.mean), ("std", self.std)):
-                if v is None or len(v) != 3:
-                    raise ConfigError(f"WeightSpec {self.name}: {label} needs 3 values, got {v!r}")
-            if min(self.std) <= 0:
-                raise ConfigError(f"WeightSpec {self.name}: std must be positive, got {self.std}")
-
-    def file(self, role: str) -> FileSpec:
-        for f in self.files:
-            if f.role == role:
-                return f
-        raise KeyError(f"{self.name} has no {role!r} file")
-
-    @property
-    def size_bytes(self) -> int | None:
-        """Approximate download size, or None if a file's size is unknown."""
-        sizes = [f.size_bytes for f in self.files]
-        return None if None in sizes else sum(sizes)
 
 
 def _heibox(folder: str, path: str) -> str:
@@ -132,48 +37,55 @@ def _heibox(folder: str, path: str) -> str:
     return f"https://heibox.uni-heidelberg.de/d/{folder}/files/?p={path}&dl=1"
 
 
-def _nerdy_mirror(filename: str) -> str:
-    return f"http://mirror.io.community/blob/vqgan/{filename}"
-
-
 _NO_HASH_DIRECT = (
     "no sha256 published by the host; the hash of the first download is recorded beside the file"
 )
 _NO_HASH_HF = (
-    "Hugging Face lists the file's LFS sha256 on its page, but it could not be confirmed offline "
-    "when this registry was written; the hash of the first download is recorded beside the file"
+    "no sha256 from two independent sources could be confirmed offline when this registry was "
+    "written; the hash of the first download is recorded (trust on first use)"
 )
 
 
 def _vqgan(
     name: str,
     stem: str,
-    ckpt: str,
-    yaml: str,
+    ckpt: str | None = None,
+    yaml: str | None = None,
     *,
     ckpt_mirrors: tuple[str, ...] = (),
     yaml_mirrors: tuple[str, ...] = (),
+    ckpt_hosts: tuple[Host, ...] = (),
+    yaml_hosts: tuple[Host, ...] = (),
+    ckpt_sha256: str | None = None,
+    yaml_sha256: str | None = None,
+    sha256_note: str = _NO_HASH_DIRECT,
     size_bytes: int | None,
+    yaml_size_bytes: int = 2_000,
     licence: str,
     description: str,
     aliases: tuple[str, ...] = (),
 ) -> WeightSpec:
+    """A taming VQGAN: `stem`.yaml + `stem`.ckpt, each from a URL (+ mirrors) and/or hosts."""
     files = (
         FileSpec(
             "config",
             f"{stem}.yaml",
             url=yaml,
             mirrors=yaml_mirrors,
-            size_bytes=2_000,
-            sha256_note=_NO_HASH_DIRECT,
+            hosts=yaml_hosts,
+            size_bytes=yaml_size_bytes,
+            sha256=yaml_sha256,
+            sha256_note=sha256_note,
         ),
         FileSpec(
             "checkpoint",
             f"{stem}.ckpt",
             url=ckpt,
             mirrors=ckpt_mirrors,
+            hosts=ckpt_hosts,
             size_bytes=size_bytes,
-            sha256_note=_NO_HASH_DIRECT,
+            sha256=ckpt_sha256,
+            sha256_note=sha256_note,
         ),
     )
     return WeightSpec(name, "vqgan", files, licence, description, aliases)
@@ -201,13 +113,14 @@ def _clip(
             f"; OpenAI's own URL embeds sha256 {openai_pt_sha256}, but that is of the TorchScript "
             ".pt file, which vqclip does not load"
         )
-    ckpt = FileSpec(
-        "checkpoint",
-        f"{name}.safetensors",
+    host = Host(
         hf_repo=hf_repo,
         hf_filename=hf_filename,
-        size_bytes=size_bytes,
-        sha256_note=note,
+        note="the Hub repository open_clip's pretrained table names for this model; fetched at "
+        "branch main (no commit recorded here)",
+    )
+    ckpt = FileSpec(
+        "checkpoint", f"{name}.safetensors", hosts=(host,), size_bytes=size_bytes, sha256_note=note
     )
     return WeightSpec(
         name,
@@ -234,87 +147,203 @@ _GUMBEL_8192 = "2e5662443a6b4307b470"
 _SFLCKR = "73487ab6e5314cb5adba"
 _CKPT = "%2Fckpts%2Flast.ckpt"
 _YAML = "%2Fconfigs%2Fmodel.yaml"
+_KOOFR_LINK = "https://app.koofr.net/links/a04deec9-0c59-4673-8b37-3d696fe63a5d"
+_BATBOT = "http://batbot.tv/ai/models/vqgan/WikiArt_augmented_Steps_7mil_finetuned_1mil"
+_BATBOT_NOTE = (
+    "batbot.tv: a personal site over plain http, named as a wikiart mirror in nerdyrodent's "
+    "download_models.sh; it serves this checkpoint (WikiArt augmented, 7M steps + 1M fine-tune), "
+    "not the WikiArt 1024 model it was listed for; not checked from here"
+)
+_PYTTI_SOURCES = "pytti-core's Somnai manifest and PyTTI Portable's pxlpshr table"
 
+# Host order: where the hash is pinned, the Hub mirror at a fixed commit comes first (fast, a
+# CDN, and the pinned hash proves it serves the same bytes as the original); where it is not,
+# the original host comes first, so the hash recorded on first use is the original's.
 _SPECS = (
     _vqgan(
         "vqgan_imagenet_f16_1024", "vqgan_imagenet_f16_1024",
-        _heibox(_IMAGENET_1024, _CKPT), _heibox(_IMAGENET_1024, _YAML),
-        ckpt_mirrors=(_nerdy_mirror("vqgan_imagenet_f16_1024.ckpt"),),
-        yaml_mirrors=(_nerdy_mirror("vqgan_imagenet_f16_1024.yaml"),),
+        ckpt_hosts=(
+            hosts.direct(_heibox(_IMAGENET_1024, _CKPT), hosts.HEIBOX),
+            hosts.hf("Nehc/vqgan_imagenet_f16_1024", "ckpts/last.ckpt",
+                "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", hosts.NEHC),
+        ),
+        yaml_hosts=(
+            hosts.direct(_heibox(_IMAGENET_1024, _YAML), hosts.HEIBOX),
+            hosts.hf("Nehc/vqgan_imagenet_f16_1024", "configs/model.yaml",
+                "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", hosts.NEHC),
+        ),
         size_bytes=958_000_000, licence=_TAMING,
         description="VQGAN ImageNet f16, 1024 codes (Crowson's notebook default)",
         aliases=("imagenet_1024", "imagenet_f16_1024"),
     ),
     _vqgan(
         "vqgan_imagenet_f16_16384", "vqgan_imagenet_f16_16384",
-        _heibox(_IMAGENET_16384, _CKPT), _heibox(_IMAGENET_16384, _YAML),
-        ckpt_mirrors=(
-            "https://heibox.uni-heidelberg.de/f/867b05fc8c4841768640/?dl=1",
-            _nerdy_mirror("vqgan_imagenet_f16_16384.ckpt"),
+        ckpt_hosts=(
+            hosts.somnai("imagenet", "ckpt"),
+            hosts.direct(_heibox(_IMAGENET_16384, _CKPT), hosts.HEIBOX),
+            hosts.direct("https://heibox.uni-heidelberg.de/f/867b05fc8c4841768640/?dl=1",
+                         hosts.HEIBOX_DIRECT),
+            hosts.pxlpshr("imagenet", "ckpt"),
         ),
-        yaml_mirrors=(
-            "https://heibox.uni-heidelberg.de/f/274fb24ed38341bfa753/?dl=1",
-            _nerdy_mirror("vqgan_imagenet_f16_16384.yaml"),
+        yaml_hosts=(
+            hosts.somnai("imagenet", "yaml"),
+            hosts.direct(_heibox(_IMAGENET_16384, _YAML), hosts.HEIBOX),
+            hosts.direct("https://heibox.uni-heidelberg.de/f/274fb24ed38341bfa753/?dl=1",
+                         hosts.HEIBOX_DIRECT),
+            hosts.pxlpshr("imagenet", "yaml"),
         ),
-        size_bytes=980_000_000, licence=_TAMING,
+        ckpt_sha256="845a68805098cb666420d5db93df53f3a3b6dd443e6dd85c05759c5b998cd663",
+        yaml_sha256="00e2c6189926f1d89ecfef73e9598db77981c1982f0555fbade963ffd16143c7",
+        sha256_note=hosts.pinned(
+            _PYTTI_SOURCES + ", and two projects that hash the heibox download (980092370 bytes)"
+        ),
+        size_bytes=980_092_370, yaml_size_bytes=692, licence=_TAMING,
         description="VQGAN ImageNet f16, 16384 codes (nerdyrodent's default)",
         aliases=("imagenet_16384", "imagenet_f16_16384"),
     ),
     _vqgan(
         "vqgan_gumbel_f8_8192", "vqgan_gumbel_f8_8192",
-        _heibox(_GUMBEL_8192, _CKPT), _heibox(_GUMBEL_8192, _YAML),
-        size_bytes=376_000_000, licence=_TAMING,
+        ckpt_hosts=(
+            hosts.hf("neggles/vaedump", "taming/vq-gumbel-f8-8192/model.ckpt",
+                "115a6c7eb8a93cf3114544421f1dbe1b725a99e7", hosts.NEGGLES),
+            hosts.somnai("openimages", "ckpt"),
+            hosts.direct(_heibox(_GUMBEL_8192, _CKPT), hosts.HEIBOX),
+        ),
+        yaml_hosts=(
+            hosts.hf("neggles/vaedump", "taming/vq-gumbel-f8-8192/config.yaml",
+                "115a6c7eb8a93cf3114544421f1dbe1b725a99e7", hosts.NEGGLES),
+            hosts.somnai("openimages", "yaml"),
+            hosts.direct(_heibox(_GUMBEL_8192, _YAML), hosts.HEIBOX),
+        ),
+        ckpt_sha256="5cd6c74810ab97e00e942c25403f73afc081e8b19987b31ec0d9ff5b68e7ab14",
+        yaml_sha256="91110bab325067b37f85d1e75895a837d59c292bae4f3097f80c518714d5caff",
+        sha256_note=hosts.pinned(
+            "neggles/vaedump's LFS pointer, " + _PYTTI_SOURCES + ", and an unrelated project's "
+            "audit of taming's last.ckpt (376581823 bytes)"
+        ),
+        size_bytes=376_581_823, yaml_size_bytes=745, licence=_TAMING,
         description="Gumbel VQGAN OpenImages f8, 8192 codes",
         aliases=("gumbel_8192", "vqgan_openimages_f8_8192", "openimages_f8_8192"),
     ),
+    # Both original hosts are gone: eaidata.bmk.sh, and mirror.io.community (has not resolved
+    # since August 2021: nerdyrodent/VQGAN-CLIP#37, googlecolab/colabtools#2206).
     _vqgan(
         "vqgan_wikiart_f16_16384", "wikiart_16384",
-        "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.ckpt",
-        "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.yaml",
-        ckpt_mirrors=(_nerdy_mirror("wikiart_16384.ckpt"),),
-        yaml_mirrors=(_nerdy_mirror("wikiart_16384.yaml"),),
-        size_bytes=1_000_000_000,
+        ckpt_hosts=(hosts.somnai("wikiart", "ckpt"), hosts.pxlpshr("wikiart", "ckpt")),
+        yaml_hosts=(hosts.somnai("wikiart", "yaml"), hosts.pxlpshr("wikiart", "yaml")),
+        ckpt_sha256="bd08bb46301f98be1712bb2be9f8868cea30b53137cd985d4d6e8da8b3e02c36",
+        yaml_sha256="6e78241d2828ff35b8381839ce249c24a6c468ed429760d33a25e98e7f24499a",
+        sha256_note=hosts.pinned(_PYTTI_SOURCES),
+        size_bytes=1_005_327_541, yaml_size_bytes=920,
         licence=_COMMUNITY,
-        description="VQGAN f16, 16384 codes, trained on WikiArt paintings",
-        aliases=("wikiart_16384",),
+        description="VQGAN f16, 16384 codes, trained on WikiArt paintings (EleutherAI's run)",
+        aliases=("wikiart_16384", "wikiart"),
     ),
+    # The WikiArt 1024 model's only host was mirror.io.community; batbot.tv, listed as its
+    # mirror, serves this different checkpoint, so it is a model of its own.
     _vqgan(
-        "vqgan_wikiart_f16_1024", "wikiart_1024",
-        _nerdy_mirror("wikiart.ckpt"), _nerdy_mirror("wikiart.yaml"),
-        ckpt_mirrors=(
-            "http://batbot.tv/ai/models/vqgan/WikiArt_augmented_Steps_7mil_finetuned_1mil.ckpt",
-        ),
-        yaml_mirrors=(
-            "http://batbot.tv/ai/models/vqgan/WikiArt_augmented_Steps_7mil_finetuned_1mil.yaml",
-        ),
-        size_bytes=958_000_000,
+        "vqgan_wikiart_7mil", "wikiart_7mil",
+        ckpt_hosts=(hosts.direct(f"{_BATBOT}.ckpt", _BATBOT_NOTE),),
+        yaml_hosts=(hosts.direct(f"{_BATBOT}.yaml", _BATBOT_NOTE),),
+        size_bytes=None,
         licence=_COMMUNITY,
-        description="VQGAN f16, 1024 codes, ImageNet model fine-tuned on WikiArt",
-        aliases=("wikiart_1024", "wikiart"),
+        description="VQGAN fine-tuned on augmented WikiArt (7M steps + 1M), batbot.tv's",
+        aliases=("wikiart_7mil", "wikiart_augmented"),
     ),
+    # The COCO-Stuff first stage alone (296 MB): the VQGAN is all VQGAN+CLIP uses, and the
+    # 8.4 GB transformer checkpoint (dl.nmkd.de) holds the same first stage.
     _vqgan(
-        "vqgan_coco", "coco",
-        "https://dl.nmkd.de/ai/clip/coco/coco.ckpt", "https://dl.nmkd.de/ai/clip/coco/coco.yaml",
-        size_bytes=8_400_000_000, licence=_TAMING,
-        description="taming COCO-Stuff transformer; its first stage is the VQGAN (large file)",
+        "vqgan_coco", "coco_first_stage",
+        ckpt_hosts=(
+            hosts.somnai("coco", "ckpt"),
+            hosts.pxlpshr("coco_first_stage", "ckpt"),
+            hosts.direct("http://batbot.ai/models/VQGAN/coco_first_stage.ckpt",
+                    "batbot.ai: pytti-core's source for this file before 2026; plain http; not "
+                    "checked from here"),
+        ),
+        yaml_hosts=(
+            hosts.somnai("coco", "yaml"),
+            hosts.pxlpshr("coco_first_stage", "yaml"),
+            hosts.direct("http://batbot.ai/models/VQGAN/coco_first_stage.yaml",
+                    "batbot.ai: pytti-core's source for this file before 2026; plain http; not "
+                    "checked from here"),
+        ),
+        ckpt_sha256="106cc20fde571df14afc4349d62218d8213cf47177c682ecaa78a8c28b12f9de",
+        yaml_sha256="17d0c2d9fda59eccade2a6070d833804b759dc817da42c2268be8cf1eb047676",
+        sha256_note=hosts.pinned(_PYTTI_SOURCES),
+        size_bytes=296_030_214, yaml_size_bytes=458, licence=_TAMING,
+        description="taming COCO-Stuff first stage VQGAN (f16)",
         aliases=("coco",),
     ),
     _vqgan(
         "vqgan_faceshq", "faceshq",
-        "https://app.koofr.net/content/links/a04deec9-0c59-4673-8b37-3d696fe63a5d/files/get/"
-        "last.ckpt?path=%2F2020-11-13T21-41-45_faceshq_transformer%2Fcheckpoints%2Flast.ckpt",
-        "https://drive.google.com/uc?export=download&id=1fHwGx_hnBtC8nsq7hesJvs-Klv-P0gzT",
+        ckpt_hosts=(
+            hosts.direct(
+                "https://app.koofr.net/content/links/a04deec9-0c59-4673-8b37-3d696fe63a5d/files/"
+                "get/last.ckpt?path=%2F2020-11-13T21-41-45_faceshq_transformer%2Fcheckpoints%2F"
+                "last.ckpt",
+                "app.koofr.net: taming's own link; answers 400 to a request without a Referer "
+                "(hotlink protection, taming-transformers#196), so the share page is sent",
+                referer=_KOOFR_LINK,
+            ),
+            hosts.somnai("faceshq", "ckpt"),
+        ),
+        yaml_hosts=(
+            hosts.direct(
+                "https://drive.google.com/uc?export=download&id=1fHwGx_hnBtC8nsq7hesJvs-Klv-P0gzT",
+                "Google Drive link from nerdyrodent's and pytti-core's scripts; its confirm page "
+                "is followed",
+            ),
+            hosts.somnai("faceshq", "yaml"),
+        ),
+        sha256_note="only pytti-core's Somnai manifest publishes a sha256 (one source); "
+        "the hash of the first download is recorded (trust on first use)",
         size_bytes=None, licence=_TAMING,
         description="taming FacesHQ transformer; its first stage is the VQGAN",
         aliases=("faceshq",),
     ),
     _vqgan(
         "vqgan_sflckr", "sflckr",
-        _heibox(_SFLCKR, "%2Fcheckpoints%2Flast.ckpt"),
-        _heibox(_SFLCKR, "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml"),
-        size_bytes=None, licence=_TAMING,
+        ckpt_hosts=(
+            hosts.somnai("sflickr", "ckpt"),
+            hosts.direct(_heibox(_SFLCKR, "%2Fcheckpoints%2Flast.ckpt"), hosts.HEIBOX),
+            hosts.pxlpshr("sflckr", "ckpt"),
+        ),
+        yaml_hosts=(
+            hosts.somnai("sflickr", "yaml"),
+            hosts.direct(_heibox(_SFLCKR, "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml"),
+                         hosts.HEIBOX),
+            hosts.pxlpshr("sflckr", "yaml"),
+        ),
+        ckpt_sha256="8a8adea3da8dab412675772831370dd948e0aa97bb11a9488a2f328b58dbc929",
+        yaml_sha256="c27f012996f3f1f02580f063be47fd60bdd8528efb04d7318b2cbe8a86505b1b",
+        sha256_note=hosts.pinned(_PYTTI_SOURCES),
+        size_bytes=4_263_525_412, yaml_size_bytes=1_603, licence=_TAMING,
         description="taming S-FLCKR landscape transformer; its first stage is the VQGAN",
-        aliases=("sflckr", "s_flckr"),
+        aliases=("sflckr", "s_flckr", "sflickr"),
+    ),
+    # A taming checkpoint of its own: the ImageNet 16384 model fine-tuned by Boris Dayma on
+    # CC3M + YFCC100M for people and faces (DALL-E mini's VQGAN), per its model card.
+    _vqgan(
+        "vqgan_f16_16384_dalle_mini", "vqgan_f16_16384_dalle_mini",
+        ckpt_hosts=(
+            hosts.hf("boris/vqgan_f16_16384", "model.ckpt",
+                "946c5d2f88276c3796bda51babbb4b9626f3d554",
+                "boris/vqgan_f16_16384 on the Hub: model.ckpt and config.yaml added in commit "
+                "946c5d2 ('feat: add model'); later commits only edit the README"),
+        ),
+        yaml_hosts=(
+            hosts.hf("boris/vqgan_f16_16384", "config.yaml",
+                "946c5d2f88276c3796bda51babbb4b9626f3d554",
+                "boris/vqgan_f16_16384 on the Hub, commit 946c5d2"),
+        ),
+        sha256_note="no sha256 published beside the Hub's own LFS pointer (one source); the "
+        "hash of the first download is recorded (trust on first use)",
+        size_bytes=None,
+        licence="unknown (no licence on the model card; a fine-tune of taming's MIT model)",
+        description="VQGAN f16 16384 fine-tuned on CC3M + YFCC100M for people and faces "
+        "(DALL-E mini's)",
+        aliases=("boris/vqgan_f16_16384", "dalle_mini_vqgan", "vqgan_f16_16384_cc3m"),
     ),
     _clip(
         "clip_vit_b32_openai", "ViT-B-32",
