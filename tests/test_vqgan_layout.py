@@ -73,3 +73,22 @@ def test_bf16_decoder_with_channels_last_convs_is_bit_identical_to_the_plain_one
     monkeypatch.setattr(modules, "conv_channels_last", lambda layer, x: layer(x))
     out_ref, grad_ref = run()
     assert torch.equal(out, out_ref) and torch.equal(grad, grad_ref)
+
+
+def test_fp32_decoder_keeps_pytorchs_own_convolution_path(monkeypatch):
+    # fp32 results are pinned by the toy tests; oneDNN's NHWC kernel would sum in another order.
+    config = VQGANConfig(
+        ch=32,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(16,),
+        z_channels=8,
+        embed_dim=8,
+        n_embed=16,
+        resolution=64,
+    )
+    vqgan = VQGAN(config).requires_grad_(False)
+    used = []
+    monkeypatch.setattr(modules, "conv_channels_last", lambda layer, x: used.append(1) or layer(x))
+    vqgan.decode(torch.randn(1, 8, 32, 32))
+    assert not used
