@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-CONFIGS = [(128, 8), (256, 32)]  # (side, cutn), ViT-B/32 + VQGAN f16 16384
+CONFIGS = ["128:8", "256:32"]  # side:cutn, ViT-B/32 + VQGAN f16 16384
 PROBE = """
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
@@ -108,6 +108,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="A B pairs per configuration")
     parser.add_argument("--precision", nargs="+", default=["bf16", "fp32"])
+    parser.add_argument("--sizes", nargs="+", default=CONFIGS, help="side:cutn pairs")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write every run as JSON here")
@@ -120,7 +121,7 @@ def main() -> int:
     for round_ in range(args.rounds):
         peak = _probe(args.threads)
         print(json.dumps({"round": round_, "peak_bf16_tflops": peak / 1e12}), flush=True)
-        for side, cutn in CONFIGS:
+        for side, cutn in (map(int, c.split(":")) for c in args.sizes):
             for precision in args.precision:
                 for name, tree in trees.items():
                     r = _bench(tree, side, cutn, precision, args)
