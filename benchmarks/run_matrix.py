@@ -49,8 +49,8 @@ def main() -> int:
                 out = Path(tmp) / "r.json"
                 cmd = [
                     sys.executable,
-                    "-m",
-                    "vqclip.cli",
+                    "-c",
+                    "from vqclip.cli import console; console()",
                     "bench",
                     "-s",
                     str(w),

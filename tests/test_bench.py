@@ -1,14 +1,23 @@
 import json
 
 import pytest
+import torch
 
-from vqclip.bench import STAGES, BenchConfig, format_table, run_bench
+from vqclip.bench import STAGES, BenchConfig, format_table, matrix_peak_flops, run_bench
 from vqclip.errors import ConfigError
 
 
 def test_bench_reports_speed_memory_flops_and_stages(tiny_vqgan, tiny_clip):
     config = BenchConfig(
-        size=(32, 32), cutn=4, device="cpu", precision="fp32", steps=3, warmup=1, clip=("ViT-B-32",)
+        size=(32, 32),
+        cutn=4,
+        device="cpu",
+        precision="fp32",
+        steps=3,
+        warmup=1,
+        clip=("ViT-B-32",),
+        peak_size=256,
+        peak_seconds=0.05,
     )
     result = run_bench(config, models=(tiny_vqgan, [tiny_clip]))
     assert len(result["s_per_it_all"]) == 3
@@ -22,6 +31,33 @@ def test_bench_reports_speed_memory_flops_and_stages(tiny_vqgan, tiny_clip):
     json.dumps(result)
     assert "32x32" in format_table([result])
     assert result["cpu"]["best"] in result["device_name"]  # a CPU's kind is in its name
+    # The share of this machine's own bf16 matrix peak goes with the FLOP rate it came from.
+    assert result["peak_bf16_tflops"] > 0
+    assert 0 < result["peak_fraction"] <= 1.5
+    assert result["peak_fraction"] == pytest.approx(
+        result["achieved_tflops"] / result["peak_bf16_tflops"]
+    )
+    assert f"{100 * result['peak_fraction']:.0f}% of" in format_table([result])
+
+
+def test_matrix_peak_probe_counts_the_products_it_ran(monkeypatch):
+    calls = []
+    real_matmul = torch.Tensor.__matmul__
+
+    def counting(a, b):
+        calls.append(a.shape)
+        return real_matmul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", counting)
+    flops = matrix_peak_flops(torch.device("cpu"), size=64, seconds=0.05)
+    assert all(shape == (64, 64) for shape in calls) and len(calls) > 2
+    # flops = 2 * 64^3 * (timed products) / elapsed, with elapsed >= 0.05 s
+    assert 0 < flops <= 2 * 64**3 * (len(calls) - 2) / 0.05
+
+
+def test_bench_rejects_a_probe_without_size_or_time():
+    with pytest.raises(ConfigError, match="peak_size"):
+        BenchConfig(peak_seconds=0)
 
 
 def test_bench_rejects_unknown_clip():
@@ -52,6 +88,12 @@ def test_bench_command_prints_a_table_and_writes_json(
             "2",
             "--warmup",
             "0",
+            "--threads",
+            "1",
+            "--peak-size",
+            "256",
+            "--peak-seconds",
+            "0.05",
             "--json",
             str(out),
         ]
@@ -60,3 +102,4 @@ def test_bench_command_prints_a_table_and_writes_json(
     assert "| 32x32 | 2 | 1 |" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert {"s_per_it", "it_per_s", "peak_mem_mb", "flops_per_it", "stage_s"} <= set(result)
+    assert result["threads"] == 1 and 0 < result["peak_fraction"] <= 1.5

@@ -38,13 +38,25 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
+    )
+    p.add_argument(
+        "--peak-size", type=int, default=2048, help="side of the bf16 matrix-peak probe's products"
+    )
+    p.add_argument(
+        "--peak-seconds", type=float, default=1.0, help="how long the matrix-peak probe runs"
+    )
     p.add_argument("--json", help="also write the result as JSON to this file")
     p.set_defaults(func=run_bench_command)
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
+    import torch
+
     from vqclip.atomic import atomic_write_text
     from vqclip.bench import BenchConfig, format_table, run_bench
+    from vqclip.errors import ConfigError
 
     config = BenchConfig(
         size=tuple(args.size),
@@ -57,7 +69,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
         checkpoint_decoder=args.checkpoint_decoder,
         steps=args.steps,
         warmup=args.warmup,
+        peak_size=args.peak_size,
+        peak_seconds=args.peak_seconds,
     )
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"threads={args.threads}: need at least 1")
+        torch.set_num_threads(args.threads)
     result = run_bench(config)
     print(format_table([result]))
     if args.json:

@@ -15,10 +15,20 @@ from torch import nn
 
 from vqclip.attention import attention
 from vqclip.vqgan.config import VQGANConfig
+from vqclip.vqgan.layout import conv_channels_last
 
 
 def normalize(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+def conv(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)`; bf16 maps of 32x32 and more on a CPU run the convolution channels-last
+    (see vqclip.vqgan.layout: PyTorch's copy of oneDNN's NHWC result back to NCHW costs more
+    than the convolution there). fp32 keeps PyTorch's path, so its results do not change."""
+    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.shape[-2] * x.shape[-1] >= 1024:
+        return conv_channels_last(layer, x)
+    return layer(x)
 
 
 # building blocks
@@ -41,10 +51,10 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = conv(self.conv1, F.silu(self.norm1(x)))
+        h = conv(self.conv2, self.dropout(F.silu(self.norm2(h))))
         if self.nin_shortcut is not None:
-            x = self.nin_shortcut(x)
+            x = conv(self.nin_shortcut, x)
         return x + h
 
 
@@ -91,7 +101,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return conv(self.conv, F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Level(nn.Module):
@@ -179,7 +189,7 @@ class Encoder(nn.Module):
         for level in self.down:
             h = level(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return conv(self.conv_out, F.silu(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
@@ -225,4 +235,4 @@ class Decoder(nn.Module):
         h = self._run(self.mid, self.conv_in(z))
         for level in reversed(self.up):
             h = self._run(level, h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return conv(self.conv_out, F.silu(self.norm_out(h)))
