@@ -11,7 +11,6 @@ peak the step reaches: the same s/it means different things on an AMX Xeon and a
 from __future__ import annotations
 
 import datetime
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -157,6 +156,8 @@ def build_models(clip_names: tuple[str, ...]):
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource  # Unix only: imported where it is used, so Windows can import vqclip
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
