@@ -188,3 +188,14 @@ def test_all_negative_clip_weights_are_warned_about(model_files, tmp_path, capsy
         capsys,
     )
     assert code == 0 and "warning: clip_weights=[-1.0]: every CLIP's weight is negative" in err
+
+
+def test_a_weights_cache_that_is_a_file_is_named_as_the_problem(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("VQCLIP_HOME", str(home))
+    monkeypatch.setenv("VQCLIP_OFFLINE", "1")
+    code = main(["generate", "x", "-o", str(tmp_path / "o.png"), "-i", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot hold them" in err and "not a folder" in err
+    assert "put them here" not in err

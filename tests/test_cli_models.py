@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,15 @@ def test_convert_clip_file_keeps_the_activation(tmp_path):
     args = ["models", "convert", str(tmp_path / "open_clip_pytorch_model.bin")]
     assert main([*args, "--no-quick-gelu", "--out", str(out)]) == 0
     assert clip.load_clip(out).config == config
+
+
+def test_models_list_names_the_pairs_and_the_packaged_toy_models(capsys):
+    from vqclip.cli import main
+
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "toy_vqgan" in out and "toy_clip_a" in out
+    assert "toy" in out.split("PAIRS")[1] and "default" in out.split("PAIRS")[1]
+    assert main(["models", "path", "toy_vqgan"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path.endswith("toy_vqgan.safetensors") and Path(path).is_file()

@@ -17,7 +17,15 @@ from vqclip.weights.cache import (
 )
 from vqclip.weights.download import ensure_files, host_url, offline_reason, source_urls
 from vqclip.weights.fetch import part_source
-from vqclip.weights.registry import KINDS, WeightSpec, get_spec, list_specs
+from vqclip.weights.registry import (
+    KINDS,
+    PACKAGED,
+    PACKAGED_DIR,
+    PAIRS,
+    WeightSpec,
+    get_spec,
+    list_specs,
+)
 from vqclip.weights.resolve import convert
 
 
@@ -185,6 +193,13 @@ def _list(args: argparse.Namespace) -> int:
         if spec is not None:
             for line in _host_lines(spec):
                 print(f"    {line}")
+    if args.kind is None:
+        print()
+        print("IN THE PACKAGE (no download): " + ", ".join(sorted(PACKAGED)))
+        print()
+        print("PAIRS (--model NAME: a VQGAN, its CLIPs and their default settings):")
+        for name, pair in PAIRS.items():
+            print(f"  {name.ljust(max(map(len, PAIRS)))}  {pair.vqgan} + {' + '.join(pair.clips)}")
     print()
     print(textwrap.fill(_HASH_LEGEND, width=100))
     return 0
@@ -243,6 +258,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
+    if args.name in PACKAGED:  # the toy models: files inside the installed package
+        print(PACKAGED_DIR / PACKAGED[args.name])
+        return 0
     spec = get_spec(args.name)
     print(model_dir(spec))
     paths = cached_paths(spec)

@@ -36,6 +36,21 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "vqclip"
 
 
+def cache_problem() -> str | None:
+    """Why the cache folder cannot hold files (a file in its place, or a place this user may
+    not write), else None."""
+    root = cache_root()
+    source = "VQCLIP_HOME" if os.environ.get("VQCLIP_HOME") else "the cache folder"
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"{source} {str(root)!r} is under the file {str(existing)!r}, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{source} {str(root)!r}: {str(existing)!r} is not writable by this user"
+    return None
+
+
 def model_dir(spec: WeightSpec) -> Path:
     return cache_root() / spec.name
 

@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 from vqclip.errors import ChecksumError, VQClipError, WeightsNotFoundError
 from vqclip.weights import hub
 from vqclip.weights.cache import (
+    cache_problem,
     check_file,
     clean_orphans,
     find_file,
@@ -74,6 +75,11 @@ def _not_found_message(
     spec: WeightSpec, files: list[FileSpec], reason: str, details: Sequence[str] = ()
 ) -> str:
     lines = [f"{spec.name}: {len(files)} file(s) are not in the cache and {reason}.", *details]
+    problem = cache_problem()
+    if problem is not None:  # no use telling the user to put files where none can go
+        lines.append(f"The weights cache cannot hold them: {problem}.")
+        lines.append("Point VQCLIP_HOME at a folder you can write to, then fetch them again.")
+        return "\n".join(lines)
     lines.append("Fetch them on a machine with network access and put them here:")
     for f in files:
         urls = source_urls(f)
