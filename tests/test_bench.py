@@ -103,3 +103,12 @@ def test_bench_command_prints_a_table_and_writes_json(
     result = json.loads(out.read_text())
     assert {"s_per_it", "it_per_s", "peak_mem_mb", "flops_per_it", "stage_s"} <= set(result)
     assert result["threads"] == 1 and 0 < result["peak_fraction"] <= 1.5
+
+
+def test_bench_takes_generates_declared_flags_and_checks(capsys):
+    from vqclip.cli import main
+
+    assert main(["bench", "-cuts", "0", "--device", "cpu"]) == 2
+    assert "cutn=0: must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "--threads", "0", "--device", "cpu"]) == 2
+    assert "threads=0: must be at least 1" in capsys.readouterr().err

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from vqclip.cli.options import HelpFormatter
-from vqclip.generate.config import PRECISIONS
+from vqclip.cli.options import HelpFormatter, add_config_options, given_options
+from vqclip.generate.config import GenerateConfig
 
 
 def add_parser(subparsers) -> None:
@@ -17,65 +17,68 @@ def add_parser(subparsers) -> None:
         "architectures (VQGAN ImageNet f16 16384 + CLIP presets) with random weights.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "-s", "--size", type=int, nargs=2, default=[256, 256], metavar=("W", "H"), help="image size"
+    # The run's settings are generate's own declarations: the same flags, checks, help and
+    # defaults (the size too: 256x256 on a CPU, 512x512 on a GPU with 10 GB free).
+    add_config_options(
+        p,
+        GenerateConfig,
+        only=(
+            "size",
+            "cutn",
+            "batch_size",
+            "device",
+            "threads",
+            "precision",
+            "cuda_graphs",
+            "checkpoint_decoder",
+        ),
     )
-    p.add_argument("-cuts", "--cutn", type=int, default=32, help="cutouts per image")
-    p.add_argument("-b", "--batch", type=int, default=1, help="images optimised together")
-    p.add_argument(
+    g = p.add_argument_group("benchmark")
+    g.add_argument(
         "--clip", nargs="+", default=["ViT-B-32"], help="CLIP presets; several = an ensemble"
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="the decoder's and CLIP's compute dtype",
+    g.add_argument(
+        "--timed-steps",
+        "--steps",
+        dest="steps",
+        type=int,
+        default=5,
+        help="timed steps, the median reported (--steps: the old name)",
     )
-    p.add_argument("--cuda-graphs", action="store_true", help="replay decoder and CLIP as graphs")
-    p.add_argument(
-        "--checkpoint-decoder", action="store_true", help="gradient checkpointing of the decoder"
-    )
-    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument(
-        "--threads", type=int, help="CPU threads for torch (default: torch's own choice)"
-    )
-    p.add_argument(
+    g.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    g.add_argument(
         "--peak-size", type=int, default=2048, help="side of the bf16 matrix-peak probe's products"
     )
-    p.add_argument(
+    g.add_argument(
         "--peak-seconds", type=float, default=1.0, help="how long the matrix-peak probe runs"
     )
-    p.add_argument("--json", help="also write the result as JSON to this file")
+    g.add_argument("--json", help="also write the result as JSON to this file")
     p.set_defaults(func=run_bench_command)
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    import torch
-
     from vqclip.atomic import atomic_write_text
     from vqclip.bench import BenchConfig, format_table, run_bench
-    from vqclip.errors import ConfigError
+    from vqclip.devices import default_size, resolve_device
+    from vqclip.jobs.threads import use_threads, with_threads
 
+    # Checked by generate's own declarations before any model is built.
+    checked = with_threads(GenerateConfig(prompts=("x",), **given_options(args)))
     config = BenchConfig(
-        size=tuple(args.size),
-        cutn=args.cutn,
-        batch=args.batch,
+        size=checked.size or default_size(resolve_device(checked.device)),
+        cutn=checked.cutn,
+        batch=checked.batch_size,
         clip=tuple(args.clip),
-        device=args.device,
-        precision=args.precision,
-        cuda_graphs=args.cuda_graphs,
-        checkpoint_decoder=args.checkpoint_decoder,
+        device=checked.device,
+        precision=checked.precision,
+        cuda_graphs=checked.cuda_graphs,
+        checkpoint_decoder=checked.checkpoint_decoder,
         steps=args.steps,
         warmup=args.warmup,
         peak_size=args.peak_size,
         peak_seconds=args.peak_seconds,
     )
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"threads={args.threads}: need at least 1")
-        torch.set_num_threads(args.threads)
+    use_threads(checked.threads)
     result = run_bench(config)
     print(format_table([result]))
     if args.json:
