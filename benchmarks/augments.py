@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from vqclip.augments import AUGMENTS, DEFAULT_AUGMENTS, build_augments
+from vqclip.generate.augments import AUGMENTS, DEFAULT_AUGMENTS, build_augments
 
 
 def time_augments(codes, cutn: int, size: int, device: torch.device, runs: int) -> float:

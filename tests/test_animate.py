@@ -7,17 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from vqclip.batch.animate import (
+from vqclip.cli import main
+from vqclip.errors import ConfigError
+from vqclip.generate.config import GenerateConfig
+from vqclip.jobs import JobOptions
+from vqclip.jobs.animation import (
     Animation,
     claim_folder,
     frame_config,
     run_animation,
     transform_image,
 )
-from vqclip.cli import main
-from vqclip.errors import ConfigError
-from vqclip.generate.config import GenerateConfig
-from vqclip.jobs import JobOptions
 from vqclip.output import read_image_metadata
 
 
@@ -156,7 +156,7 @@ def test_bad_animations_are_refused_with_the_reason(changes, animation, message)
 
 
 def claim_folder_of(cfg, animation):
-    from vqclip.batch.animate import check_animation
+    from vqclip.jobs.animation import check_animation
 
     check_animation(cfg, Animation.from_dict(animation))
 

@@ -5,7 +5,8 @@ import kornia.augmentation as K
 import pytest
 import torch
 
-from vqclip.augments import (
+from vqclip.errors import ConfigError
+from vqclip.generate.augments import (
     AUGMENTS,
     DEFAULT_AUGMENTS,
     Augments,
@@ -22,7 +23,6 @@ from vqclip.augments import (
     homography,
     warp,
 )
-from vqclip.errors import ConfigError
 
 # code -> class (kornia's wrapped in Kornia) and the per-cutout probability of method.md step 5
 EXPECTED = {

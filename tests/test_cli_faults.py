@@ -95,7 +95,7 @@ def test_the_resume_command_is_quoted_for_the_shell(model_files, tmp_path, capsy
 
 
 def test_a_16_bit_png_is_read_at_its_own_brightness(tmp_path):
-    from vqclip.prompts import load_image
+    from vqclip.generate.prompts import load_image
 
     grey = np.full((8, 8), 32768, dtype=np.uint16)  # mid-grey in 16 bits
     path = tmp_path / "grey16.png"

@@ -46,7 +46,7 @@ def test_interrupt_inside_a_step_after_the_cutouts_drew_resumes_bit_for_bit(
 ):
     """A KeyboardInterrupt that lands mid-step, after that step's cutouts advanced the run's
     random generator: the checkpoint must still be the state of the last finished step."""
-    from vqclip.cutouts import MakeCutouts
+    from vqclip.generate.cutouts import MakeCutouts
 
     real = MakeCutouts.forward
     calls = {"n": 0}

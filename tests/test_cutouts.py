@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqclip.cutouts import CutoutConfig, MakeCutouts, resample_crops, square_spans
 from vqclip.errors import ConfigError
+from vqclip.generate.cutouts import CutoutConfig, MakeCutouts, resample_crops, square_spans
 
 
 def make(cut_size=32, cutn=64, **kw):

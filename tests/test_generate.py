@@ -62,7 +62,7 @@ def test_a_step_interrupted_before_its_update_leaves_the_run_as_it_was(
 ):
     """The cutouts drew from the run's generator, then the interrupt: the generator is put back,
     so the state is the last finished step's and the retried step is the same step."""
-    from vqclip.cutouts import MakeCutouts
+    from vqclip.generate.cutouts import MakeCutouts
 
     kwargs = dict(prompts=("a tree",), iterations=3, seed=2, augments=("Af",))
     unbroken = make(kwargs, tiny_vqgan, tiny_clip).run()
@@ -130,7 +130,7 @@ def test_ensemble_noise_prompts_and_regularisers(tiny_vqgan, tiny_clip, tiny_cli
 
 @pytest.mark.parametrize("tv_on", ["image", "z"])
 def test_total_variation_is_of_the_chosen_tensor(tiny_vqgan, tiny_clip, tv_on):
-    from vqclip.losses import tv_loss
+    from vqclip.generate.losses import tv_loss
 
     gen = make(dict(prompts=("x",), tv_weight=2.0, tv_on=tv_on), tiny_vqgan, tiny_clip)
     z = gen.z.detach().clone()

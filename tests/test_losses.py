@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vqclip.errors import ConfigError
-from vqclip.losses import (
+from vqclip.generate.losses import (
     clamp_with_grad,
     init_anchor_loss,
     replace_grad,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vqclip.errors import ConfigError, VQClipError
-from vqclip.prompts import (
+from vqclip.generate.prompts import (
     Prompt,
     PromptSpec,
     embed_text_prompt,

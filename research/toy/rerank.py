@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
-from vqclip.prompts import embed_text_prompt, parse_prompts
+from vqclip.generate.prompts import embed_text_prompt, parse_prompts
 
 
 @torch.no_grad()

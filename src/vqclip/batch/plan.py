@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vqclip.batch.animate import Animation, check_animation
 from vqclip.batch.storage import Storage
 from vqclip.errors import ConfigError, VQClipError
 from vqclip.generate.config import GenerateConfig, build_config
+from vqclip.jobs.animation import Animation, check_animation
 
 BATCH_FILE = "batch.json"
 RESULT_FILE = "result.json"

@@ -15,12 +15,12 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from vqclip.batch.animate import Animation, run_animation
 from vqclip.batch.plan import GROUP_FILE, RESULT_FILE, Unit, item_folder
 from vqclip.batch.storage import Storage, Workspace
 from vqclip.errors import VQClipError
 from vqclip.generate.config import GenerateConfig
 from vqclip.jobs import SETTINGS_FILE, JobOptions, ModelCache, execute_job
+from vqclip.jobs.animation import Animation, run_animation
 from vqclip.jobs.status import DONE, FAILED, PARTIAL, STOPPED
 
 

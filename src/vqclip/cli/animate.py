@@ -12,8 +12,8 @@ from vqclip.errors import ConfigError
 
 
 def add_parser(subparsers) -> None:
-    from vqclip.batch.animate import Animation
     from vqclip.jobs import JobOptions
+    from vqclip.jobs.animation import Animation
 
     p = subparsers.add_parser(
         "animate",
@@ -41,8 +41,8 @@ def add_parser(subparsers) -> None:
 def settings_from_args(args: argparse.Namespace):
     """(config, animation): the flags given, on top of the model pair's settings; the seed of a
     started animation in --out when none is given, so the same command resumes it."""
-    from vqclip.batch.animate import Animation, stored_animation
     from vqclip.generate.config import build_config
+    from vqclip.jobs.animation import Animation, stored_animation
 
     given = given_options(args)
     prompts = [*args.prompt, *given.get("prompts", ())]
@@ -62,9 +62,9 @@ def settings_from_args(args: argparse.Namespace):
 def run_animate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vqclip.batch.animate import claim_folder, finished_frames, run_animation
     from vqclip.cli.generate import stop_requests
     from vqclip.jobs import JobOptions
+    from vqclip.jobs.animation import claim_folder, finished_frames, run_animation
     from vqclip.jobs.threads import with_threads
 
     options = JobOptions(**given_options(args, JobOptions))

@@ -159,7 +159,7 @@ def _announce(run) -> None:
 
 def _check_inputs_are_not_the_output(config, outputs: list[Path]) -> None:
     """-o naming the init image or an image prompt would overwrite the user's own picture."""
-    from vqclip.prompts import parse_image_prompts
+    from vqclip.generate.prompts import parse_image_prompts
 
     inputs = [("the init image (-ii)", config.init_image)] if config.init_image else []
     for item in config.image_prompts:

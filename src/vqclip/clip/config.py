@@ -17,7 +17,6 @@ import torch
 
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.validation import is_int
-from vqclip.weights.registry import OPENAI_MEAN, OPENAI_STD
 
 _INT_FIELDS = (
     "embed_dim",
@@ -32,6 +31,11 @@ _INT_FIELDS = (
 )
 # OpenAI's rule for models whose configs do not name the head count.
 _HEAD_WIDTH = 64
+
+
+# The image normalisation of OpenAI's CLIP (and of the OpenCLIP models trained like it).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True, kw_only=True)

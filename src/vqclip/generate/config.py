@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vqclip.augments import AUGMENTS, DEFAULT_AUGMENTS
-from vqclip.cutouts import METHODS as CUT_METHODS
 from vqclip.errors import ConfigError
+from vqclip.generate.augments import AUGMENTS, DEFAULT_AUGMENTS
+from vqclip.generate.cutouts import METHODS as CUT_METHODS
 from vqclip.validation import is_int
 
 INITS = ("random", "pixels", "gradient", "image")
@@ -356,8 +356,8 @@ class GenerateConfig:
 
     def _check_prompts(self) -> None:
         """Prompt syntax errors are reported here, before any model loads."""
+        from vqclip.generate.prompts import parse_image_prompts, parse_noise_prompts, parse_prompts
         from vqclip.generate.story import check_schedule, story_parts
-        from vqclip.prompts import parse_image_prompts, parse_noise_prompts, parse_prompts
 
         for text in self.prompts:
             if not text.strip():

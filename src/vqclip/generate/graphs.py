@@ -4,7 +4,7 @@ With ViT-B/32 a step is launch-bound on a fast GPU (hundreds of small kernels: G
 LayerNorm, ...). `torch.cuda.make_graphed_callables` records each part's forward and backward
 once and replays them, so each costs one launch. Their input shapes are fixed per run (the batch
 of latents, the batch of cutouts), which graphs require. The cutouts stay eager (between the
-graphed parts; they draw on the device and make no host syncs, see `vqclip.cutouts`).
+graphed parts; they draw on the device and make no host syncs, see `vqclip.generate.cutouts`).
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from vqclip.errors import CheckpointError, ConfigError, VQClipError, VQClipWarning
 from vqclip.generate.config import GenerateConfig
+from vqclip.generate.losses import clamp_with_grad, init_anchor_loss, tv_loss
 from vqclip.generate.memory import check_memory
 from vqclip.generate.story import active_part, check_length, story_parts
-from vqclip.losses import clamp_with_grad, init_anchor_loss, tv_loss
 
 
 class GenerationError(VQClipError):
@@ -70,8 +70,8 @@ class Run:
     """
 
     def __init__(self, config: GenerateConfig, *, vqgan=None, clips=None, device=None) -> None:
-        from vqclip.cutouts import CutoutConfig, MakeCutouts
         from vqclip.devices import default_size, resolve_device, resolve_precision
+        from vqclip.generate.cutouts import CutoutConfig, MakeCutouts
 
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
         if config.size is None:
@@ -165,7 +165,7 @@ class Run:
         """prompts[clip] -> [(label, Prompt, image index or None for every image, story part or
         None for always)], each embedded by its own CLIP. Prompts shared by the batch are
         evaluated batched. Every part of a story is embedded here, once."""
-        from vqclip.prompts import (
+        from vqclip.generate.prompts import (
             Prompt,
             load_image,
             noise_embedding,
@@ -221,7 +221,7 @@ class Run:
             return F.embedding(idx, codebook.cpu()).permute(0, 3, 1, 2).contiguous()  # (B, e, h, w)
         W, H = self.image_size
         if cfg.init == "image":
-            from vqclip.prompts import load_image
+            from vqclip.generate.prompts import load_image
 
             img = load_image(cfg.init_image)[None].expand(B, -1, -1, -1)
             img = F.interpolate(

@@ -276,8 +276,8 @@ def _save_result(image, path: Path, metadata: dict, files: JobFiles, result: Job
 
 def _write_video(files: JobFiles, fps: int = 30) -> Path | None:
     """The progress frames as an mp4 (the `video` extra); None without frames."""
+    from vqclip.generate.prompts import load_image
     from vqclip.output import VideoWriter
-    from vqclip.prompts import load_image
 
     frames = sorted(files.frames_dir.glob("*.png"))
     if not frames:

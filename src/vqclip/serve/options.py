@@ -153,7 +153,7 @@ class Policy:
     def job(self, body: Any) -> JobRequest:
         """A job request checked: a JSON object of option names (and prompt, model, video),
         validated by the config's own declaration. ConfigError names what is wrong."""
-        from vqclip.prompts import parse_image_prompts
+        from vqclip.generate.prompts import parse_image_prompts
 
         if not isinstance(body, Mapping):
             raise ConfigError('a job is a JSON object of option names, e.g. {"prompt": "..."}')

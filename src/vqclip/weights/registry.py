@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from vqclip.clip.config import OPENAI_MEAN, OPENAI_STD
 from vqclip.errors import ConfigError
 from vqclip.weights import hosts
 from vqclip.weights.spec import CONVERTED_FILENAMES as CONVERTED_FILENAMES
 from vqclip.weights.spec import KINDS as KINDS
 from vqclip.weights.spec import FileSpec, Host, WeightSpec
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 

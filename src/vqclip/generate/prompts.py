@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from vqclip.errors import ConfigError, VQClipError, VQClipWarning
-from vqclip.losses import replace_grad, spherical_distance
+from vqclip.generate.losses import replace_grad, spherical_distance
 
 KINDS = ("text", "image", "noise")
 _MAX_SEED = 2**63

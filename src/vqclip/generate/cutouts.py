@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vqclip.augments import DEFAULT_AUGMENTS, build_augments, check_augment_codes
 from vqclip.devices import constant
 from vqclip.errors import ConfigError
+from vqclip.generate.augments import DEFAULT_AUGMENTS, build_augments, check_augment_codes
 from vqclip.validation import is_int
 
 METHODS = ("crowson", "whole", "overview")

@@ -260,10 +260,10 @@ def run_animation(
     every folder removed (a finished frame's work), to mirror them on shared storage.
     `options` (a `JobOptions`): its checkpoint_every applies to each frame's run; `workers`:
     the jobs run side by side, which share the CPU threads."""
+    from vqclip.generate.prompts import load_image
     from vqclip.jobs import JobOptions, ModelCache, execute_job
     from vqclip.jobs.threads import with_threads
     from vqclip.output import VideoWriter, save_image
-    from vqclip.prompts import load_image
 
     folder = Path(folder).resolve()
     started = time.perf_counter()
