@@ -2,9 +2,10 @@
 codes of clean world images, unconditional (one start token, as taming's SOSProvider).
 
 A pool of world images is rendered and encoded once (encoding costs more than a step). Half of
-each batch feeds the GPT soft tokens, the encoder's latents as soft code assignments at a random
-temperature, because the loop's prior loss feeds it soft tokens (`vqclip.prior.loss`); the
-targets are always the hard codes. Run through `python -m research.toy.train --parts prior`.
+each batch feeds the GPT soft tokens, the encoder's latents as soft code assignments
+softmax(-||z - e||^2 / u) with u uniform in (0, 2) squared-distance units (for the toy codebook,
+0 to 23 times its nearest-neighbour distance: from sharp to much blurred), because the loop's
+prior loss feeds it soft tokens (`vqclip.prior.loss`); the targets are always the hard codes. Run through `python -m research.toy.train --parts prior`.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def train_prior(
         inputs = model.tok_emb(codes[:, :-1])  # (B, n-1, E)
         n_soft = int(batch * soft_share)
         if n_soft:
-            # Soft tokens as the loop feeds them: temperatures from sharp to blurred.
+            # Soft tokens as the loop feeds them: p ** (scale / temp) renormalised is the
+            # assignment at temperature temp / scale = u in (0, 2), squared-distance units.
             temp = scale * torch.rand(n_soft, 1, 1, 1, generator=g) * 2
             p = soft_assignment(z_pool[idx[:n_soft]], codebook, 1.0)
             p = F.softmax(torch.log(p + 1e-30) / temp.clamp(min=1e-3) * scale, dim=-1)

@@ -287,6 +287,7 @@ class GenerateConfig:
         group="prior and scales",
         low=0,
         high=1e6,
+        metavar="W",
     )
     prior_ramp: int = option(
         0,
@@ -305,6 +306,7 @@ class GenerateConfig:
         group="prior and scales",
         above=0,
         high=1e6,
+        metavar="T",
     )
     prior_class: int | None = option(
         None,
