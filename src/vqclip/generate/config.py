@@ -27,6 +27,7 @@ SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_SCALES = ("codebook", "none")
 TV_TARGETS = ("image", "z")
+PRIOR_CONTEXTS = ("tokens", "soft")
 DEFAULT_MODEL = "default"
 SEED_LIMIT = 2**63
 
@@ -307,6 +308,15 @@ class GenerateConfig:
         above=0,
         high=1e6,
         metavar="T",
+    )
+    prior_context: str = option(
+        "tokens",
+        "--prior-context",
+        help="what the prior reads before each token: tokens (the codes the image shows; each "
+        "soft assignment is pulled toward the prior's prediction) or soft (the soft "
+        "assignments themselves, differentiated through the transformer)",
+        group="prior and scales",
+        choices=PRIOR_CONTEXTS,
     )
     prior_class: int | None = option(
         None,

@@ -187,6 +187,7 @@ class Run:
             self.grid,
             temperature=self.config.prior_temperature,
             label=self.config.prior_class,
+            context=self.config.prior_context,
             device=self.device,
         )
 

@@ -3,12 +3,17 @@
 The loop's latent z is continuous; the decoder sees its nearest codes. To score z with a model of
 token sequences and still get a gradient, each latent vector becomes a soft code assignment
 p = softmax(-||z - e_k||^2 / (T * s)) over the codebook (s: the codebook's mean squared distance
-between nearest neighbours, so a temperature T means the same for every VQGAN). The
-transformer reads the soft tokens as embeddings p @ tok_emb after its conditioning prefix and
-predicts each next token; the loss is the cross-entropy of the next soft assignment under
-those logits, in nats per token (the entropy of p plus the KL divergence from the prior's
-prediction). It is low for token layouts like the training images' and high for, say, an
+between nearest neighbours, so a temperature T means the same for every VQGAN).
+
+By default (context "tokens") the transformer reads the tokens the decoder shows (z's nearest
+codes) after its conditioning prefix, frozen and not differentiated, and predicts each next
+token; the loss is the cross-entropy of each soft assignment under that prediction, in nats per
+token, so each latent vector is pulled toward the codes the prior expects after the actual
+tokens before it. It is low for token layouts like the training images' and high for, say, an
 isolated token of object colour in a background, which is what the guides alone accept.
+Context "soft" feeds the soft assignments themselves (p @ tok_emb) and differentiates through
+the transformer; on the toy probe that loss fell by moving z between codes while the picture
+stayed a noisy texture (research/toy-log.md).
 
 Grids with more tokens than the transformer's block are scored in windows of at most a block
 (16x16 for taming's 256-token models, as taming samples large images), tiled with the last
@@ -24,6 +29,8 @@ import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior
+
+CONTEXTS = ("tokens", "soft")
 
 
 def nearest_neighbour_scale(codebook: torch.Tensor) -> float:
@@ -63,6 +70,7 @@ class PriorLoss:
         *,
         temperature: float = 1.0,
         label: int | None = None,
+        context: str = "tokens",
         device: torch.device | str = "cpu",
     ) -> None:
         gpt = prior.transformer
@@ -72,6 +80,9 @@ class PriorLoss:
                 f"prior {prior.source} knows {gpt.config.vocab_size} tokens but the VQGAN has "
                 f"{n_codes} codes: it was trained for another VQGAN"
             )
+        if context not in CONTEXTS:
+            raise ConfigError(f"prior context {context!r}: choose from {', '.join(CONTEXTS)}")
+        self.context = context
         self.gpt = gpt.to(device)
         self.codebook = codebook.detach().float().to(device)
         self.temperature = temperature * nearest_neighbour_scale(self.codebook)
@@ -94,17 +105,32 @@ class PriorLoss:
             side -= 1
         return (min(h, side), min(w, side))
 
+    def _tiles(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, ...) -> (windows * B, wh * ww, ...), windows in raster order."""
+        wh, ww = self.window
+        h, w = x.shape[1:3]
+        tiles = [
+            x[:, y : y + wh, x0 : x0 + ww]
+            for y in window_starts(h, wh)
+            for x0 in window_starts(w, ww)
+        ]
+        return torch.cat(tiles).flatten(1, 2)
+
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         p = soft_assignment(z, self.codebook, self.temperature)  # (B, h, w, K)
-        B, h, w, K = p.shape
-        wh, ww = self.window
-        tiles = [
-            p[:, y : y + wh, x : x + ww] for y in window_starts(h, wh) for x in window_starts(w, ww)
-        ]
-        q = torch.cat(tiles).reshape(len(tiles) * B, wh * ww, K)  # (nB, n, K)
+        B, K = p.shape[0], p.shape[-1]
+        q = self._tiles(p)  # (nB, n, K)
         prefix = self.prefix.expand(q.shape[0], -1)
-        soft = q[:, :-1] @ self.table  # (nB, n-1, n_embd)
-        logits = self.gpt(prefix, soft)[:, prefix.shape[1] - 1 :]  # (nB, n, vocab)
-        log_q = F.log_softmax(logits.float(), dim=-1)[..., :K]
+        if self.context == "soft":
+            logits = self.gpt(prefix, q[:, :-1] @ self.table)  # through the soft tokens
+        else:
+            # The transformer reads the tokens the decoder shows (z's nearest codes) and is
+            # not differentiated: each soft assignment is pulled toward what the prior expects
+            # after the actual tokens before it. Feeding it soft tokens instead lets the
+            # loss fall by moving z between codes without changing the picture.
+            with torch.no_grad():
+                idx = self._tiles(p.detach().argmax(-1)[..., None])[..., 0]  # (nB, n)
+                logits = self.gpt(torch.cat([prefix, idx[:, :-1]], dim=1))
+        log_q = F.log_softmax(logits[:, prefix.shape[1] - 1 :].float(), dim=-1)[..., :K]
         nll = -(q * log_q).sum(-1).mean(-1)  # (nB,) nats per token
-        return nll.view(len(tiles), B).mean(0)
+        return nll.view(-1, B).mean(0)
