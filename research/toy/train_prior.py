@@ -5,7 +5,8 @@ A pool of world images is rendered and encoded once (encoding costs more than a 
 each batch feeds the GPT soft tokens, the encoder's latents as soft code assignments
 softmax(-||z - e||^2 / u) with u uniform in (0, 2) squared-distance units (for the toy codebook,
 0 to 23 times its nearest-neighbour distance: from sharp to much blurred), because the loop's
-prior loss feeds it soft tokens (`vqclip.prior.loss`); the targets are always the hard codes. Run through `python -m research.toy.train --parts prior`.
+prior loss could feed it soft tokens (`vqclip.prior.loss`, context "soft"); the targets are
+always the hard codes. Run through `python -m research.toy.train --parts prior`.
 """
 
 from __future__ import annotations
