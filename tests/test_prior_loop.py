@@ -79,3 +79,24 @@ def test_coarse_to_fine_resume_equals_unbroken(tiny_vqgan, tiny_clip, tmp_path):
 def test_bad_scales_are_refused(scales):
     with pytest.raises(ConfigError, match="scales"):
         GenerateConfig(prompts=("a",), scales=scales)
+
+
+def test_shipped_toy_prior_prefers_world_images_to_random_codes():
+    """The toy prior loads by name, fits the toy VQGAN's codebook and finds the codes of world
+    images far likelier than random codes (what makes it a prior of the world)."""
+    from vqclip.prior.loss import PriorLoss
+    from vqclip.prior.resolve import load_prior_by_name
+    from vqclip.toy.world import sample_images
+    from vqclip.vqgan import load_vqgan
+    from vqclip.weights.registry import PACKAGED, PACKAGED_DIR
+
+    prior = load_prior_by_name("toy_prior")
+    vqgan = load_vqgan(PACKAGED_DIR / PACKAGED["toy_vqgan"])
+    loss = PriorLoss(prior, vqgan.codebook, (16, 16), temperature=0.3)
+    images, _ = sample_images(4, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(4)
+    random_codes = vqgan.codebook[torch.randint(512, (4, 16, 16), generator=g)]
+    with torch.no_grad():
+        world = loss(vqgan.quantize(vqgan.encode(images * 2 - 1))[0])
+        noise = loss(random_codes.permute(0, 3, 1, 2))
+    assert world.max() < noise.min() - 2
