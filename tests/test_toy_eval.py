@@ -60,6 +60,25 @@ def test_settings_are_checked_before_any_model_loads():
     )
 
 
+def test_variants_override_the_toy_pairs_defaults():
+    from vqclip.cli.eval import parse_variant
+
+    label, overrides = parse_variant('lever:prior="toy_prior";prior_weight=2;scales=[0.5,1]')
+    assert label == "lever"
+    assert overrides == {"prior": "toy_prior", "prior_weight": 2, "scales": [0.5, 1]}
+    assert parse_variant("plain:prior=null") == ("plain", {"prior": None})
+    assert parse_variant("same:") == ("same", {})
+    config = EvalSettings().config(
+        ["a red circle"], "overview", vqgan="v", clips=["c"], overrides=overrides
+    )
+    assert (config.prior, config.prior_weight, config.scales) == ("toy_prior", 2.0, (0.5, 1.0))
+    for bad in ("nolabel", ":x=1", "l:novalue"):
+        with pytest.raises(ConfigError, match="--variant"):
+            parse_variant(bad)
+    with pytest.raises(ConfigError, match="unknown settings"):
+        EvalSettings().config(["a"], "overview", vqgan="v", clips=["c"], overrides={"nope": 1})
+
+
 def _result(prompt: str, clean: bool, reads: dict[str, str], guide_yes: bool) -> PromptResult:
     attributes = {"shape": "circle", "colour": "red", "background": "black"} | reads
     attributes |= {"size": "small", "position": "left"}
@@ -121,6 +140,7 @@ def test_bad_options_are_clear_errors_before_any_model_loads(tmp_path, capsys):
         ("--guides", ","): "--guides needs a CLIP file",
         ("--prompts", str(tmp_path / "none.txt")): "cannot read it",
         ("--json", str(tmp_path)): "is a folder",
+        ("--variant", "x:prior_weight=-1"): "prior_weight=-1",
     }
     for argv, message in bad.items():
         assert main(["eval", *argv]) == 2, argv

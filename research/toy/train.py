@@ -35,10 +35,12 @@ from tqdm import tqdm
 
 from research.toy.train_clip import train_clip, zero_shot
 from research.toy.train_judge import evaluate_judge, train_judge
+from research.toy.train_prior import held_out_nll, train_prior
 from research.toy.train_vqgan import psnr, reconstruct, sharpen_decoder, train_vqgan
 from vqclip.atomic import atomic_write_text
 from vqclip.clip import load_clip, save_clip
 from vqclip.errors import VQClipError
+from vqclip.prior.io import load_prior, save_prior
 from vqclip.toy.judge import load_judge, save_judge, score_scenes
 from vqclip.toy.models import (
     CLIP_FILES,
@@ -54,15 +56,26 @@ from vqclip.vqgan import load_vqgan, save_taming, save_vqgan
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: `-m research.toy.train` runs here
 FIGURES_DIR = Path(__file__).resolve().parent / "figures"  # of the shipped weights
 
-PARTS = ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "robust", "report")
+PARTS = ("judge", "vqgan", "sharpen", "prior", "clip_a", "clip_b", "robust", "report")
 # What the shipped weights are; `robust` did not raise the eval (research/toy-log.md), so it
 # runs only when asked for (`--parts robust,report`).
-DEFAULT_PARTS = ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "report")
+DEFAULT_PARTS = ("judge", "vqgan", "sharpen", "prior", "clip_a", "clip_b", "report")
 JUDGE_SEED = 1234  # the judge's own seed, unrelated to the guides'
 VQGAN_SEED = 0
 CLIP_SEEDS = {"clip_a": 1, "clip_b": 2}
 EVAL_SEED = 99  # fresh images for every figure, never seen in training
-STEPS = {"judge": 1200, "vqgan": 1600, "sharpen": 300, "clip_a": 1500, "clip_b": 1500}
+STEPS = {
+    "judge": 1200,
+    "vqgan": 1600,
+    "sharpen": 300,
+    "prior": 800,
+    "clip_a": 1500,
+    "clip_b": 1500,
+}
+# The token prior (`train_prior`): taming's GPT on the VQGAN's codes of world images, for
+# `--prior toy_prior`; it reads the VQGAN in `out`, so it waits for it.
+PRIOR_SEED = 0
+PRIOR_FILE = "toy_prior.safetensors"
 SHARPEN_SEED = 5  # the decoder's GAN fine-tune (`train_vqgan.sharpen_decoder`)
 # Its pixel losses weighted toward the targets' outlines (`train_vqgan.edge_weights`).
 SHARPEN_EDGE_WEIGHT = 8.0
@@ -90,11 +103,12 @@ ROBUST_SEED = 100
 # What each part reads that another part writes; a part waits only for the requested ones.
 NEEDS = {
     "sharpen": ("vqgan",),
+    "prior": ("vqgan", "sharpen"),
     "robust": ("clip_a", "clip_b"),
-    "report": ("judge", "vqgan", "sharpen", "clip_a", "clip_b", "robust"),
+    "report": ("judge", "vqgan", "sharpen", "prior", "clip_a", "clip_b", "robust"),
 }
 # Start order among the parts that are ready: the longest chain (vqgan, then sharpen) first.
-PRIORITY = ("vqgan", "sharpen", "clip_a", "clip_b", "judge", "robust", "report")
+PRIORITY = ("vqgan", "sharpen", "prior", "clip_a", "clip_b", "judge", "robust", "report")
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
@@ -119,6 +133,9 @@ def train_part(part: str, out: Path, scale: float = 1.0) -> None:
         ).half()
         save_taming(model, out / VQGAN_CKPT, out / VQGAN_YAML)
         save_vqgan(model, out / VQGAN_SAFETENSORS)
+    elif part == "prior":
+        prior = train_prior(load_vqgan(out / VQGAN_SAFETENSORS), steps=steps, seed=PRIOR_SEED)
+        save_prior(prior, out / PRIOR_FILE)
     else:
         name = CLIP_FILES[0] if part == "clip_a" else CLIP_FILES[1]
         model = train_clip(steps=steps, seed=CLIP_SEEDS[part], **CLIP_TRAINING)
@@ -329,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             train_part(part, args.out, args.scale)
             record = {"steps": max(1, round(STEPS[part] * args.scale))}
+            if part == "prior":  # nats per token of fresh images' codes, the file loaded back
+                vqgan = load_vqgan(args.out / VQGAN_SAFETENSORS)
+                record["held_out_nll"] = held_out_nll(load_prior(args.out / PRIOR_FILE), vqgan)
         record.update(wall_s=round(time.perf_counter() - start, 1), threads=args.threads)
         print(f"{part}: {json.dumps(record)}", flush=True)
         atomic_write_text(

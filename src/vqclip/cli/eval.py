@@ -106,6 +106,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--images", type=Path, metavar="DIR", help="write a PNG grid of each method's images here"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:K=V;K=V",
+        help="also run each method with these generate settings (JSON values, e.g. "
+        "'prior:prior=\"toy_prior\";prior_weight=2' or 'plain:prior=null'); given more than "
+        "once, one row each; without it each method runs once with the toy pair's defaults",
+    )
     parser.set_defaults(func=run_eval_command)
 
 
@@ -126,6 +135,23 @@ def _prompts(path: Path | None, every: int, limit: int | None) -> list[str]:
     return prompts[::every][:limit]
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """'label:key=value;key=value' -> (label, {key: value}); values are JSON, else strings."""
+    label, sep, body = text.partition(":")
+    if not sep or not label.strip():
+        raise ConfigError(f"--variant {text!r}: expected LABEL:key=value;key=value")
+    overrides: dict = {}
+    for item in filter(None, (part.strip() for part in body.split(";"))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--variant {text!r}: {item!r} is not key=value")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return label.strip(), overrides
+
+
 def _check_output(flag: str, path: Path, folder: bool) -> None:
     """Fail before the run, not after it, where the output cannot be written."""
     if path.exists() and path.is_dir() != folder:
@@ -136,8 +162,8 @@ def _check_output(flag: str, path: Path, folder: bool) -> None:
         raise ConfigError(f"{flag} {str(path)!r}: cannot write into {str(existing)!r}")
 
 
-def _check(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """Every option checked before a model loads; returns (methods, guides)."""
+def _check(args: argparse.Namespace) -> tuple[list[str], list[str], list[tuple[str, dict]]]:
+    """Every option checked before a model loads; returns (methods, guides, variants)."""
     rules = (
         ("--steps", args.steps, args.steps >= 1, "at least 1"),
         ("--cutn", args.cutn, args.cutn >= 1, "at least 1"),
@@ -159,11 +185,27 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     guides = [name for name in (args.guides or "").split(",") if name]
     if args.guides is not None and not guides:
         raise ConfigError("--guides needs a CLIP file or name, e.g. --guides a.safetensors")
+    variants = [parse_variant(v) for v in args.variant] or [("", {})]
+    settings = _settings(args)
+    for _, overrides in variants:
+        for method in methods:
+            settings.config(["a circle"], method, vqgan="toy", clips=["toy"], overrides=overrides)
     if args.json is not None:
         _check_output("--json", args.json, folder=False)
     if args.images is not None:
         _check_output("--images", args.images, folder=True)
-    return methods, guides
+    return methods, guides, variants
+
+
+def _settings(args: argparse.Namespace) -> EvalSettings:
+    return EvalSettings(
+        iterations=args.steps,
+        cutn=args.cutn,
+        lr=args.lr,
+        tv_weight=args.tv_weight,
+        seed=args.seed,
+        precision=args.precision,
+    )
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -173,16 +215,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from vqclip.toy.eval import format_table, grid_png, run_method, table_rows
     from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
-    methods, guides = _check(args)
+    methods, guides, variants = _check(args)
     prompts = _prompts(args.prompts, args.every, args.limit)
-    settings = EvalSettings(
-        iterations=args.steps,
-        cutn=args.cutn,
-        lr=args.lr,
-        tv_weight=args.tv_weight,
-        seed=args.seed,
-        precision=args.precision,
-    )
+    settings = _settings(args)
     torch.set_num_threads(args.threads)
     models = load_toy_models(args.weights or WEIGHTS_DIR)
     if guides:
@@ -194,21 +229,26 @@ def run_eval_command(args: argparse.Namespace) -> int:
         "settings": asdict(settings),
         "guides": [str(path) for path in models.clip_paths],
         "prompts": prompts,
+        "variants": {label: overrides for label, overrides in variants if label},
         "methods": {},
     }
     rows: dict[str, dict[str, float]] = {}
-    for method in methods:
-        result = run_method(models, prompts, method, settings)
-        if result.error:
-            print(
-                f"{method}: stopped early ({result.error}); judged its last good images",
-                file=sys.stderr,
+    for label, overrides in variants:
+        for method in methods:
+            result = run_method(
+                models, prompts, method, settings, variant=label, overrides=overrides
             )
-        rows.update(table_rows(result, prompts))
-        report["methods"][method] = result.report()
-        if args.images:
-            atomic_write_bytes(args.images / f"{method}.png", grid_png(result.images))
-        print(format_table(rows), flush=True)
+            if result.error:
+                print(
+                    f"{result.method}: stopped early ({result.error}); judged its last good images",
+                    file=sys.stderr,
+                )
+            rows.update(table_rows(result, prompts))
+            report["methods"][result.method] = result.report()
+            if args.images:
+                name = result.method.replace("+", "_")
+                atomic_write_bytes(args.images / f"{name}.png", grid_png(result.images))
+            print(format_table(rows), flush=True)
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0

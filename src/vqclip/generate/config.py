@@ -27,6 +27,7 @@ SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_SCALES = ("codebook", "none")
 TV_TARGETS = ("image", "z")
+PRIOR_CONTEXTS = ("tokens", "soft")
 DEFAULT_MODEL = "default"
 SEED_LIMIT = 2**63
 
@@ -276,6 +277,78 @@ class GenerateConfig:
         group="init and regularisers",
         choices=TV_TARGETS,
     )
+    prior: str | None = option(
+        None,
+        "--prior",
+        help="a token transformer whose loss keeps the latent grid's token layout like its "
+        "training images' (fewer stray fragments): toy_prior, a taming Net2NetTransformer .ckpt, "
+        "or a registry name whose file holds one (faceshq; its VQGAN must be --vqgan)",
+        group="prior and scales",
+        metavar="NAME",
+    )
+    prior_config: str | None = option(
+        None,
+        "--prior-config",
+        help="taming YAML of a --prior .ckpt given by path (default: the .yaml beside it)",
+        group="prior and scales",
+        metavar="YAML",
+    )
+    prior_weight: float = option(
+        1.0,
+        "--prior-weight",
+        help="weight of the prior's loss (nats per token)",
+        group="prior and scales",
+        low=0,
+        high=1e6,
+        metavar="W",
+    )
+    prior_ramp: int = option(
+        0,
+        "--prior-ramp",
+        help="steps over which the prior's weight rises from 0 (the guides set colours first)",
+        group="prior and scales",
+        low=0,
+        high=10**7,
+        metavar="N",
+    )
+    prior_temperature: float = option(
+        1.0,
+        "--prior-temperature",
+        help="softness of the latent's code assignment the prior scores, in units of the "
+        "codebook's mean squared nearest-neighbour distance",
+        group="prior and scales",
+        above=0,
+        high=1e6,
+        metavar="T",
+    )
+    prior_context: str = option(
+        "tokens",
+        "--prior-context",
+        help="what the prior reads before each token: tokens (the codes the image shows; each "
+        "soft assignment is pulled toward the prior's prediction) or soft (the soft "
+        "assignments themselves, differentiated through the transformer)",
+        group="prior and scales",
+        choices=PRIOR_CONTEXTS,
+    )
+    prior_class: int | None = option(
+        None,
+        "--prior-class",
+        help="class label of a class-conditional prior (ImageNet's cin transformer: 0-999)",
+        group="prior and scales",
+        low=0,
+        metavar="N",
+    )
+    scales: tuple[float, ...] = option(
+        (1.0,),
+        "--scales",
+        help="coarse to fine: fractions of the size optimised in turn, ending at 1 (e.g. 0.5 1); "
+        "the steps are split equally, and the latent is carried up by decoding, upscaling and "
+        "re-encoding the image",
+        group="prior and scales",
+        above=0,
+        high=1,
+        metavar="F",
+    )
     optimiser: str = option(
         "adam", "-opt", "--optimiser", help="optimiser", group="optimiser", choices=OPTIMISERS
     )
@@ -351,6 +424,10 @@ class GenerateConfig:
                 True,
                 "not with cuda_graphs (a graph keeps its activations anyway); choose one",
             )
+        if not self.scales or self.scales[-1] != 1 or list(self.scales) != sorted(set(self.scales)):
+            _fail("scales", self.scales, "give increasing fractions of the size ending at 1")
+        if len(self.scales) > self.iterations:
+            _fail("scales", self.scales, f"more scales than iterations ({self.iterations})")
         if self.init == "image" and not self.init_image:
             _fail("init_image", self.init_image, "init='image' needs an init image path")
 

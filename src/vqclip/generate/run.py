@@ -69,7 +69,9 @@ class Run:
     runner pass already-loaded ones to share them between runs).
     """
 
-    def __init__(self, config: GenerateConfig, *, vqgan=None, clips=None, device=None) -> None:
+    def __init__(
+        self, config: GenerateConfig, *, vqgan=None, clips=None, prior=None, device=None
+    ) -> None:
         from vqclip.devices import default_size, resolve_device, resolve_precision
         from vqclip.generate.cutouts import CutoutConfig, MakeCutouts
 
@@ -100,14 +102,28 @@ class Run:
 
         f = self.vqgan.downsample_factor
         width, height = config.size
-        self.grid = (height // f, width // f)  # (h, w) latent tokens
-        if min(self.grid) < 1:
+        self.full_grid = (height // f, width // f)  # (h, w) latent tokens
+        if min(self.full_grid) < 1:
             raise ConfigError(
                 f"size={width}x{height}: smaller than one latent token; this VQGAN needs at least "
                 f"{f}x{f} pixels"
             )
+        if config.cuda_graphs and len(config.scales) > 1:
+            raise ConfigError("cuda_graphs=True: not with several --scales (the grid changes)")
+        self.stages = Stages(config.scales, config.iterations, self.full_grid)
+        self.stage = 0
+        self.grid = self.stages.grid(0)
         self.image_size = (self.grid[1] * f, self.grid[0] * f)  # (W, H) actually produced
-        check_memory(config, self.vqgan, self.clips, self.image_size, self.device)
+        full_size = (self.full_grid[1] * f, self.full_grid[0] * f)
+        check_memory(config, self.vqgan, self.clips, full_size, self.device)
+        self.prior = None
+        if config.prior:
+            if prior is None:
+                from vqclip.prior.resolve import load_prior_by_name
+
+                prior = load_prior_by_name(config.prior, config.prior_config)
+            self.prior = prior
+        self.prior_loss = self._build_prior_loss()
 
         self.rng = torch.Generator(device="cpu").manual_seed(config.seed)
         self.cutouts = [
@@ -138,8 +154,7 @@ class Run:
         self.codebook_std = float(codebook.std())
         scale = self.codebook_std if config.lr_scale == "codebook" else 1.0
         self.effective_lr = config.lr * scale
-        self.optimiser = _build_optimiser(config.optimiser, [self.z], self.effective_lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, _lr_lambda(config))
+        self._new_optimiser(0)
         self.step_index = 0
         self.at_step_boundary = True
         self.last_good_z = self.z.detach().clone()
@@ -160,6 +175,54 @@ class Run:
         self.failed = torch.zeros(config.batch_size, dtype=torch.bool, device=self.device)
         self.failures: list[tuple[int, int]] = []  # (step, image index) where a loss went NaN
         self.check_every = 1 if self.device.type == "cpu" else 10
+
+    def _new_optimiser(self, start: int) -> None:
+        """A fresh optimiser for the current z; the schedule goes on from step `start`."""
+        schedule = _lr_lambda(self.config)
+        self.optimiser = _build_optimiser(self.config.optimiser, [self.z], self.effective_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimiser, lambda i: schedule(i + start)
+        )
+
+    def _build_prior_loss(self):
+        if self.prior is None:
+            return None
+        from vqclip.prior.loss import PriorLoss
+
+        return PriorLoss(
+            self.prior,
+            self.vqgan.codebook,
+            self.grid,
+            temperature=self.config.prior_temperature,
+            label=self.config.prior_class,
+            context=self.config.prior_context,
+            device=self.device,
+        )
+
+    def _enter_stage(self, stage: int, *, carry: bool) -> None:
+        """Go to the next scale: the grid grows, the latent is carried up (`carry`: by decoding
+        the current image, upscaling it and encoding it again, which keeps what the image shows;
+        repeating tokens would not, since a token stands for a patch of texture, not a colour)
+        and the optimiser starts afresh there. Without `carry` (a resume) z is a placeholder of
+        the new shape that the checkpoint overwrites."""
+        f = self.vqgan.downsample_factor
+        self.stage = stage
+        self.grid = self.stages.grid(stage)
+        self.image_size = (self.grid[1] * f, self.grid[0] * f)
+        if carry:
+            W, H = self.image_size
+            img = F.interpolate(
+                self.image(), size=(H, W), mode="bicubic", align_corners=False
+            ).clamp(0, 1)
+            with torch.no_grad():
+                z = self.vqgan.encode(img * 2 - 1).float()
+        else:
+            z = torch.zeros(self.z.shape[0], self.z.shape[1], *self.grid, device=self.device)
+        self.z0 = F.interpolate(self.z0, size=self.grid, mode="nearest")
+        self.z = z.detach().clone().requires_grad_(True)
+        self.last_good_z = self.z.detach().clone()
+        self._new_optimiser(self.stages.starts[stage])
+        self.prior_loss = self._build_prior_loss()
 
     def _build_prompts(self) -> list[list[tuple[str, torch.nn.Module, int | None, int | None]]]:
         """prompts[clip] -> [(label, Prompt, image index or None for every image, story part or
@@ -286,6 +349,11 @@ class Run:
             tv = cfg.tv_weight * tv_loss(image if cfg.tv_on == "image" else self.z)
             losses["tv"] = tv.detach()
             total = total + tv
+        if self.prior_loss is not None:
+            ramp = min(1.0, (self.step_index + 1) / cfg.prior_ramp) if cfg.prior_ramp else 1.0
+            prior = cfg.prior_weight * ramp * self.prior_loss(self.z)
+            losses["prior"] = prior.detach()
+            total = total + prior
         return total, losses, image
 
     def story_parts_shown(self) -> dict[int | None, int]:
@@ -321,6 +389,8 @@ class Run:
             z = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
             self.z.copy_(torch.where(self._failed_4d(), self.last_good_z, z))
         self.step_index += 1
+        if self.stages.stage_at(self.step_index) != self.stage:
+            self._enter_stage(self.stages.stage_at(self.step_index), carry=True)
         self.at_step_boundary = True
         return Step(
             self.step_index, losses, total.detach(), image.detach(), lr, self.failed.clone()
@@ -405,15 +475,17 @@ class Run:
             raise CheckpointError(f"the run checkpoint lacks {missing}; it cannot be resumed")
         if GenerateConfig.from_dict(state["config"]) != self.config:
             raise CheckpointError("the checkpoint was made with other settings than this run's")
+        step = state["step"]
+        if not isinstance(step, int) or not 0 <= step <= self.config.iterations:
+            raise CheckpointError(f"checkpoint step {step!r} is not in [0, iterations]")
+        if self.stages.stage_at(step) != self.stage:
+            self._enter_stage(self.stages.stage_at(step), carry=False)
         shapes = {"z": self.z.shape, "z0": self.z.shape, "failed": self.failed.shape}
         for key, shape in shapes.items():
             value = state[key]
             if not isinstance(value, torch.Tensor) or value.shape != shape:
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
                 raise CheckpointError(f"checkpoint {key}: expected shape {tuple(shape)}, got {got}")
-        step = state["step"]
-        if not isinstance(step, int) or not 0 <= step <= self.config.iterations:
-            raise CheckpointError(f"checkpoint step {step!r} is not in [0, iterations]")
         before = self.state_dict()
         try:
             with torch.no_grad():
@@ -454,6 +526,28 @@ def _story(config: GenerateConfig) -> dict[int | None, int]:
     every, starts = config.change_prompt_every, config.prompt_starts
     check_length(config.iterations, every, starts, list(story.values()), "step")
     return story
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Coarse to fine: `scales` (fractions of the size, the last 1) each get an equal share of
+    the iterations (the first the remainder), on a grid of that fraction of `full` tokens."""
+
+    scales: tuple[float, ...]
+    iterations: int
+    full: tuple[int, int]
+
+    @property
+    def starts(self) -> list[int]:
+        n = len(self.scales)
+        return [self.iterations - (n - i) * (self.iterations // n) if i else 0 for i in range(n)]
+
+    def stage_at(self, step: int) -> int:
+        return sum(start <= step for start in self.starts) - 1
+
+    def grid(self, stage: int) -> tuple[int, int]:
+        s = self.scales[stage]
+        return (max(1, round(self.full[0] * s)), max(1, round(self.full[1] * s)))
 
 
 STATE_KEYS = ("format", "config", "step", "z", "z0", "optimiser", "scheduler", "rng", "failed")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,12 +99,27 @@ class EvalSettings:
         self.config(["a circle"], "overview", vqgan="toy", clips=["toy"])
 
     def config(
-        self, prompts: Sequence[str], method: str, *, vqgan: str, clips: Sequence[str]
+        self,
+        prompts: Sequence[str],
+        method: str,
+        *,
+        vqgan: str,
+        clips: Sequence[str],
+        overrides: Mapping[str, Any] | None = None,
     ) -> GenerateConfig:
-        """The run for all prompts at once, one image each."""
+        """The run for all prompts at once, one image each: the toy pair's defaults (so a lever
+        made its default shows here), these settings, the method's, then `overrides`."""
+        from vqclip.weights.registry import resolve_pair
+
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-        return GenerateConfig(
+        values = {**dict(resolve_pair("toy").defaults), **self._settings(prompts, vqgan, clips)}
+        values.update(METHODS[method])
+        values.update(overrides or {})
+        return GenerateConfig.from_dict(values)
+
+    def _settings(self, prompts: Sequence[str], vqgan: str, clips: Sequence[str]) -> dict:
+        return dict(
             prompts=tuple(prompts),
             batch_size=len(prompts),
             size=(IMAGE_SIZE, IMAGE_SIZE),
@@ -116,7 +132,6 @@ class EvalSettings:
             tv_weight=self.tv_weight,
             device="cpu",
             precision=self.precision,
-            **METHODS[method],
         )
 
 
@@ -189,6 +204,7 @@ def generate_images(
     method: str,
     settings: EvalSettings,
     *,
+    overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> tuple[torch.Tensor, float, str | None]:
     """All prompts as one batch through the normal loop: images (N, 3, 64, 64), seconds per
@@ -198,6 +214,7 @@ def generate_images(
         method,
         vqgan=str(models.vqgan_path),
         clips=[str(p) for p in models.clip_paths],
+        overrides=overrides,
     )
     run = Run(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
     start = time.perf_counter()
@@ -255,13 +272,19 @@ def run_method(
     method: str,
     settings: EvalSettings,
     *,
+    variant: str = "",
+    overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> MethodResult:
-    """Generate all prompts with one cutout method and judge every image."""
+    """Generate all prompts with one cutout method (and a variant's config overrides, its row
+    labelled method+variant) and judge every image."""
     for p in prompts:
         named_attributes(p)
-    images, seconds, error = generate_images(models, prompts, method, settings, progress=progress)
-    return MethodResult(method, judge_images(models, images, prompts), images, seconds, error)
+    images, seconds, error = generate_images(
+        models, prompts, method, settings, overrides=overrides, progress=progress
+    )
+    label = f"{method}+{variant}" if variant else method
+    return MethodResult(label, judge_images(models, images, prompts), images, seconds, error)
 
 
 def summarise(results: Sequence[PromptResult]) -> dict[str, float]:

@@ -1,0 +1,136 @@
+"""The prior loss: how likely a token transformer finds the loop's current latent grid.
+
+The loop's latent z is continuous; the decoder sees its nearest codes. To score z with a model of
+token sequences and still get a gradient, each latent vector becomes a soft code assignment
+p = softmax(-||z - e_k||^2 / (T * s)) over the codebook (s: the codebook's mean squared distance
+between nearest neighbours, so a temperature T means the same for every VQGAN).
+
+By default (context "tokens") the transformer reads the tokens the decoder shows (z's nearest
+codes) after its conditioning prefix, frozen and not differentiated, and predicts each next
+token; the loss is the cross-entropy of each soft assignment under that prediction, in nats per
+token, so each latent vector is pulled toward the codes the prior expects after the actual
+tokens before it. It is low for token layouts like the training images' and high for, say, an
+isolated token of object colour in a background, which is what the guides alone accept.
+Context "soft" feeds the soft assignments themselves (p @ tok_emb) and differentiates through
+the transformer; on the toy probe that loss fell by moving z between codes while the picture
+stayed a noisy texture (research/toy-log.md).
+
+Grids with more tokens than the transformer's block are scored in windows of at most a block
+(16x16 for taming's 256-token models, as taming samples large images), tiled with the last
+window flush with the edge, the windows averaged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vqclip.errors import ConfigError
+from vqclip.prior.io import TokenPrior
+
+CONTEXTS = ("tokens", "soft")
+
+
+def nearest_neighbour_scale(codebook: torch.Tensor) -> float:
+    """Mean squared distance from each code to its nearest other code (the temperature's unit)."""
+    e = codebook.detach().float()
+    d = torch.cdist(e, e).pow(2)
+    d.fill_diagonal_(float("inf"))
+    scale = float(d.min(dim=1).values.mean())
+    return scale if scale > 0 else 1.0
+
+
+def soft_assignment(z: torch.Tensor, codebook: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, h, w, K): softmax over codes of -||z - e_k||^2 / temperature, for z (B, C, h, w)."""
+    flat = z.permute(0, 2, 3, 1).float()  # (B, h, w, C)
+    e = codebook.float()
+    dist = (flat * flat).sum(-1, keepdim=True) - 2 * flat @ e.t() + (e * e).sum(-1)
+    return F.softmax(-dist / temperature, dim=-1)
+
+
+def window_starts(length: int, window: int) -> list[int]:
+    """Starts of windows of `window` tiling [0, length), the last flush with the end."""
+    starts = list(range(0, length - window + 1, window))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+class PriorLoss:
+    """Scores latents (B, C, h, w) under `prior`; `label` is the class of a class-conditional
+    prior. Call it for the (B,) loss; the transformer stays frozen."""
+
+    def __init__(
+        self,
+        prior: TokenPrior,
+        codebook: torch.Tensor,
+        grid: tuple[int, int],
+        *,
+        temperature: float = 1.0,
+        label: int | None = None,
+        context: str = "tokens",
+        device: torch.device | str = "cpu",
+    ) -> None:
+        gpt = prior.transformer
+        n_codes = codebook.shape[0]
+        if gpt.config.vocab_size < n_codes:
+            raise ConfigError(
+                f"prior {prior.source} knows {gpt.config.vocab_size} tokens but the VQGAN has "
+                f"{n_codes} codes: it was trained for another VQGAN"
+            )
+        if context not in CONTEXTS:
+            raise ConfigError(f"prior context {context!r}: choose from {', '.join(CONTEXTS)}")
+        self.context = context
+        self.gpt = gpt.to(device)
+        self.codebook = codebook.detach().float().to(device)
+        self.temperature = temperature * nearest_neighbour_scale(self.codebook)
+        self.window = self._window(prior, grid)
+        self.prefix = prior.prefix(1, self.window, label).to(device)  # (1, P)
+        self.table = gpt.tok_emb.weight[:n_codes]  # (K, n_embd): image codes' embeddings
+
+    @staticmethod
+    def _window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
+        block = prior.transformer.config.block_size
+        h, w = grid
+
+        def fits(n: int) -> bool:  # prefix + all but the last of n tokens fit in the block
+            return prior.prefix_length((1, n)) + n - 1 <= block
+
+        if fits(h * w):
+            return grid
+        side = math.isqrt(block)
+        while side > 1 and not fits(side * side):
+            side -= 1
+        return (min(h, side), min(w, side))
+
+    def _tiles(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, ...) -> (windows * B, wh * ww, ...), windows in raster order."""
+        wh, ww = self.window
+        h, w = x.shape[1:3]
+        tiles = [
+            x[:, y : y + wh, x0 : x0 + ww]
+            for y in window_starts(h, wh)
+            for x0 in window_starts(w, ww)
+        ]
+        return torch.cat(tiles).flatten(1, 2)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        p = soft_assignment(z, self.codebook, self.temperature)  # (B, h, w, K)
+        B, K = p.shape[0], p.shape[-1]
+        q = self._tiles(p)  # (nB, n, K)
+        prefix = self.prefix.expand(q.shape[0], -1)
+        if self.context == "soft":
+            logits = self.gpt(prefix, q[:, :-1] @ self.table)  # through the soft tokens
+        else:
+            # The transformer reads the tokens the decoder shows (z's nearest codes) and is
+            # not differentiated: each soft assignment is pulled toward what the prior expects
+            # after the actual tokens before it. Feeding it soft tokens instead lets the
+            # loss fall by moving z between codes without changing the picture.
+            with torch.no_grad():
+                idx = self._tiles(p.detach().argmax(-1)[..., None])[..., 0]  # (nB, n)
+                logits = self.gpt(torch.cat([prefix, idx[:, :-1]], dim=1))
+        log_q = F.log_softmax(logits[:, prefix.shape[1] - 1 :].float(), dim=-1)[..., :K]
+        nll = -(q * log_q).sum(-1).mean(-1)  # (nB,) nats per token
+        return nll.view(-1, B).mean(0)
