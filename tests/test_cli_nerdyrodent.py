@@ -83,6 +83,7 @@ RUNS = [
     ('-p "a rodent" -vsd frames', "vqclip batch"),
 ]
 
+
 @pytest.fixture
 def models(tiny_vqgan, tiny_clip, tiny_clip_b):
     """Tiny random models in the toy pair's shape (a VQGAN and two CLIPs), for speed."""
