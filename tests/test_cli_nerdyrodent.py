@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from vqclip.cli import build_parser, main
+from vqclip.cli.nerdyrodent import translate
 from vqclip.output import read_image_metadata
 
 FAST = ["--model", "toy", "-s", "32", "32", "-cuts", "2", "--no-progress"]
@@ -165,8 +166,6 @@ def test_video_length_without_a_video_is_noted_as_ignored(models, tmp_path, caps
 
 
 def test_video_length_sets_the_frames_of_the_progress_video(tmp_path):
-    from vqclip.cli.nerdyrodent import translate
-
     args = build_parser().parse_args(["generate", "x", "-vid", "-vl", "2", "-i", "600"])
     notes = translate(args)
     assert args.frame_every == 10  # 60 frames: 2 s at 30 fps
@@ -307,3 +306,23 @@ def test_radam_runs(models):
     run.run()
     assert isinstance(run.optimiser, torch.optim.RAdam)
     assert not torch.equal(before, run.z.detach())
+
+
+def test_their_model_flags_load_the_files_they_name(model_files, tmp_path, capsys):
+    vqgan, clip = model_files[1], model_files[3]
+    line = f'-p "a rodent" -ckpt {vqgan} -m {clip} -cd cpu -i 1 -s 32 32 -cuts 2 --no-progress'
+    assert main(["generate", *shlex.split(line)]) == 0, capsys.readouterr().err
+    config = read_image_metadata(tmp_path / "output.png")["config"]
+    assert (config["vqgan"], config["clip"], config["device"]) == (vqgan, [clip], "cpu")
+    # their defaults, which their download script fills and vqclip has no reason to find
+    missing = "-p rodent -conf checkpoints/vqgan_imagenet_f16_16384.yaml"
+    missing += " -ckpt checkpoints/vqgan_imagenet_f16_16384.ckpt"
+    args = build_parser().parse_args(["generate", *shlex.split(missing)])
+    notes = translate(args)
+    assert (args.vqgan, args.vqgan_config) == ("vqgan_imagenet_f16_16384", None)
+    assert notes == [
+        "checkpoints/vqgan_imagenet_f16_16384.ckpt is not here; using the registry's "
+        "vqgan_imagenet_f16_16384 (vqclip models path vqgan_imagenet_f16_16384)"
+    ]
+    args = build_parser().parse_args(["generate", "x", "-ckpt", "checkpoints/mine.ckpt"])
+    assert translate(args) == [] and args.vqgan == "checkpoints/mine.ckpt"  # its own error

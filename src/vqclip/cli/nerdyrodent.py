@@ -153,6 +153,9 @@ def translate(args: argparse.Namespace) -> list[str]:
             'JSON line per frame, e.g. {"prompt": "...", "init_image": "frames/0001.png", '
             '"seed": 1}, then vqclip batch frames.jsonl -o styled/'
         )
+    note = _registry_checkpoint(args)
+    if note:
+        notes.append(note)
     if given.get("nr_deterministic"):
         notes.append(
             "-d is not needed: a seed fixes the image, bit for bit on a CPU (README, Generate)"
@@ -165,6 +168,24 @@ def translate(args: argparse.Namespace) -> list[str]:
     if "nr_video_length" in given and not given.get("nr_zoom_video"):
         notes.append(_video_length(args))
     return notes
+
+
+def _registry_checkpoint(args: argparse.Namespace) -> str | None:
+    """Their scripts name the files their download script fills (checkpoints/NAME.ckpt and
+    .yaml); when those are not there and NAME is a registry model, vqclip's copy is used."""
+    from vqclip.weights.registry import find_spec
+
+    path = Path(getattr(args, "vqgan", "") or "")
+    if path.suffix != ".ckpt" or path.exists():
+        return None
+    spec = find_spec(path.stem)
+    if spec is None or spec.kind != "vqgan":
+        return None
+    config = getattr(args, "vqgan_config", None)
+    if config and Path(config).exists():
+        return None
+    args.vqgan, args.vqgan_config = spec.name, None
+    return f"{path} is not here; using the registry's {spec.name} (vqclip models path {spec.name})"
 
 
 def _video_length(args: argparse.Namespace) -> str:
