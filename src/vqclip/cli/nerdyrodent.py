@@ -239,6 +239,8 @@ def _other_options(args: argparse.Namespace) -> list[str]:
         argv += ["--model", args.model]
     if getattr(args, "no_progress", False):
         argv.append("--no-progress")
+    if vars(args).get("video") is False:  # --no-video: the frames alone
+        argv.append("--no-video")
     for name, value in given_options(args).items():
         if name in _ANIMATE_DROPS:
             continue
