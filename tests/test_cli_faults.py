@@ -144,9 +144,9 @@ def test_from_png_reuses_the_stored_thread_count(model_files, tmp_path, capsys, 
 
 
 def test_an_unknown_joined_flag_is_named_not_read_as_a_value(tmp_path, capsys):
-    code = main(["generate", "x", "-ifps", "25", "-o", str(tmp_path / "o.png")])
+    code = main(["generate", "x", "-iter", "25", "-o", str(tmp_path / "o.png")])
     err = capsys.readouterr().err
-    assert code == 2 and "unknown flag -ifps" in err and "invalid int" not in err
+    assert code == 2 and "unknown flag -iter" in err and "invalid int" not in err
 
 
 @pytest.mark.parametrize("kind", ["folder", "loop", "dangling"])

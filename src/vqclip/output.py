@@ -20,6 +20,17 @@ from vqclip.atomic import atomic_write_bytes
 from vqclip.errors import ConfigError, VQClipError
 
 METADATA_KEY = "vqclip"
+# The text chunk the Stable Diffusion web UIs write and image browsers and galleries read.
+PARAMETERS_KEY = "parameters"
+_SAMPLERS = {  # vqclip's optimiser names -> torch's class names
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adagrad": "Adagrad",
+    "adamax": "Adamax",
+    "radam": "RAdam",
+    "rmsprop": "RMSprop",
+    "sgd": "SGD",
+}
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -68,7 +79,8 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 def encode_image(image: torch.Tensor, fmt: str, metadata: dict[str, Any] | None = None) -> bytes:
     """A (3, H, W) image in [0, 1] as PNG or JPEG bytes, `metadata` as JSON in a text chunk
-    (PNG) or the comment (JPEG)."""
+    (PNG) or the comment (JPEG). A PNG also gets the `parameters` text other tools read
+    (`parameters_text`)."""
     text = None if metadata is None else json.dumps(metadata, sort_keys=True)
     buffer = io.BytesIO()
     picture = Image.fromarray(to_uint8(image))
@@ -76,11 +88,66 @@ def encode_image(image: torch.Tensor, fmt: str, metadata: dict[str, Any] | None 
         info = PngImagePlugin.PngInfo()
         if text is not None:
             info.add_itxt(METADATA_KEY, text)
+        parameters = parameters_text(metadata or {})
+        if parameters is not None:
+            info.add_itxt(PARAMETERS_KEY, parameters)
         picture.save(buffer, format="PNG", pnginfo=info)
     else:
         extra = {} if text is None else {"comment": (METADATA_KEY + ":" + text).encode()}
         picture.save(buffer, format="JPEG", quality=95, **extra)
     return buffer.getvalue()
+
+
+def parameters_text(metadata: dict[str, Any]) -> str | None:
+    """vqclip's settings in the AUTOMATIC1111 form, for the tools that read only that:
+
+        a lighthouse at dusk
+        Negative prompt: fog
+        Steps: 200, Sampler: Adam, Seed: 7, Size: 256x256, Model: vqgan_... + clip_...
+
+    The image's prompts of positive weight make the prompt, those of negative weight the
+    negative prompt (a weight other than 1 is kept as "text:weight"); the optimiser stands
+    for the sampler. None without a config (vqclip's own JSON is the complete record)."""
+    from vqclip.generate.story import story_parts
+    from vqclip.prompts import parse_prompts
+
+    config = metadata.get("config")
+    if not isinstance(config, dict):
+        return None
+    prompts = config.get("prompts") or [""]
+    index = metadata.get("image_index", 0)
+    prompt = prompts[index] if len(prompts) > 1 and index < len(prompts) else prompts[0]
+    positive, negative = [], []  # per story part
+    for part in story_parts(prompt) if prompt else []:
+        sides: tuple[list[str], list[str]] = ([], [])
+        for spec in parse_prompts(part):
+            weight = abs(spec.weight)
+            shown = spec.value if weight == 1 else f"{spec.value}:{weight:g}"
+            sides[spec.weight < 0].append(shown)
+        positive.append(" | ".join(sides[0]))
+        negative += [" | ".join(sides[1])] if sides[1] else []
+    width, height = metadata.get("size") or config.get("size") or (0, 0)
+    optimiser = str(config.get("optimiser", ""))
+    fields = {
+        "Steps": metadata.get("step", config.get("iterations")),
+        "Sampler": _SAMPLERS.get(optimiser, optimiser),
+        "Seed": config.get("seed"),
+        "Size": f"{width}x{height}",
+        "Model": " + ".join([str(config.get("vqgan")), *map(str, config.get("clip", []))]),
+        "Version": f"vqclip {metadata.get('vqclip_version', '')}".strip(),
+    }
+    line = ", ".join(f"{key}: {_parameter(value)}" for key, value in fields.items())
+    lines = [" ^ ".join(positive)]
+    if negative:
+        lines.append("Negative prompt: " + " ^ ".join(negative))
+    return "\n".join([*lines, line])
+
+
+def _parameter(value: Any) -> str:
+    """A value of the `Key: value, ...` line; quoted as the web UI does when it holds a comma
+    or a colon, which its readers would split on."""
+    text = str(value)
+    return json.dumps(text) if any(c in text for c in ',:"') else text
 
 
 def save_image(

@@ -86,7 +86,7 @@ def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def _check_joined_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """argparse reads an unknown `-ifps` as `-i` given the value `fps` and then complains about
+    """argparse reads an unknown `-iter` as `-i` given the value `ter` and then complains about
     an invalid number: name the unknown flag instead."""
     known = _option_strings(parser)
     for token in argv:

@@ -1,7 +1,8 @@
 """`vqclip generate`: builds a config from flags and consumes the run's steps.
 
 Short flags follow nerdyrodent's generate.py (-p, -ip, -ii, -s, -i, -cuts, -cutp, -o, -se, -sd,
--aug, -opt, -lr) so its users feel at home. No algorithm lives here.
+-aug, -opt, -lr), and the rest of its flags are accepted too (`vqclip.cli.nerdyrodent`), so its
+users' command lines run as they are. No algorithm lives here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from vqclip.cli import nerdyrodent
 from vqclip.cli.options import HelpFormatter, add_config_options, given_options
 from vqclip.errors import ConfigError
 
@@ -28,13 +30,14 @@ def add_parser(subparsers) -> None:
         help="make an image from text prompts",
         description="Optimise a VQGAN latent so the image matches the prompts under CLIP. "
         "Options not given come from --from-png's stored settings, else from the --model "
-        "pair's, else the defaults shown.",
+        "pair's, else the defaults shown. nerdyrodent/VQGAN-CLIP's flags (-m, -conf, -ckpt, "
+        "-cd, --num_cuts, -opt Adam, -zvid ...) are accepted as well.",
         formatter_class=HelpFormatter,
     )
     p.add_argument(
         "prompt", nargs="*", help='"text:weight:stop|..."; several = a batch, one image each'
     )
-    groups = add_config_options(p)
+    groups = add_config_options(p, aliases=nerdyrodent.FLAGS, value_aliases=nerdyrodent.VALUES)
     g = groups["models"]
     g.add_argument(
         "--model",
@@ -44,7 +47,7 @@ def add_parser(subparsers) -> None:
     g = groups["image and run"]
     g.add_argument("-o", "--output", default="output.png", help="the image: .png or .jpg")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_options(p, JobOptions)
+    add_config_options(p, JobOptions, aliases=nerdyrodent.FLAGS)
     g = p.add_argument_group("reproduce and resume")
     g.add_argument("--from-png", metavar="IMAGE", help="rerun the settings stored in an image")
     g.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
@@ -54,6 +57,7 @@ def add_parser(subparsers) -> None:
         help="where the run checkpoint goes, kept after the run (default: OUTPUT.run/, removed "
         "once the image is written)",
     )
+    nerdyrodent.add_flags(p)
     p.set_defaults(func=run_generate)
 
 
@@ -243,6 +247,14 @@ def run_generate(args: argparse.Namespace) -> int:
     from vqclip.jobs.status import EXIT_CODES, FAILED, STOPPED
     from vqclip.output import check_writable
 
+    for note in nerdyrodent.translate(args):
+        print(f"note: {note}", file=sys.stderr)
+    zoom = nerdyrodent.zoom_command(args, [*args.prompt, *getattr(args, "prompts", ())])
+    if zoom is not None:
+        from vqclip.cli import main
+
+        print(f"note: -zvid makes a zoom video; running {nerdyrodent.shell_line(zoom)}")
+        return main(zoom, models=getattr(args, "models", None))
     options = JobOptions(**given_job_options(args, JobOptions))
     config, state = _settings(args)
     output = check_writable(Path(args.output))

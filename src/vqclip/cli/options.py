@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vqclip.generate.config import GenerateConfig
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Wider help columns, so the option tables stay readable."""
+    """Wider help columns, so the option tables stay readable; another tool's spellings of a
+    flag (`aliases` of `add_config_options`) are accepted but not listed."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=100)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, "hidden_flags", ())
+        if hidden:
+            action = copy.copy(action)
+            action.option_strings = [s for s in action.option_strings if s not in hidden]
+        return super()._format_action_invocation(action)
 
 
 def add_config_options(
     parser: argparse.ArgumentParser,
     declared: type = GenerateConfig,
     only: tuple[str, ...] | None = None,
+    aliases: Mapping[str, tuple[str, ...]] | None = None,
+    value_aliases: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> dict[str, argparse._ArgumentGroup]:
     """One flag per field of `declared` (`GenerateConfig` or another dataclass of `option`s;
     `only` these fields when given), in its declared group. Flags that are not given stay out
     of the parsed namespace (`given_options` reads only those), so stored settings and a model
-    pair's defaults are overridden only by what the user typed."""
+    pair's defaults are overridden only by what the user typed.
+
+    Choices are matched without regard to case (`-opt Adam`). `aliases` (field -> other flags)
+    and `value_aliases` (field -> {another tool's choice: ours}) accept another tool's
+    spellings; the values pass through as given, for the caller to translate and say so."""
     hints = typing.get_type_hints(declared)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(declared):
@@ -34,7 +50,11 @@ def add_config_options(
         meta = f.metadata
         group = groups.get(meta["group"]) or parser.add_argument_group(meta["group"])
         groups[meta["group"]] = group
-        group.add_argument(*meta["flags"], **_argparse_settings(f, hints[f.name]))
+        extra_flags = (aliases or {}).get(f.name, ())
+        extra_values = tuple((value_aliases or {}).get(f.name, ()))
+        settings = _argparse_settings(f, hints[f.name], extra_values)
+        action = group.add_argument(*meta["flags"], *extra_flags, **settings)
+        action.hidden_flags = extra_flags
     return groups
 
 
@@ -44,7 +64,9 @@ def given_options(args: argparse.Namespace, declared: type = GenerateConfig) -> 
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def _argparse_settings(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
+def _argparse_settings(
+    f: dataclasses.Field, hint: Any, extra_values: tuple[str, ...] = ()
+) -> dict[str, Any]:
     meta = f.metadata
     help_text = meta["help"].replace("%", "%%")
     if f.default not in (None, ()) and not isinstance(f.default, bool):
@@ -69,5 +91,21 @@ def _argparse_settings(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
         inner = element
     settings["type"] = inner
     if meta["choices"] is not None:
-        settings["choices"] = meta["choices"]
+        settings["type"] = _choice(meta["choices"], extra_values)
+        settings.setdefault("metavar", "{" + ",".join(meta["choices"]) + "}")
     return settings
+
+
+def _choice(choices: tuple[str, ...], extra: tuple[str, ...]) -> Callable[[str], str]:
+    """The argparse type of a choice: the declared spelling of `value` whatever its case, or
+    one of `extra` (another tool's names) as given, lower-cased."""
+    known = {c.lower(): c for c in choices} | {e.lower(): e.lower() for e in extra}
+
+    def choice(value: str) -> str:
+        if value.lower() not in known:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {value!r} (choose from {', '.join(choices)})"
+            )
+        return known[value.lower()]
+
+    return choice

@@ -22,7 +22,7 @@ from vqclip.generate.cutouts import METHODS as CUT_METHODS
 from vqclip.validation import is_int
 
 INITS = ("random", "pixels", "gradient", "image")
-OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "rmsprop", "sgd")
+OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "radam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_SCALES = ("codebook", "none")
@@ -350,7 +350,12 @@ class GenerateConfig:
         metavar="F",
     )
     optimiser: str = option(
-        "adam", "-opt", "--optimiser", help="optimiser", group="optimiser", choices=OPTIMISERS
+        "adam",
+        "-opt",
+        "--optimiser",
+        help="optimiser (radam: rectified Adam, from torch)",
+        group="optimiser",
+        choices=OPTIMISERS,
     )
     lr: float = option(
         0.1, "-lr", "--learning-rate", help="learning rate", group="optimiser", above=0, high=1e3

@@ -56,6 +56,7 @@ def _build_optimiser(name: str, params: list[torch.Tensor], lr: float) -> torch.
         "adamw": torch.optim.AdamW,
         "adagrad": torch.optim.Adagrad,
         "adamax": torch.optim.Adamax,
+        "radam": torch.optim.RAdam,
         "rmsprop": torch.optim.RMSprop,
         "sgd": torch.optim.SGD,
     }
