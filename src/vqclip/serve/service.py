@@ -39,7 +39,30 @@ class ServeSettings:
     max_upload_pixels: int = 4096 * 4096
     max_body_bytes: int = 256 * 2**10
     trusted_hosts: tuple[str, ...] | None = None  # Host headers accepted; None: any
+    # Registry downloads on a request: None allows them only on a server no one else can reach
+    # (loopback Host headers only, no token).
+    allow_downloads: bool | None = None
     running: int = 1  # worker processes started (they share the CPU threads); set by Service
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def check_token(token: str | None) -> None:
+    """A token others cannot guess in a few tries: at least MIN_TOKEN_CHARS, not blank."""
+    if token is None:
+        return
+    if not token.strip() or len(token) < MIN_TOKEN_CHARS or token != token.strip():
+        raise VQClipError(
+            f"the token must be at least {MIN_TOKEN_CHARS} characters, without leading or "
+            "trailing spaces; e.g. python -c 'import secrets; print(secrets.token_urlsafe())'"
+        )
+
+
+def downloads_allowed(settings: ServeSettings) -> bool:
+    if settings.allow_downloads is not None:
+        return settings.allow_downloads
+    return settings.token is None and settings.trusted_hosts is not None
 
 
 def _lock_data(data: Path):
@@ -78,6 +101,7 @@ class Service:
     the way a crashed server's does."""
 
     def __init__(self, settings: ServeSettings, *, model_cache=None) -> None:
+        check_token(settings.token)
         self.data = Path(settings.data).resolve()
         self.settings = settings = dataclasses.replace(settings, data=self.data)
         self.jobs_dir = self.data / "jobs"
