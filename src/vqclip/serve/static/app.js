@@ -457,8 +457,8 @@ function render(job) {
   if (image) showImage(`${image}?v=${job.status}-${job.step}`, MADE.includes(job.status) ? "" : `step ${job.step}`);
   else { $("canvas").hidden = true; $("empty").hidden = false; $("canvas-badge").hidden = true; }
   if (job.progress) showProgress(job.progress);
-  else document.title = "vqclip";
   else {
+    document.title = "vqclip";
     showProgress({ step: job.step, iterations: job.iterations, phase: job.status });
     if (job.status === "queued") {
       $("job-steps").textContent = job.position ? `waiting: ${job.position} job${job.position > 1 ? "s" : ""} ahead` : "next in line";
