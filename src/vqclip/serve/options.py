@@ -96,6 +96,11 @@ def request_schema(pairs: list[str]) -> dict[str, Any]:
         "description": "a VQGAN + CLIP pair by one name; its settings are the defaults",
     }
     props["video"] = {"type": "boolean", "description": "also write an mp4 of the progress"}
+    props["seed"] = {
+        "anyOf": [*props["seed"]["anyOf"], {"type": "string", "pattern": "^[0-9]+$"}],
+        "description": props["seed"]["description"] + " (also as a decimal string: JavaScript "
+        "rounds integers above 2**53)",
+    }
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
