@@ -2,7 +2,8 @@
 submits a toy prompt, sees previews arrive while the job runs, and finds the result in the
 gallery. Skipped where neither Playwright nor a Chromium is installed.
 
-`VQCLIP_SCREENSHOT=docs/web.png` also saves a screenshot of the page with the finished job.
+`VQCLIP_SCREENSHOT=$PWD/docs/web.png` also saves a screenshot of the page with the finished job,
+and `docs/web-phone.png` at 390 px (an absolute path: each test runs in its own folder).
 """
 
 import os
