@@ -177,9 +177,13 @@ def test_images_come_from_uploads_checked_and_stored_under_their_hash(serve, tmp
     job = client.post("/api/jobs", json={**JOB, "init_image": ref, "image_prompts": [f"{ref}:0.5"]})
     assert job.status_code == 201, job.text
     settings = job.json()["settings"]
+    # The job shows its uploads by ref, not by the server's path (the store keeps the path).
+    assert settings["init"] == "image" and settings["init_image"] == ref
+    assert settings["image_prompts"] == [f"{ref}:0.5:-inf"]
     uploads = client.app.state.service.uploads_dir
-    assert settings["init"] == "image" and settings["init_image"] == str(uploads / ref[8:])
-    assert settings["image_prompts"] == [f"{uploads / ref[8:]}:0.5:-inf"]
+    assert JobStore(uploads.parent / "jobs.sqlite3").get(job.json()["id"]).config[
+        "init_image"
+    ] == str(uploads / ref[8:])
     again = client.post("/api/jobs", json=json.loads(json.dumps(settings)))  # a rerun
     assert again.status_code == 201, again.text
 
@@ -288,7 +292,7 @@ def test_a_failing_job_records_its_error_and_the_next_one_runs(serve):
     assert wait(client, good["id"])["status"] == "done"
 
 
-def test_the_token_guards_the_api_and_the_page_hands_it_over_as_a_cookie(serve):
+def test_the_token_guards_the_api_and_the_dialog_hands_it_over_as_a_cookie(serve):
     token = "s3cret; with=odd chars"
     client = serve(workers=0, token=token)
     assert client.get("/").status_code == 200  # the page itself holds nothing
@@ -296,12 +300,15 @@ def test_the_token_guards_the_api_and_the_page_hands_it_over_as_a_cookie(serve):
     assert client.get("/openapi.json").status_code == 401
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get("/api/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 401
-    wrong = client.get("/", params={"token": "nope"}, follow_redirects=False)
-    assert wrong.status_code == 303 and "vqclip_token" not in wrong.headers.get("set-cookie", "")
+    wrong = client.post("/session", json={"token": "nope"})
+    assert wrong.status_code == 401 and "vqclip_token" not in wrong.headers.get("set-cookie", "")
     assert client.get("/api/jobs").status_code == 401
-    right = client.get("/", params={"token": token}, follow_redirects=False)
-    assert right.status_code == 303 and right.headers["location"] == "/"
-    assert "httponly" in right.headers["set-cookie"].lower()
+    # A token in a URL is neither taken nor kept in the history: the page redirects to "/".
+    old = client.get("/", params={"token": token}, follow_redirects=False)
+    assert old.status_code == 303 and old.headers["location"] == "/"
+    assert "set-cookie" not in old.headers and client.get("/api/jobs").status_code == 401
+    right = client.post("/session", json={"token": token})
+    assert right.status_code == 204 and "httponly" in right.headers["set-cookie"].lower()
     assert client.get("/api/jobs").status_code == 200  # the cookie now
 
 
@@ -363,9 +370,10 @@ def test_serve_refuses_other_interfaces_without_a_token(monkeypatch, capsys):
     assert main(["serve", "--preview-every", "0"]) == 2
     local = settings_from_args(build_parser().parse_args(["serve"]))
     assert local.trusted_hosts == ("127.0.0.1", "localhost", "::1") and local.token is None
-    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--token", "t"])
+    token = "a-token-of-16+chars"
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--token", token])
     exposed = settings_from_args(args)
-    assert exposed.token == "t" and exposed.trusted_hosts is None
+    assert exposed.token == token and exposed.trusted_hosts is None
 
 
 def test_a_second_server_on_the_same_data_is_refused(serve):

@@ -53,7 +53,8 @@ class ServerProcess:
             time.sleep(0.2)
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text()
 
     def kill(self) -> None:
@@ -165,3 +166,32 @@ def test_a_worker_that_dies_is_replaced_and_its_job_runs_again(tmp_path):
         assert server.workers() and server.workers() != [worker]
         assert "stopped (exit code -9); starting it again" in server.output()
         assert f"job {job} resumes from its checkpoint" in server.output()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_graceful_stop_after_a_worker_was_replaced_keeps_the_jobs_checkpoint(tmp_path):
+    """The replacement worker must outlive the server's shutdown until it has checkpointed: a
+    SIGTERM past step 8 leaves the job queued at its stop step (the default --checkpoint-every
+    of 20 has not been reached), not `running` at step 0."""
+    from vqclip.jobs import RUN_DIR
+    from vqclip.serve.store import JobStore
+
+    data = tmp_path / "data"
+    with ServerProcess(data) as server:
+        (worker,) = server.workers()
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (replaced := [w for w in server.workers() if w != worker and alive(w)]):
+            assert time.monotonic() < deadline, f"no new worker:\n{server.output()}"
+            time.sleep(0.1)
+        job = server.submit({**JOB, "iterations": 40})
+        server.wait(job, done=lambda job: job["status"] == "running" and job["step"] >= 8)
+        server.stop()  # SIGTERM
+        assert server.proc.returncode is not None  # ended by the signal, not killed at 60 s
+        assert not alive(replaced[0])
+    store = JobStore(data / "jobs.sqlite3")
+    row = store.get(job)
+    store.close()
+    assert row.status == "queued" and 8 <= row.step < 40, row
+    assert (data / "jobs" / job / RUN_DIR / "state.bin").is_file()

@@ -26,7 +26,10 @@ from vqclip.serve.service import ServeSettings  # noqa: E402
 # app exists from then on; its folder goes when the process ends.
 DATA = Path(tempfile.mkdtemp(prefix="vqclip-fuzz-"))
 atexit.register(shutil.rmtree, DATA, ignore_errors=True)
-app = create_app(ServeSettings(data=DATA / "data", workers=0, max_upload_bytes=2**20))
+# Downloads allowed: the app has no workers (nothing downloads), and valid jobs get a 201.
+app = create_app(
+    ServeSettings(data=DATA / "data", workers=0, max_upload_bytes=2**20, allow_downloads=True)
+)
 schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path_regex="events$")
 
 

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -36,13 +37,19 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--token",
         default=os.environ.get("VQCLIP_TOKEN"),
-        help="bearer token every API request must carry; needed on any interface other than "
-        "loopback (default: $VQCLIP_TOKEN)",
+        help="bearer token every API request must carry, at least 16 characters; needed on any "
+        "interface other than loopback (default: $VQCLIP_TOKEN)",
     )
     p.add_argument(
         "--allow-model-paths",
         action="store_true",
         help="let requests name model files on this machine (default: registry names only)",
+    )
+    p.add_argument(
+        "--allow-downloads",
+        action="store_true",
+        help="let requests start registry model downloads on a server others can reach "
+        "(a --token or a non-loopback --host); on loopback without a token they always may",
     )
     add_config_options(p, JobOptions, only=("checkpoint_every",))
     p.add_argument(
@@ -78,6 +85,9 @@ def settings_from_args(args: argparse.Namespace):
         )
     from vqclip.cli.options import given_options
     from vqclip.jobs import JobOptions
+    from vqclip.serve.service import check_token
+
+    check_token(args.token or None)
 
     job = JobOptions(**given_options(args, JobOptions))
     if args.preview_every < 1:
@@ -100,7 +110,20 @@ def settings_from_args(args: argparse.Namespace):
         preview_every=args.preview_every,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         trusted_hosts=(("127.0.0.1", "localhost", "::1") if loopback and not args.token else None),
+        allow_downloads=True if args.allow_downloads else None,
     )
+
+
+_TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+
+
+def _redact_tokens(record: logging.LogRecord) -> bool:
+    """A `?token=` someone typed into a URL stays out of the access log."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(
+            _TOKEN_QUERY.sub(r"\1<hidden>", a) if isinstance(a, str) else a for a in record.args
+        )
+    return True
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -114,6 +137,7 @@ def run_serve(args: argparse.Namespace) -> int:
             f"vqclip serve needs the web extra ({e.name} is missing): pip install 'vqclip[web]'"
         )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.getLogger("uvicorn.access").addFilter(_redact_tokens)
     app = create_app(settings)
     service = app.state.service
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -122,7 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"vqclip serve: {url}  (jobs in {service.data}; workers on {where})", file=sys.stderr)
     if settings.token:
         print(
-            f"  requests need the token: open {url}?token=<token> once, or send "
+            f"  requests need the token: give it in the page's dialog at {url}, or send "
             "'Authorization: Bearer <token>'",
             file=sys.stderr,
         )

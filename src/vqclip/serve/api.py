@@ -21,7 +21,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.generate.config import declaration
 from vqclip.jobs import FRAMES_DIR, RUN_DIR, SETTINGS_FILE, VIDEO_FILE, image_names
-from vqclip.serve.options import Policy, fields, request_schema
+from vqclip.serve.command import generate_command
+from vqclip.serve.options import Policy, fields, public_settings, request_schema
 from vqclip.serve.service import Service
 from vqclip.serve.store import FINISHED, STATUSES, JobRow, is_job_id, new_job_id
 from vqclip.serve.uploads import is_upload_name, store_upload
@@ -108,13 +109,18 @@ class JobViews:
 
     def show(self, row: JobRow, position: int | None = None) -> dict[str, Any]:
         live = self.service.hub.progress.get(row.id)
-        config = row.config
+        config = public_settings(row.config, self.service.uploads_dir)
+        model = row.model or pair_name(config)
+        seed = config.get("seed")
         return {
             "id": row.id,
             "status": row.status,
             "prompts": config.get("prompts", []),
-            "model": row.model or pair_name(config),
+            "model": model,
             "settings": config,
+            # JavaScript rounds integers above 2**53: the seed again, as a decimal string
+            "seed": None if seed is None else str(seed),
+            "command": _command(config, model),
             "video": row.video,
             "parent": row.parent,
             "created": row.created,
@@ -146,6 +152,13 @@ class JobViews:
         if row is None:
             raise APIError(404, f"no job {job_id!r}")
         return row
+
+
+def _command(config: dict[str, Any], model: str | None) -> str | None:
+    try:
+        return generate_command(config, model)
+    except ConfigError:  # a model pair since removed from the registry
+        return None
 
 
 def _sse(event: str, data: Any) -> str:
@@ -328,7 +341,7 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
         summary="A job's file: image(s), video, settings, preview, thumbnail",
         responses=_errors(404),
     )
-    def get_file(job_id: str, name: str) -> FileResponse:
+    def get_file(job_id: str, name: str) -> Response:
         views.get_row(job_id)
         if not _FILE.fullmatch(name):
             raise APIError(404, f"no file {name!r}; jobs have image.png, video.mp4, settings.json")
@@ -336,6 +349,9 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
         if not path.is_file():
             raise APIError(404, f"job {job_id} has no {name} (yet)")
         headers = {"Cache-Control": "no-cache"}
+        if name == SETTINGS_FILE:  # uploads by ref, as in the job's `settings`
+            settings = public_settings(json.loads(path.read_text()), service.uploads_dir)
+            return JSONResponse(settings, headers=headers)
         return FileResponse(path, media_type=_TYPES[Path(name).suffix], headers=headers)
 
     @router.post(

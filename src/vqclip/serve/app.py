@@ -4,10 +4,13 @@
 workers and, at shutdown, stops them so running jobs checkpoint and go back to the queue.
 
 The guard (one ASGI middleware, ahead of everything) enforces what a server on a shared machine
-needs: the bearer token when one is set (header, or the cookie the page gets from `/?token=`),
+needs: the bearer token when one is set (header, or the cookie the page's token dialog gets
+from `POST /session`; never a query string, which lands in access logs and browser history),
 compared in constant time; the Host header when bound to loopback without a token (so a web
 page elsewhere cannot reach the server by DNS rebinding); same-origin requests only for changes
-(no cross-site form posts); and body size caps, checked before a handler reads the body.
+(no cross-site form posts); body size caps, checked before a handler reads the body; and the
+usual security headers on every answer (a CSP without inline script, no framing, no sniffing,
+no referrer).
 """
 
 from __future__ import annotations
@@ -22,19 +25,31 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from vqclip import __version__
-from vqclip.serve.api import APIError, build_router, error_response
+from vqclip.serve.api import APIError, build_router, error_response, parse_json_body
 from vqclip.serve.options import Policy
-from vqclip.serve.service import ServeSettings, Service
+from vqclip.serve.service import ServeSettings, Service, downloads_allowed
 
 log = logging.getLogger("vqclip.serve")
 
 COOKIE = "vqclip_token"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+# FastAPI's /docs page loads Swagger UI from a CDN with an inline script: no CSP there.
+_NO_CSP = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
 
 def static_dir() -> Path:
@@ -84,6 +99,7 @@ def server_info(service: Service, policy: Policy) -> dict[str, Any]:
         "max_upload_bytes": service.settings.max_upload_bytes,
         "max_upload_pixels": service.settings.max_upload_pixels,
         "auth": service.settings.token is not None,
+        "allow_downloads": policy.allow_downloads,
     }
 
 
@@ -100,6 +116,7 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path, method = scope["path"], scope["method"]
+        send = _with_security_headers(send, csp=path not in _NO_CSP)
         refusal = self._refusal(headers, path, method)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -156,11 +173,22 @@ class Guard:
             return None
         response = error_response(
             401,
-            "this server needs its token: send 'Authorization: Bearer <token>', or open the "
-            "page once as /?token=<token>",
+            "this server needs its token: send 'Authorization: Bearer <token>', or give it in "
+            "the page's token dialog",
         )
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+
+
+def _with_security_headers(send, *, csp: bool):
+    extra = _HEADERS + ([(b"content-security-policy", _CSP.encode())] if csp else [])
+
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return sending
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -203,6 +231,7 @@ def create_app(settings: ServeSettings, *, model_cache=None) -> FastAPI:
         uploads=service.uploads_dir,
         allow_model_paths=settings.allow_model_paths,
         video_available=_video_available(),
+        allow_downloads=downloads_allowed(settings),
     )
 
     @contextlib.asynccontextmanager
@@ -239,12 +268,23 @@ def create_app(settings: ServeSettings, *, model_cache=None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def page(request: Request):
-        token = parse_qs(request.url.query).get("token", [None])[0]
-        if token is not None and settings.token is not None:
-            response = RedirectResponse("/", status_code=303)
-            if hmac.compare_digest(token.encode(), settings.token.encode()):
-                response.set_cookie(COOKIE, quote(token), httponly=True, samesite="strict")
-            return response
+        if "token" in parse_qs(request.url.query):  # an old bookmark: out of the history
+            return RedirectResponse("/", status_code=303)
         return FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/session", include_in_schema=False)
+    async def session(request: Request) -> Response:
+        """The page's token dialog: the right token gets the cookie that stands for it."""
+        body = parse_json_body(await request.body(), request.headers.get("content-type"))
+        token = body.get("token") if isinstance(body, dict) else None
+        if settings.token is None:
+            return Response(status_code=204)
+        if not isinstance(token, str) or not hmac.compare_digest(
+            token.encode(), settings.token.encode()
+        ):
+            return error_response(401, "that is not this server's token")
+        response = Response(status_code=204)
+        response.set_cookie(COOKIE, quote(token), httponly=True, samesite="strict")
+        return response
 
     return app

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
+
+RATE_WINDOW = 10  # steps: the rate of the last few, so the ETA follows a run that slows down
 
 
 @dataclass
@@ -28,14 +31,20 @@ class Progress:
     preview_step: int = 0
     first_step: int = 0  # where this attempt began (a resumed job does not start at 0)
     started: float = field(default_factory=time.monotonic)
-    steps_at: float | None = None  # when the first step of this attempt ended
+    # (step, when it ended) of the last steps; the first step of an attempt (warm-up) is the
+    # earliest kept, never counted as a step of the rate
+    recent: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW + 1))
+
+    def stepped(self, step: int, now: float | None = None) -> None:
+        self.step = step
+        self.recent.append((step, time.monotonic() if now is None else now))
 
     @property
     def it_s(self) -> float | None:
-        if self.steps_at is None or self.step - self.first_step < 2:
+        if len(self.recent) < 3:
             return None
-        elapsed = time.monotonic() - self.steps_at
-        return (self.step - self.first_step - 1) / elapsed if elapsed > 0 else None
+        (first, start), (last, end) = self.recent[0], self.recent[-1]
+        return (last - first) / (end - start) if end > start else None
 
     def as_json(self) -> dict:
         rate = self.it_s

@@ -96,6 +96,11 @@ def request_schema(pairs: list[str]) -> dict[str, Any]:
         "description": "a VQGAN + CLIP pair by one name; its settings are the defaults",
     }
     props["video"] = {"type": "boolean", "description": "also write an mp4 of the progress"}
+    props["seed"] = {
+        "anyOf": [*props["seed"]["anyOf"], {"type": "string", "pattern": "^[0-9]+$"}],
+        "description": props["seed"]["description"] + " (also as a decimal string: JavaScript "
+        "rounds integers above 2**53)",
+    }
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
@@ -109,11 +114,14 @@ class JobRequest:
 @dataclass(frozen=True)
 class Policy:
     """What a request may name. Model files on the server only with `allow_model_paths`;
-    images only as uploads (`uploads` folder), never another server path or a URL."""
+    registry models whose weights are not here only with `allow_downloads` (a request must not
+    start a multi-GB download on a server others can reach); images only as uploads (`uploads`
+    folder), never another server path or a URL."""
 
     uploads: Path
     allow_model_paths: bool = False
     video_available: bool = True
+    allow_downloads: bool = True
 
     def upload_path(self, ref: str, option: str) -> str:
         """The server path of an uploaded image given as its ref ("uploads/<hex>.png") or as
@@ -148,6 +156,22 @@ class Policy:
             raise ConfigError(
                 "vqgan_config: a config file on the server; the operator can allow it with "
                 "--allow-model-paths"
+            )
+
+    def check_downloads(self, config: GenerateConfig) -> None:
+        if self.allow_downloads:
+            return
+        from vqclip.weights.cache import is_cached, is_converted
+        from vqclip.weights.registry import PACKAGED, find_spec
+
+        for option, name in [("vqgan", config.vqgan)] + [("clip", n) for n in config.clip]:
+            spec = find_spec(name)
+            if name in PACKAGED or spec is None or is_cached(spec) or is_converted(spec):
+                continue
+            raise ConfigError(
+                f"{option}={name!r}: its weights are not on this server, and this server does "
+                "not download models on a request; the operator can run `vqclip models "
+                "download` or start the server with --allow-downloads"
             )
 
     def job(self, body: Any) -> JobRequest:
@@ -185,9 +209,28 @@ class Policy:
                 )
                 for item in images
             ]
+        seed = given.get("seed")
+        if isinstance(seed, str) and seed.isascii() and seed.isdigit():
+            given["seed"] = int(seed)  # seeds above 2**53 travel as strings (JavaScript)
         config = build_config(given)
         self.check_models(config)
+        self.check_downloads(config)
         return JobRequest(config, model if isinstance(model, str) else None, video)
+
+
+def public_settings(config: dict[str, Any], uploads: Path) -> dict[str, Any]:
+    """A job's settings as clients see them: uploaded images as their refs ("uploads/<hash>.png"),
+    not the server's paths (which the store keeps, for the workers)."""
+    prefix = str(uploads) + "/"
+    shown = dict(config)
+    if isinstance(shown.get("init_image"), str):
+        shown["init_image"] = shown["init_image"].replace(prefix, "uploads/")
+    if isinstance(shown.get("image_prompts"), list):
+        shown["image_prompts"] = [
+            p.replace(prefix, "uploads/") if isinstance(p, str) else p
+            for p in shown["image_prompts"]
+        ]
+    return shown
 
 
 def _number(x: float) -> str:

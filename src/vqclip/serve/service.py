@@ -39,7 +39,30 @@ class ServeSettings:
     max_upload_pixels: int = 4096 * 4096
     max_body_bytes: int = 256 * 2**10
     trusted_hosts: tuple[str, ...] | None = None  # Host headers accepted; None: any
+    # Registry downloads on a request: None allows them only on a server no one else can reach
+    # (loopback Host headers only, no token).
+    allow_downloads: bool | None = None
     running: int = 1  # worker processes started (they share the CPU threads); set by Service
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def check_token(token: str | None) -> None:
+    """A token others cannot guess in a few tries: at least MIN_TOKEN_CHARS, not blank."""
+    if token is None:
+        return
+    if not token.strip() or len(token) < MIN_TOKEN_CHARS or token != token.strip():
+        raise VQClipError(
+            f"the token must be at least {MIN_TOKEN_CHARS} characters, without leading or "
+            "trailing spaces; e.g. python -c 'import secrets; print(secrets.token_urlsafe())'"
+        )
+
+
+def downloads_allowed(settings: ServeSettings) -> bool:
+    if settings.allow_downloads is not None:
+        return settings.allow_downloads
+    return settings.token is None and settings.trusted_hosts is not None
 
 
 def _lock_data(data: Path):
@@ -78,6 +101,7 @@ class Service:
     the way a crashed server's does."""
 
     def __init__(self, settings: ServeSettings, *, model_cache=None) -> None:
+        check_token(settings.token)
         self.data = Path(settings.data).resolve()
         self.settings = settings = dataclasses.replace(settings, data=self.data)
         self.jobs_dir = self.data / "jobs"
@@ -91,7 +115,9 @@ class Service:
         self.devices = worker_devices(settings.workers) if settings.workers != 0 else []
         self.settings = settings = dataclasses.replace(settings, running=max(1, len(self.devices)))
         self._mp = multiprocessing.get_context("spawn")
-        self._stop, self._wake = threading.Event(), threading.Event()  # thread workers only
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._closed = threading.Event()  # the workers have ended: the listener ends too
+        self._replacing = threading.Lock()
         self._workers: list[_Worker] = []
         self._listener: threading.Thread | None = None
 
@@ -130,16 +156,21 @@ class Service:
         return _Worker(name, device, process, messages, control)
 
     def _listen(self) -> None:
-        """Messages from the worker processes to the streams; a dead worker is replaced."""
-        while not self._stop.is_set():
+        """Messages from the worker processes to the streams; a dead worker is replaced.
+
+        This thread starts the replacements, and a worker process dies with the thread that
+        started it (PDEATHSIG): so it runs until `stop()` has seen every worker end, not just
+        until stop is asked, or a replaced worker would be killed before it checkpoints."""
+        while not self._closed.is_set():
             pipes = {w.messages: w for w in self._workers if not w.messages.closed}
-            for conn in multiprocessing.connection.wait(list(pipes), timeout=1.0):
+            if not pipes:
+                self._closed.wait(0.2)
+            for conn in multiprocessing.connection.wait(list(pipes), timeout=0.5):
                 try:
                     self._handle(conn.recv())
                 except (EOFError, OSError, pickle.UnpicklingError):
                     conn.close()  # the worker is gone (or died mid-message)
-            if not self._stop.is_set():
-                self._replace_dead_workers()
+            self._replace_dead_workers()
 
     def _handle(self, message: tuple) -> None:
         kind, job_id = message[0], message[1]
@@ -152,35 +183,43 @@ class Service:
             self.hub.notify_all()
 
     def _replace_dead_workers(self) -> None:
-        for i, worker in enumerate(self._workers):
-            if worker.runner.is_alive():
-                continue
-            log.error(
-                "%s stopped (exit code %s); starting it again", worker.name, worker.runner.exitcode
-            )
-            worker.messages.close()
-            worker.control.close()
-            for job_id in self.store.recover(worker=worker.name):
-                self.hub.progress.pop(job_id, None)
-            self.hub.notify_all()
-            self._workers[i] = self._start_worker(worker.name, worker.device)
+        with self._replacing:  # stop() sees either the old worker or its replacement
+            if self._stop.is_set():
+                return
+            for i, worker in enumerate(self._workers):
+                if worker.runner.is_alive():
+                    continue
+                log.error(
+                    "%s stopped (exit code %s); starting it again",
+                    worker.name,
+                    worker.runner.exitcode,
+                )
+                worker.messages.close()
+                worker.control.close()
+                for job_id in self.store.recover(worker=worker.name):
+                    self.hub.progress.pop(job_id, None)
+                self.hub.notify_all()
+                self._workers[i] = self._start_worker(worker.name, worker.device)
 
     def stop(self, timeout: float = 120.0) -> None:
         """Running jobs checkpoint after their step under way and go back to the queue."""
-        self._stop.set()
+        with self._replacing:
+            self._stop.set()
         self._wake.set()
         for worker in self._workers:
             if worker.control is not None:
                 with contextlib.suppress(OSError):
                     worker.control.send("stop")
-        if self._listener is not None:
-            self._listener.join(5)
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.runner.join(max(0.0, deadline - time.monotonic()))
+            if worker.control is not None and worker.runner.is_alive():
+                worker.runner.kill()  # its job stays `running`: the next start puts it back
+        self._closed.set()  # every worker has ended: the listener (their parent) may go
+        if self._listener is not None:
+            self._listener.join(5)
+        for worker in self._workers:
             if worker.control is not None:
-                if worker.runner.is_alive():
-                    worker.runner.kill()  # its job stays `running`: the next start puts it back
                 self._drain(worker)
         self.store.close()
         if self._lock is not None:

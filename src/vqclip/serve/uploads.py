@@ -17,6 +17,7 @@ from vqclip.atomic import atomic_write_bytes
 from vqclip.errors import ConfigError
 
 _NAME = re.compile(r"[0-9a-f]{32}\.png")
+_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 
@@ -53,8 +54,16 @@ def store_upload(data: bytes, folder: Path, max_pixels: int) -> Upload:
                     "image"
                 )
             rgb = img.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
-        raise ConfigError(f"upload: not an image that can be read ({e})") from None
+    except UnidentifiedImageError:
+        raise ConfigError(
+            f"upload: not an image that can be read; send one of {', '.join(FORMATS)}"
+        ) from None
+    except Image.DecompressionBombError:
+        raise ConfigError(f"upload: more than {max_pixels} pixels; send a smaller image") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        # Pillow's messages may hold reprs of its objects ("<_io.BytesIO object at 0x...>").
+        detail = _REPR.sub("the image", str(e))
+        raise ConfigError(f"upload: a broken or truncated image ({detail})") from None
     buffer = io.BytesIO()
     rgb.save(buffer, format="PNG")
     png = buffer.getvalue()

@@ -155,8 +155,8 @@ class WorkerLoop:
         def on_step(step, run) -> None:
             now = time.monotonic()
             if progress.phase == "loading":
-                progress.phase, progress.first_step, progress.steps_at = "running", step.index, now
-            progress.step = step.index
+                progress.phase, progress.first_step = "running", step.index
+            progress.stepped(step.index, now)
             at_end = step.index == run.config.iterations
             show = step.index % preview_every == 0 or at_end or step.index == progress.first_step
             if show or now - last["report"] >= 0.2:  # reading losses syncs a GPU: not each step

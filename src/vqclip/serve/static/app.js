@@ -22,6 +22,13 @@ const state = {
   ipRef: null,
 };
 
+// localStorage throws where storage is off (some private modes, sandboxed frames): the page
+// works without it.
+const saved = {
+  get(key) { try { return localStorage.getItem(key); } catch { return null; } },
+  set(key, value) { try { localStorage.setItem(key, value); } catch { /* not kept */ } },
+};
+
 // ---------- API ----------
 
 async function api(path, options = {}) {
@@ -184,19 +191,20 @@ function buildForm() {
   const model = $("model");
   const ready = Object.entries(state.info.pairs);
   for (const [name, pair] of ready) {
-    const label = pair.ready ? name : `${name} (downloads weights)`;
+    const label = pair.ready ? name
+      : state.info.allow_downloads ? `${name} (downloads weights)` : `${name} (weights not on this server)`;
     model.append(el("option", { value: name, text: label }));
   }
-  const saved = localStorage.getItem("vqclip.model");
+  const last = saved.get("vqclip.model");
   const firstReady = ready.find(([, p]) => p.ready && p.vqgan.startsWith("vqgan_"));
-  model.value = saved && state.info.pairs[saved] ? saved : firstReady ? firstReady[0] : "toy";
+  model.value = last && state.info.pairs[last] ? last : firstReady ? firstReady[0] : "toy";
   const cut = $("cut_method");
   cut.append(el("option", { value: "", text: "default" }));
   const cutField = state.fields.find((f) => f.name === "cut_method");
   for (const choice of inner(cutField.schema).enum) cut.append(el("option", { value: choice, text: choice }));
   if (!state.info.video) { $("video").checked = false; $("video-check").hidden = true; }
   buildAdvanced();
-  model.addEventListener("change", () => { localStorage.setItem("vqclip.model", model.value); refreshPlaceholders(); });
+  model.addEventListener("change", () => { saved.set("vqclip.model", model.value); refreshPlaceholders(); });
   $("dice").addEventListener("click", () => ($("seed").value = randomSeed()));
   $("reset-advanced").addEventListener("click", buildAdvanced);
   $("create").addEventListener("submit", (e) => { e.preventDefault(); submitForm(); });
@@ -207,16 +215,39 @@ function buildForm() {
   setupUpload("ip", (ref) => (state.ipRef = ref));
 }
 
+async function uploadImage(blob, prefix, set) {
+  const thumb = $(`${prefix}-thumb`), clear = $(`${prefix}-clear`);
+  const answer = await api("/api/uploads", { method: "POST", body: blob,
+    headers: { "Content-Type": "application/octet-stream" } });
+  set(answer.ref);
+  thumb.src = answer.url; thumb.hidden = false; clear.hidden = false;
+}
+
+function useAsInit(blob) {
+  return uploadImage(blob, "init", (ref) => (state.initRef = ref));
+}
+
+async function copy(text, done) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // No clipboard API (a plain-http host other than localhost): the old way.
+    const area = el("textarea", { class: "offscreen" });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    if (!ok) return toast("Copying is not allowed here");
+  }
+  toast(done);
+}
+
 function setupUpload(prefix, set) {
   const file = $(`${prefix}-file`), thumb = $(`${prefix}-thumb`), clear = $(`${prefix}-clear`);
   const drop = $(`${prefix}-drop`);
   const upload = async (blob) => {
-    try {
-      const answer = await api("/api/uploads", { method: "POST", body: blob,
-        headers: { "Content-Type": "application/octet-stream" } });
-      set(answer.ref);
-      thumb.src = answer.url; thumb.hidden = false; clear.hidden = false;
-    } catch (err) { showFormError(err.message); }
+    try { await uploadImage(blob, prefix, set); } catch (err) { showFormError(err.message); }
   };
   $(`${prefix}-pick`).addEventListener("click", () => file.click());
   file.addEventListener("change", () => file.files[0] && upload(file.files[0]));
@@ -237,7 +268,9 @@ function readForm() {
     job.size = [Number(w || d[0]), Number(h || d[1])];
   }
   if ($("iterations").value) job.iterations = Number($("iterations").value);
-  if ($("seed").value !== "") job.seed = Number($("seed").value);
+  // A seed goes as a decimal string: a JavaScript number is exact only up to 2**53.
+  const seed = $("seed").value.trim();
+  if (seed !== "") job.seed = seed;
   if ($("cut_method").value) job.cut_method = $("cut_method").value;
   if (state.initRef) job.init_image = state.initRef;
   if (state.ipRef) job.image_prompts = [state.ipRef];
@@ -269,6 +302,7 @@ async function submitForm() {
   showFormError("");
   const job = readForm();
   if (!job.prompt && !job.image_prompts) return showFormError("Write a prompt first.");
+  if (job.seed !== undefined && !/^[0-9]+$/.test(job.seed)) return showFormError("The seed is a whole number, 0 or more.");
   await submit(job);
 }
 
@@ -282,6 +316,7 @@ async function submit(job) {
     refreshGallery();
   } catch (err) {
     showFormError(err.message);
+    toast(err.message); // Rerun and Vary are far from the form's error line
   } finally {
     button.disabled = false;
   }
@@ -295,7 +330,7 @@ function fillForm(job) {
   $("width").value = s.size ? s.size[0] : "";
   $("height").value = s.size ? s.size[1] : "";
   $("iterations").value = s.iterations;
-  $("seed").value = s.seed;
+  $("seed").value = job.seed ?? "";
   $("cut_method").value = s.cut_method;
   $("video").checked = job.video;
   for (const input of document.querySelectorAll("#advanced-fields [data-option]")) {
@@ -357,7 +392,10 @@ function follow(id) {
 
 function showImage(url, badge) {
   const img = $("canvas");
-  if (img.dataset.url !== url) {
+  if (img.dataset.url === url) {
+    // The same image again (a job selected anew after another's placeholder): show it.
+    img.hidden = false; $("empty").hidden = true;
+  } else {
     const next = new Image();
     next.onload = () => {
       img.src = url; img.dataset.url = url; img.hidden = false; $("empty").hidden = true;
@@ -376,6 +414,8 @@ function showProgress(p) {
   $("job-steps").textContent = p.phase === "loading" && !p.step ? "loading models…" : `step ${p.step} / ${p.iterations}`;
   $("job-rate").textContent = p.it_s ? `${p.it_s.toFixed(p.it_s < 10 ? 2 : 1)} it/s` : "";
   $("job-eta").textContent = p.eta_s != null ? `ETA ${fmtTime(p.eta_s)}` : "";
+  document.title = p.phase === "running" && p.iterations && p.step < p.iterations
+    ? `${Math.floor(pct)}% · vqclip` : "vqclip";
   $("job-loss").textContent = p.loss != null ? `loss ${p.loss.toFixed(4)}` : "";
   drawSpark();
 }
@@ -408,7 +448,7 @@ function render(job) {
   const s = job.settings;
   const took = job.finished && job.started ? ` · ${fmtTime(job.finished - job.started)}` : "";
   $("job-meta").textContent = [job.model, s.size ? `${s.size[0]}×${s.size[1]}` : "",
-    `seed ${s.seed}`, job.parent ? `continued from ${job.parent.slice(0, 6)}` : ""]
+    `seed ${job.seed}`, job.parent ? `continued from ${job.parent.slice(0, 6)}` : ""]
     .filter(Boolean).join(" · ") + took;
   const status = $("job-status");
   status.textContent = job.status;
@@ -418,6 +458,7 @@ function render(job) {
   else { $("canvas").hidden = true; $("empty").hidden = false; $("canvas-badge").hidden = true; }
   if (job.progress) showProgress(job.progress);
   else {
+    document.title = "vqclip";
     showProgress({ step: job.step, iterations: job.iterations, phase: job.status });
     if (job.status === "queued") {
       $("job-steps").textContent = job.position ? `waiting: ${job.position} job${job.position > 1 ? "s" : ""} ahead` : "next in line";
@@ -435,11 +476,13 @@ function render(job) {
   $("act-video").hidden = !job.urls.video;
   if (job.urls.video) { $("act-video").href = job.urls.video; $("act-video").download = `vqclip-${job.id}.mp4`; }
   $("act-continue-wrap").hidden = !job.can_continue;
+  $("act-init").hidden = !job.urls.images.length;
+  $("act-cli").hidden = !job.command;
   $("act-delete").hidden = job.status === "running";
   $("act-settings").href = job.urls.settings;
   const table = $("settings-table");
   table.replaceChildren();
-  const rows = [["model", job.model || "(by name)"], ...Object.entries(job.settings)];
+  const rows = [["model", job.model || "(by name)"], ...Object.entries({ ...job.settings, seed: job.seed })];
   for (const [k, v] of rows) {
     if (v === null || (Array.isArray(v) && !v.length)) continue;
     table.append(el("tr", {}, el("td", { text: k }), el("td", { text: Array.isArray(v) ? v.join(job.settings.prompts === v ? " · " : " ") : String(v) })));
@@ -447,7 +490,7 @@ function render(job) {
 }
 
 function again(job, changes) {
-  const body = { ...job.settings, ...changes, video: job.video };
+  const body = { ...job.settings, seed: job.seed, ...changes, video: job.video };
   delete body.device;
   return submit(body);
 }
@@ -458,6 +501,17 @@ function setupActions() {
     catch (err) { toast(err.message); }
   });
   $("act-rerun").addEventListener("click", () => again(state.job, {}));
+  $("act-cli").addEventListener("click", () => copy(state.job.command, "Command copied"));
+  $("act-copy-prompt").addEventListener("click", () => copy((state.job.prompts || []).join("\n"), "Prompt copied"));
+  $("act-copy-seed").addEventListener("click", () => copy(state.job.seed, "Seed copied"));
+  $("act-init").addEventListener("click", async () => {
+    try {
+      const blob = await (await fetch(state.job.urls.images[0])).blob();
+      await useAsInit(blob);
+      fillForm(state.job);
+      toast("The image is the init image now");
+    } catch (err) { toast(err.message); }
+  });
   $("act-vary").addEventListener("click", () => again(state.job, { seed: randomSeed() }));
   $("act-edit").addEventListener("click", () => fillForm(state.job));
   $("act-continue").addEventListener("click", async () => {
@@ -498,7 +552,7 @@ function card(job) {
   const size = s.size ? `${s.size[0]}×${s.size[1]}` : "";
   const meta = el("div", { class: "meta" },
     el("span", { class: "p", text: (job.prompts || []).join(" · ") || "(image prompt)", title: (job.prompts || []).join("\n") }),
-    el("span", { class: "s", text: [job.model, size, `${s.iterations} steps`, `seed ${s.seed}`].filter(Boolean).join(" · ") }));
+    el("span", { class: "s", text: [job.model, size, `${s.iterations} steps`, `seed ${job.seed}`].filter(Boolean).join(" · ") }));
   const node = el("article", { class: "card" + (job.id === state.selected ? " selected" : ""), "data-id": job.id }, thumb, meta);
   node.addEventListener("click", () => select(job.id));
   return node;
@@ -554,8 +608,13 @@ function setupGallery() {
 // ---------- start ----------
 
 async function start() {
-  $("token-form").addEventListener("submit", () => {
-    location.href = `/?token=${encodeURIComponent($("token-input").value)}`;
+  $("token-form").addEventListener("submit", async (e) => {
+    // The token goes in a POST body (never a URL: logs, history); the answer sets a cookie.
+    e.preventDefault();
+    const answer = await fetch("/session", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: $("token-input").value }) });
+    if (answer.ok) location.reload();
+    else $("token-error").hidden = false;
   });
   try {
     [state.info, state.fields] = await Promise.all([api("/api/info"), api("/api/options")]);
