@@ -108,8 +108,8 @@ def parameters_text(metadata: dict[str, Any]) -> str | None:
     The image's prompts of positive weight make the prompt, those of negative weight the
     negative prompt (a weight other than 1 is kept as "text:weight"); the optimiser stands
     for the sampler. None without a config (vqclip's own JSON is the complete record)."""
+    from vqclip.generate.prompts import parse_prompts
     from vqclip.generate.story import story_parts
-    from vqclip.prompts import parse_prompts
 
     config = metadata.get("config")
     if not isinstance(config, dict):
