@@ -7,11 +7,11 @@ from pathlib import Path
 import vqclip
 
 LAYERS = [
-    {"errors", "validation", "atomic", "safeload", "statedict", "attention", "devices", "output"},
+    {"errors", "validation", "atomic", "safeload", "statedict", "attention", "devices"},
     {"vqgan", "clip"},  # models: strict loaders, no loop code
     {"weights"},  # registry, downloads, cache
     {"generate", "prior"},  # the loop and its parts
-    {"jobs", "toy"},  # what every door shares; the toy world and its eval
+    {"jobs", "output", "toy"},  # what every door shares (files: images carry their settings)
     {"batch", "serve", "bench", "pipeline"},  # doors as libraries
     {"cli"},  # the command line
 ]
