@@ -3,10 +3,11 @@
 `ray.init()` with no cluster starts Ray's processes under the driver; when the driver is killed,
 the raylet goes with it but its agents (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`, about 175
 MB) are left running under init. vqclip starts this watcher beside a Ray instance it started:
-it waits for the driver's process to end, then kills every process that names the instance's
-session folder on its command line. Linux only (it reads /proc); elsewhere it is not started.
+while the driver lives it notes the driver's descendants (with their start times, so a reused
+pid is never mistaken for one), and once the driver is gone it kills those still running.
+Linux only (it reads /proc); elsewhere it is not started.
 
-    python -m vqclip.batch.ray_reaper DRIVER_PID SESSION_DIR
+    python -m vqclip.batch.ray_reaper DRIVER_PID
 """
 
 from __future__ import annotations
@@ -22,51 +23,61 @@ from pathlib import Path
 POLL_S = 0.5
 
 
-def session_processes(session_dir: str) -> list[int]:
-    """Pids of the processes whose command line names `session_dir` (or its session name)."""
-    name = Path(session_dir).name
-    found = []
+def _stat(pid: int) -> tuple[int, str, str] | None:
+    """(parent pid, state, start time) of `pid`, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0], fields[19]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every living descendant of `pid`: pid -> start time."""
+    stats = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if name in cmdline:
-            found.append(int(entry.name))
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and stat[1] != "Z":
+                stats[int(entry.name)] = stat
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _, start) in stats.items():
+            if ppid == parent and child not in found:
+                found[child] = start
+                frontier.append(child)
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:  # a zombie is dead for our purpose
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def still_running(known: dict[int, str]) -> list[int]:
+    """The pids of `known` that are still the same, living processes."""
+    running = []
+    for pid, start in known.items():
+        stat = _stat(pid)
+        if stat is not None and stat[1] != "Z" and stat[2] == start:
+            running.append(pid)
+    return running
 
 
-def watch(driver: int, session_dir: str) -> None:
-    while _alive(driver):
+def watch(driver: int) -> None:
+    known: dict[int, str] = {}
+    while _stat(driver) is not None and _stat(driver)[1] != "Z":
+        known.update(descendants(driver))
         time.sleep(POLL_S)
+    known.pop(os.getpid(), None)
     time.sleep(2 * POLL_S)  # a clean ray.shutdown() finishes on its own
-    for pid in session_processes(session_dir):
+    for pid in still_running(known):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 
 
-def start_reaper(session_dir: str) -> subprocess.Popen | None:
+def start_reaper() -> subprocess.Popen | None:
     """Watch this process; None where /proc is missing."""
-    if not Path("/proc/self/cmdline").exists():
+    if not Path("/proc/self/stat").exists():
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "vqclip.batch.ray_reaper", str(os.getpid()), session_dir],
+        [sys.executable, "-m", "vqclip.batch.ray_reaper", str(os.getpid())],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -75,4 +86,4 @@ def start_reaper(session_dir: str) -> subprocess.Popen | None:
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), sys.argv[2])
+    watch(int(sys.argv[1]))

@@ -61,13 +61,9 @@ class UnitActor:
 
 
 def _reap_when_killed() -> None:
-    from ray._private import worker
-
     from vqclip.batch.ray_reaper import start_reaper
 
-    node = getattr(worker, "_global_node", None)
-    if node is not None:
-        start_reaper(node.get_session_dir_path())
+    start_reaper()
 
 
 def run_ray(
