@@ -384,3 +384,114 @@ def test_a_second_server_on_the_same_data_is_refused(serve):
         serve(workers=0)
     serve.stop(first)
     assert serve(workers=0).get("/api/jobs").status_code == 200
+
+
+def test_a_retried_submit_with_its_idempotency_key_gets_the_first_job(serve):
+    client = serve(workers=0)
+    key = {"Idempotency-Key": "3f1c2a9e-retry"}
+    first = client.post("/api/jobs", json=JOB, headers=key)
+    again = client.post("/api/jobs", json=JOB, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert client.get("/api/info").json()["counts"]["queued"] == 1
+    other = client.post("/api/jobs", json={**JOB, "seed": 4}, headers=key)
+    assert other.status_code == 422
+    assert other.json()["type"].endswith("/idempotency-key-reused")
+    fresh = client.post("/api/jobs", json=JOB, headers={"Idempotency-Key": "another"})
+    assert fresh.json()["id"] != first.json()["id"]
+    bad = client.post("/api/jobs", json=JOB, headers={"Idempotency-Key": "has a space"})
+    assert bad.status_code == 422 and "Idempotency-Key" in bad.json()["detail"]
+    # a deleted job's key is free again: a later request with it is a new request
+    assert client.delete(f"/api/jobs/{first.json()['id']}").status_code == 204
+    after = client.post("/api/jobs", json=JOB, headers=key)
+    assert after.status_code == 201 and "idempotent-replayed" not in after.headers
+
+
+def test_concurrent_retries_with_one_key_make_one_job(serve):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = serve(workers=0)
+    key = {"Idempotency-Key": "burst"}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda _: client.post("/api/jobs", json=JOB, headers=key), range(8))
+        )
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert client.get("/api/info").json()["counts"]["queued"] == 1
+
+
+def test_a_full_queue_refuses_with_429_and_retry_after(serve):
+    client = serve(workers=0, max_queued=2)
+    ids = [client.post("/api/jobs", json=JOB).json()["id"] for _ in range(2)]
+    full = client.post("/api/jobs", json=JOB)
+    assert full.status_code == 429
+    assert int(full.headers["retry-after"]) >= 1
+    problem = full.json()
+    assert problem["type"].endswith("/queue-full") and "2 jobs are waiting" in problem["detail"]
+    assert client.get("/api/info").json()["counts"]["queued"] == 2
+    # a retry of an accepted request is still answered: it makes no new job
+    keyed = client.post("/api/jobs", json=JOB, headers={"Idempotency-Key": "k"})
+    assert keyed.status_code == 429
+    client.post(f"/api/jobs/{ids[0]}/cancel")
+    assert client.post("/api/jobs", json=JOB).status_code == 201
+
+
+def test_errors_are_problem_details_everywhere(serve):
+    client = serve(workers=0)
+    bad = client.post("/api/jobs", json={**JOB, "cutn": 0})
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+    problem = bad.json()
+    assert problem["status"] == 422 and problem["field"] == "cutn"
+    assert problem["errors"] == [{"pointer": "/cutn", "detail": problem["detail"]}]
+    kind = client.get(problem["type"])
+    assert kind.status_code == 200 and kind.json()["title"] == problem["title"]
+    prompt = client.post("/api/jobs", json={**JOB, "prompt": "a:1:2:3:4"}).json()
+    assert prompt.get("field") in ("prompts", None)
+    answers = {
+        "unknown path": client.get("/api/nothing-here"),
+        "unknown job": client.get("/api/jobs/0123456789abcdef"),
+        "query out of range": client.get("/api/jobs?limit=0"),
+        "method": client.delete("/api/info"),
+        "not json": client.post("/api/jobs", content=b"x", headers={"content-type": "text/plain"}),
+        "bad json": client.post(
+            "/api/jobs", content=b"{", headers={"content-type": "application/json"}
+        ),
+        "unknown kind": client.get("/api/problems/nope"),
+    }
+    for what, answer in answers.items():
+        assert answer.status_code >= 400, what
+        assert answer.headers["content-type"] == "application/problem+json", what
+        body = answer.json()
+        assert body["status"] == answer.status_code and body["detail"] and body["title"], what
+    assert answers["query out of range"].json()["field"] == "limit"
+    assert answers["method"].status_code == 405
+    schema = client.get("/openapi.json").json()
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            for status, response in operation.get("responses", {}).items():
+                if status.startswith(("4", "5")):
+                    assert list(response["content"]) == ["application/problem+json"], (
+                        path,
+                        method,
+                        status,
+                    )
+
+
+def test_a_retried_continue_makes_one_child(serve):
+    client = serve()
+    first = client.post("/api/jobs", json=JOB).json()
+    wait(client, first["id"])
+    key = {"Idempotency-Key": "more-1"}
+    url = f"/api/jobs/{first['id']}/continue"
+    one = client.post(url, json={"iterations": 2}, headers=key)
+    two = client.post(url, json={"iterations": 2}, headers=key)
+    assert one.status_code == two.status_code == 201, two.text
+    assert one.json()["id"] == two.json()["id"] and two.headers["idempotent-replayed"] == "true"
+    jobs = client.get("/api/jobs").json()["jobs"]
+    assert [j["parent"] for j in jobs].count(first["id"]) == 1
+    folders = [p.name for p in (client.app.state.service.data / "jobs").iterdir()]
+    assert sorted(folders) == sorted(j["id"] for j in jobs)

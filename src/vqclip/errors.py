@@ -9,7 +9,19 @@ class VQClipError(Exception):
 
 
 class ConfigError(VQClipError, ValueError):
-    """A setting has a bad value; the message names the field and the value."""
+    """A setting has a bad value; the message names the field and the value, and `field` holds
+    the option's name where one option is at fault (the web API reports it on its own)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):  # pickled across worker processes: keep the field
+        return (_config_error, (str(self), self.field))
+
+
+def _config_error(message: str, field: str | None) -> ConfigError:
+    return ConfigError(message, field=field)
 
 
 class CheckpointError(VQClipError):

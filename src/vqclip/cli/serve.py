@@ -62,6 +62,14 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--max-upload-mb", type=float, default=16, help="largest image upload (default: 16)"
     )
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=200,
+        metavar="N",
+        help="jobs waiting at most; past it a submit is refused with 429 and Retry-After "
+        "(default: 200; 0: no limit)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -96,6 +104,8 @@ def settings_from_args(args: argparse.Namespace):
         raise ConfigError(f"--workers={args.workers}: give 0 or more")
     if not 0 < args.max_upload_mb <= 1024:
         raise ConfigError(f"--max-upload-mb={args.max_upload_mb}: give a size in (0, 1024]")
+    if args.max_queued < 0:
+        raise ConfigError(f"--max-queued={args.max_queued}: give 0 (no limit) or more")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port={args.port}: give a port in 1..65535")
     data = Path(args.data).expanduser()
@@ -111,6 +121,7 @@ def settings_from_args(args: argparse.Namespace):
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         trusted_hosts=(("127.0.0.1", "localhost", "::1") if loopback and not args.token else None),
         allow_downloads=True if args.allow_downloads else None,
+        max_queued=args.max_queued or None,
     )
 
 

@@ -8,11 +8,12 @@ metadata and what `--from-png` rebuilds, so it must be the complete description 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import secrets
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -441,16 +442,21 @@ class GenerateConfig:
         from vqclip.generate.prompts import parse_image_prompts, parse_noise_prompts, parse_prompts
         from vqclip.generate.story import check_schedule, story_parts
 
-        for text in self.prompts:
-            if not text.strip():
-                _fail("prompts", text, 'a prompt is empty; write some text, e.g. "a lighthouse"')
-            for part in story_parts(text):
-                parse_prompts(part)
+        with _blaming("prompts"):
+            for text in self.prompts:
+                if not text.strip():
+                    why = 'a prompt is empty; write some text, e.g. "a lighthouse"'
+                    _fail("prompts", text, why)
+                for part in story_parts(text):
+                    parse_prompts(part)
         counts = [len(story_parts(text)) for text in self.prompts]
-        check_schedule(self.change_prompt_every, self.prompt_starts, counts)
-        for item in self.image_prompts:
-            parse_image_prompts(item)
-        parse_noise_prompts(self.noise_prompt_seeds, self.noise_prompt_weights)
+        with _blaming("prompt_starts" if self.prompt_starts else "change_prompt_every"):
+            check_schedule(self.change_prompt_every, self.prompt_starts, counts)
+        with _blaming("image_prompts"):
+            for item in self.image_prompts:
+                parse_image_prompts(item)
+        with _blaming("noise_prompt_seeds"):
+            parse_noise_prompts(self.noise_prompt_seeds, self.noise_prompt_weights)
 
     @property
     def weights_of_clips(self) -> tuple[float, ...]:
@@ -473,7 +479,9 @@ class GenerateConfig:
             raise ConfigError(f"settings must be a JSON object of option names, got {data!r}")
         unknown = sorted(set(data) - set(OPTION_NAMES))
         if unknown:
-            raise ConfigError(f"unknown settings {unknown}; known: {sorted(OPTION_NAMES)}")
+            raise ConfigError(
+                f"unknown settings {unknown}; known: {sorted(OPTION_NAMES)}", field=unknown[0]
+            )
         return cls(**data)
 
 
@@ -500,13 +508,13 @@ def build_config(given: Mapping[str, Any], base: Mapping[str, Any] | None = None
     given = dict(given)
     if "prompt" in given:
         if "prompts" in given:
-            raise ConfigError("give either prompt or prompts, not both")
+            raise ConfigError("give either prompt or prompts, not both", field="prompt")
         given["prompts"] = given.pop("prompt")
     model = given.pop("model", None)
     values: dict[str, Any] = dict(base or {})
     if model is not None or base is None:
         if model is not None and not isinstance(model, str):
-            raise ConfigError(f"model={model!r}: expected the name of a model pair")
+            raise ConfigError(f"model={model!r}: expected the name of a model pair", field="model")
         pair = resolve_pair(model or DEFAULT_MODEL)
         values.update(vqgan=pair.vqgan, clip=pair.clips, vqgan_config=None, **dict(pair.defaults))
     values.update(given)
@@ -523,8 +531,19 @@ def validate_fields(instance: Any) -> None:
         object.__setattr__(instance, f.name, value)
 
 
+@contextlib.contextmanager
+def _blaming(name: str) -> Iterator[None]:
+    """A ConfigError from a parser that does not know which option it reads names `name`."""
+    try:
+        yield
+    except ConfigError as e:
+        if e.field is None:
+            e.field = name
+        raise
+
+
 def _fail(name: str, value: Any, why: str) -> typing.NoReturn:
-    raise ConfigError(f"{name}={value!r}: {why}")
+    raise ConfigError(f"{name}={value!r}: {why}", field=name)
 
 
 def _describe(hint: Any) -> str:

@@ -1,16 +1,23 @@
 """The JSON API under /api: submit, list, get, cancel, delete and continue jobs, stream their
 progress (Server-Sent Events), fetch their files, upload images.
 
-Errors are JSON `{"detail": "..."}` with a status that says whose fault it is: 422 for a bad
-option (the config's own message, naming the option), 404 for an unknown job, 409 for an action
-the job's state does not allow, 413 for a body over the limit, 415 for a body that is not JSON.
+Errors are RFC 9457 problem details (`problems.py`) with a status that says whose fault it is:
+422 for a bad option (the config's own message, and `field` naming the option), 404 for an
+unknown job, 409 for an action the job's state does not allow, 413 for a body over the limit,
+415 for a body that is not JSON, 429 (with Retry-After) when the queue is full.
+
+The two endpoints that make jobs take an `Idempotency-Key` header: a request retried with the
+same key (and the same body) gets the job the first one made, marked `Idempotent-Replayed:
+true`, instead of a second job; the same key with another body is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +30,18 @@ from vqclip.generate.config import declaration
 from vqclip.jobs import FRAMES_DIR, RUN_DIR, SETTINGS_FILE, VIDEO_FILE, image_names
 from vqclip.serve.command import generate_command
 from vqclip.serve.options import Policy, fields, public_settings, request_schema
+from vqclip.serve.problems import describe, problem
+from vqclip.serve.problems import responses as _errors
 from vqclip.serve.service import Service
-from vqclip.serve.store import FINISHED, STATUSES, JobRow, is_job_id, new_job_id
+from vqclip.serve.store import (
+    FINISHED,
+    STATUSES,
+    JobRow,
+    KeyReused,
+    QueueFull,
+    is_job_id,
+    new_job_id,
+)
 from vqclip.serve.uploads import is_upload_name, store_upload
 from vqclip.serve.worker import PREVIEW_FILE, THUMB_FILE
 from vqclip.weights.registry import PAIRS
@@ -41,30 +58,42 @@ _TYPES = {
 }
 
 
+MAX_KEY_CHARS = 255
+_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_CHARS}}}")  # visible ASCII, as HTTP tokens go
+_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+    "description": "a key of the client's choosing (e.g. a UUID): a retry with the same key "
+    "and body returns the first job instead of making another (remembered for a day)",
+}
+
+
 class APIError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
+    """An error answer: `kind` of problem (default: the status's), `field` at fault."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        kind: str | None = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.kind = status, detail, kind
+        self.field, self.headers = field, headers
+
+    def response(self) -> JSONResponse:
+        return problem(
+            self.status, self.detail, kind=self.kind, field=self.field, headers=self.headers
+        )
 
 
 def error_response(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        401: "a token is needed",
-        404: "no such job or file",
-        409: "not in the job's present state",
-        413: "the body is too large",
-        415: "the body is not of the expected type",
-        422: "bad input; `detail` says what",
-    }
-    schema = {"type": "object", "properties": {"detail": {"type": "string"}}}
-    return {
-        c: {"description": text[c], "content": {"application/json": {"schema": schema}}}
-        for c in codes
-    }
+    return problem(status, detail)
 
 
 def pair_name(config: dict[str, Any]) -> str | None:
@@ -81,7 +110,23 @@ def parse_json_body(body: bytes, content_type: str | None) -> Any:
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as e:
-        raise APIError(422, f"the body is not valid JSON: {e}")
+        raise APIError(422, f"the body is not valid JSON: {e}", kind="invalid-body")
+
+
+def idempotency_key(request: Request, body: Any) -> tuple[str, str] | None:
+    """The request's Idempotency-Key and a fingerprint of what it asks (path and body)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _KEY.fullmatch(key):
+        raise APIError(
+            422,
+            f"Idempotency-Key {key[:40]!r}: give 1 to {MAX_KEY_CHARS} visible ASCII characters "
+            "(e.g. a UUID)",
+            kind="invalid-body",
+        )
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return key, hashlib.sha256(f"{request.url.path}\n{canonical}".encode()).hexdigest()
 
 
 class JobViews:
@@ -183,29 +228,60 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
         status_code=201,
         summary="Submit a job: a JSON object whose keys are the generate options' names",
         openapi_extra={
+            "parameters": [_KEY_PARAMETER],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": request_schema(list(PAIRS))}},
-            }
+            },
         },
-        responses=_errors(413, 415, 422),
+        responses=_errors(413, 415, 422, 429),
     )
     async def submit(request: Request) -> JSONResponse:
         body = parse_json_body(await request.body(), request.headers.get("content-type"))
-        job = await asyncio.to_thread(_accept, body)
-        return JSONResponse(job, status_code=201, headers={"Location": f"/api/jobs/{job['id']}"})
+        key = idempotency_key(request, body)
+        return _created(*await asyncio.to_thread(_accept, body, key))
 
-    def _accept(body: Any) -> dict[str, Any]:
+    def _accept(body: Any, key: tuple[str, str] | None) -> tuple[dict[str, Any], bool]:
         try:
             request = policy.job(body)
         except ConfigError as e:
-            raise APIError(422, str(e))
+            raise APIError(422, str(e), field=e.field)
         except (ValueError, TypeError, OverflowError, RecursionError) as e:
-            raise APIError(422, f"the job's settings cannot be read: {e}")
-        row = store.add(request.config.to_dict(), model=request.model, video=request.video)
-        service.wake_workers()
-        service.hub.notify_counts()
-        return views.show(row, store.position(row))
+            raise APIError(422, f"the job's settings cannot be read: {e}", kind="invalid-body")
+        return _admit(request.config.to_dict(), key=key, model=request.model, video=request.video)
+
+    def _admit(config: dict[str, Any], **how: Any) -> tuple[dict[str, Any], bool]:
+        """Queue a job (or find the one its Idempotency-Key made); the job as shown, and
+        whether it was there already."""
+        try:
+            settings = service.settings
+            row, replayed = store.admit(
+                config, max_queued=settings.max_queued, workers=settings.running, **how
+            )
+        except KeyReused as e:
+            raise APIError(
+                422,
+                f"Idempotency-Key {e.args[0]!r} was used for a different request; "
+                "send a new key with a new request",
+                kind="idempotency-key-reused",
+            )
+        except QueueFull as e:
+            raise APIError(
+                429,
+                f"the queue is full: {e.queued} jobs are waiting (this server takes "
+                f"{e.limit}); try again in about {e.retry_after} s",
+                headers={"Retry-After": str(e.retry_after)},
+            )
+        if not replayed:
+            service.wake_workers()
+            service.hub.notify_counts()
+        return views.show(row, store.position(row)), replayed
+
+    def _created(job: dict[str, Any], replayed: bool) -> JSONResponse:
+        headers = {"Location": f"/api/jobs/{job['id']}"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(job, status_code=201, headers=headers)
 
     @router.get("/jobs", summary="Jobs, newest first", responses=_errors(422))
     def list_jobs(
@@ -261,6 +337,7 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
         status_code=201,
         summary="A new job that goes on from this one's last step for `iterations` more steps",
         openapi_extra={
+            "parameters": [_KEY_PARAMETER],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -281,29 +358,41 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
                         }
                     }
                 },
-            }
+            },
         },
-        responses=_errors(404, 409, 413, 415, 422),
+        responses=_errors(404, 409, 413, 415, 422, 429),
     )
     async def continue_job(job_id: str, request: Request) -> JSONResponse:
         body = parse_json_body(await request.body(), request.headers.get("content-type"))
-        job = await asyncio.to_thread(_continue, job_id, body)
-        return JSONResponse(job, status_code=201, headers={"Location": f"/api/jobs/{job['id']}"})
+        key = idempotency_key(request, body)
+        return _created(*await asyncio.to_thread(_continue, job_id, body, key))
 
-    def _continue(job_id: str, body: Any) -> dict[str, Any]:
+    def _continue(
+        job_id: str, body: Any, key: tuple[str, str] | None
+    ) -> tuple[dict[str, Any], bool]:
         from vqclip.generate.checkpoint import load_run_state, save_run_state
         from vqclip.generate.config import GenerateConfig
 
         parent = views.get_row(job_id)
         if not isinstance(body, dict) or set(body) - {"iterations", "video"}:
-            raise APIError(422, 'give {"iterations": N}: how many more steps (and "video")')
+            raise APIError(
+                422,
+                'give {"iterations": N}: how many more steps (and "video")',
+                kind="invalid-body",
+            )
         more, video = body.get("iterations"), body.get("video", parent.video)
         if not isinstance(more, int) or isinstance(more, bool) or not 1 <= more <= MAX_MORE_STEPS:
             raise APIError(
-                422, f"iterations={more!r}: give a whole number of steps, 1 to {MAX_MORE_STEPS}"
+                422,
+                f"iterations={more!r}: give a whole number of steps, 1 to {MAX_MORE_STEPS}",
+                field="iterations",
             )
         if not isinstance(video, bool) or (video and not policy.video_available):
-            raise APIError(422, f"video={video!r}: expected true or false (and imageio-ffmpeg)")
+            raise APIError(
+                422,
+                f"video={video!r}: expected true or false (and imageio-ffmpeg)",
+                field="video",
+            )
         source = service.job_dir(job_id)
         if parent.status not in ("done", "partial", "cancelled"):
             raise APIError(
@@ -319,7 +408,7 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
         try:
             config = config.replace(iterations=state["step"] + more)
         except ConfigError as e:
-            raise APIError(422, str(e))
+            raise APIError(422, str(e), field=e.field)
         state["config"] = config.to_dict()
         child = new_job_id()
         folder = service.job_dir(child)
@@ -329,12 +418,21 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
             for frame in sorted(frames.glob("*.png")):
                 (folder / FRAMES_DIR).mkdir(exist_ok=True)
                 (folder / FRAMES_DIR / frame.name).write_bytes(frame.read_bytes())
-        row = store.add(
-            config.to_dict(), model=parent.model, video=video, parent=job_id, job_id=child
-        )
-        service.wake_workers()
-        service.hub.notify_counts()
-        return views.show(row, store.position(row))
+        try:
+            job, replayed = _admit(
+                config.to_dict(),
+                key=key,
+                model=parent.model,
+                video=video,
+                parent=job_id,
+                job_id=child,
+            )
+        except APIError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if replayed:  # the first request's child is the job; this one's folder is not needed
+            shutil.rmtree(folder, ignore_errors=True)
+        return job, replayed
 
     @router.get(
         "/jobs/{job_id}/files/{name}",
@@ -375,7 +473,7 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
                 store_upload, data, service.uploads_dir, service.settings.max_upload_pixels
             )
         except ConfigError as e:
-            raise APIError(422, str(e))
+            raise APIError(422, str(e), kind="invalid-body")
         answer = {
             "ref": stored.ref,
             "url": f"/api/uploads/{stored.name}",
@@ -383,6 +481,17 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
             "height": stored.height,
         }
         return JSONResponse(answer, status_code=201)
+
+    @router.get(
+        "/problems/{kind}",
+        summary="What a kind of error means (the `type` of an error answer points here)",
+        responses=_errors(404),
+    )
+    def get_problem(kind: str) -> dict[str, Any]:
+        described = describe(kind)
+        if described is None:
+            raise APIError(404, f"no kind of problem {kind!r}")
+        return described
 
     @router.get("/uploads/{name}", summary="An uploaded image", responses=_errors(404))
     def get_upload(name: str) -> FileResponse:

@@ -25,12 +25,15 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from vqclip import __version__
 from vqclip.serve.api import APIError, build_router, error_response, parse_json_body
 from vqclip.serve.options import Policy
+from vqclip.serve.problems import MEDIA_TYPE, SCHEMA, problem
 from vqclip.serve.service import ServeSettings, Service, downloads_allowed
 
 log = logging.getLogger("vqclip.serve")
@@ -223,6 +226,22 @@ def _cookie(value: str) -> str | None:
     return None
 
 
+def _problems_in_schema(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document with every error answer as problem details (FastAPI adds its own
+    422 shape to routes with parameters)."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for status, answer in operation.get("responses", {}).items():
+                    if status[:1] in ("4", "5"):
+                        answer["content"] = {MEDIA_TYPE: {"schema": SCHEMA}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: ServeSettings, *, model_cache=None) -> FastAPI:
     """The app for `settings`; `model_cache` makes each worker's model cache (tests pass tiny
     models)."""
@@ -253,10 +272,31 @@ def create_app(settings: ServeSettings, *, model_cache=None) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(Guard, settings=settings)
+    app.openapi = lambda: _problems_in_schema(app)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.detail)
+        return exc.response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's own (an unknown path, a method a path does not take)."""
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no such page or endpoint: {request.url.path} (the API is under /api)"
+        return problem(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A query or path parameter out of its declared range (e.g. ?limit=0)."""
+        errors = [
+            {"pointer": "/" + "/".join(str(p) for p in e["loc"][1:]), "detail": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "bad parameters"}
+        name = str(first["loc"][-1]) if first["loc"] else None
+        detail = f"{name}: {first['msg']}" if name else str(first["msg"])
+        return problem(422, detail, kind="invalid-option", field=name, errors=errors)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -38,6 +38,8 @@ class ServeSettings:
     max_upload_bytes: int = 16 * 2**20
     max_upload_pixels: int = 4096 * 4096
     max_body_bytes: int = 256 * 2**10
+    # Jobs waiting at most; past it a submit gets 429 and Retry-After. None: no limit.
+    max_queued: int | None = 200
     trusted_hosts: tuple[str, ...] | None = None  # Host headers accepted; None: any
     # Registry downloads on a request: None allows them only on a server no one else can reach
     # (loopback Host headers only, no token).

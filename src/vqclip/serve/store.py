@@ -46,7 +46,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    job TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
+# How long an Idempotency-Key is remembered: retries come within minutes; a day is generous.
+KEY_TTL_S = 24 * 3600
+
+
+class QueueFull(Exception):
+    """The queue holds `limit` jobs already; `retry_after`: seconds until one has likely run."""
+
+    def __init__(self, queued: int, limit: int, retry_after: int) -> None:
+        super().__init__(f"{queued} jobs queued (limit {limit})")
+        self.queued, self.limit, self.retry_after = queued, limit, retry_after
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key already stands for a different request."""
 
 
 @dataclass(frozen=True)
@@ -145,14 +165,67 @@ class JobStore:
         parent: str | None = None,
         job_id: str | None = None,
     ) -> JobRow:
+        row, _ = self.admit(config, model=model, video=video, parent=parent, job_id=job_id)
+        return row
+
+    def admit(
+        self,
+        config: dict[str, Any],
+        *,
+        model: str | None = None,
+        video: bool = False,
+        parent: str | None = None,
+        job_id: str | None = None,
+        key: tuple[str, str] | None = None,
+        max_queued: int | None = None,
+        workers: int = 1,
+    ) -> tuple[JobRow, bool]:
+        """Queue a job, in one transaction with its checks: `key` (an Idempotency-Key and a
+        fingerprint of the request) already used for the same request gives back that job, and
+        True (a replay); for another request, KeyReused. More than `max_queued` jobs waiting:
+        QueueFull (with a Retry-After from recent jobs' durations over `workers`)."""
         job_id = job_id or new_job_id()
         with self._transaction() as db:
+            now = time.time()
+            if key is not None:
+                db.execute("DELETE FROM idempotency WHERE created < ?", (now - KEY_TTL_S,))
+                seen = db.execute(
+                    "SELECT request, job FROM idempotency WHERE key = ?", (key[0],)
+                ).fetchone()
+                if seen is not None and seen["request"] != key[1]:
+                    raise KeyReused(key[0])
+                if seen is not None:
+                    first = db.execute("SELECT * FROM jobs WHERE id = ?", (seen["job"],)).fetchone()
+                    return JobRow.from_row(first), True
+            if max_queued is not None:
+                queued = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
+                waiting = queued.fetchone()[0]
+                if waiting >= max_queued:
+                    raise QueueFull(waiting, max_queued, self._retry_after(db, workers))
             db.execute(
                 "INSERT INTO jobs (id, status, config, model, video, parent, created) "
                 "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
-                (job_id, json.dumps(config), model, int(video), parent, time.time()),
+                (job_id, json.dumps(config), model, int(video), parent, now),
             )
-        return self.get(job_id)  # type: ignore[return-value]
+            if key is not None:
+                db.execute(
+                    "INSERT INTO idempotency (key, request, job, created) VALUES (?, ?, ?, ?)",
+                    (key[0], key[1], job_id, now),
+                )
+        return self.get(job_id), False  # type: ignore[return-value]
+
+    @staticmethod
+    def _retry_after(db: sqlite3.Connection, workers: int) -> int:
+        """Seconds until a queued job has likely started: the median run of the last jobs
+        over the workers; 30 without a history. Between 1 s and 10 minutes."""
+        runs = db.execute(
+            "SELECT finished - started FROM jobs WHERE status IN ('done', 'partial') "
+            "AND started IS NOT NULL ORDER BY seq DESC LIMIT 20"
+        ).fetchall()
+        if not runs:
+            return 30
+        median = sorted(r[0] for r in runs)[len(runs) // 2]
+        return int(min(600, max(1, median / max(1, workers) + 0.999)))
 
     def get(self, job_id: str) -> JobRow | None:
         row = self._db().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -235,7 +308,11 @@ class JobStore:
         """Remove a job that is not running; False if it is running (or unknown)."""
         with self._transaction() as db:
             gone = db.execute("DELETE FROM jobs WHERE id = ? AND status != 'running'", (job_id,))
-            return gone.rowcount == 1
+            if gone.rowcount != 1:
+                return False
+            # the job's key is forgotten with it: a retry after a delete is a new request
+            db.execute("DELETE FROM idempotency WHERE job = ?", (job_id,))
+            return True
 
     def recover(self, worker: str | None = None) -> list[str]:
         """After a crash (of the server, or of `worker` alone): jobs left `running` go back to
