@@ -62,6 +62,7 @@ class Tally:
         self.latency: dict[str, list[float]] = {}
         self.errors: dict[str, int] = {}
         self.accepted: list[str] = []
+        self.refused = 0  # 429: the queue was full (not an error: the server said when to retry)
         self.events = 0
 
     def time(self, kind: str, seconds: float) -> None:
@@ -79,6 +80,9 @@ async def request(client, tally: Tally, kind: str, method: str, url: str, **kw):
         tally.error(f"{kind}: {type(e).__name__}")
         return None
     tally.time(kind, time.perf_counter() - started)
+    if response.status_code == 429:
+        tally.refused += 1
+        return response
     if response.status_code >= 400:
         tally.error(f"{kind}: HTTP {response.status_code}")
         return None
@@ -115,6 +119,10 @@ async def client_loop(url: str, tally: Tally, until: float, seed: int, window: f
         while time.monotonic() < until:
             job = {**JOB, "seed": rng.randrange(2**31)}
             answer = await request(client, tally, "submit", "POST", "/api/jobs", json=job)
+            if answer is not None and answer.status_code == 429:
+                wait = float(answer.headers.get("retry-after", 1))
+                await asyncio.sleep(min(wait, max(0.0, until - time.monotonic())))
+                continue
             if answer is not None:
                 job_id = answer.json()["id"]
                 tally.accepted.append(job_id)
@@ -172,6 +180,7 @@ async def main_async(args) -> dict:
         "cpus": os.cpu_count(),
         "requests": requests,
         "requests_per_s": round(requests / elapsed, 1),
+        "refused_queue_full": tally.refused,
         "errors": tally.errors,
         "error_count": sum(tally.errors.values()),
         "accepted": len(tally.accepted),
