@@ -1,4 +1,4 @@
-"""The web service's API, in process, with tiny random models behind the toy pair's names."""
+"""The web service's API in process, its workers the processes production runs, on the toy pair."""
 
 import json
 import time
@@ -23,24 +23,14 @@ JOB |= {"seed": 3, "video": False}
 
 
 @pytest.fixture
-def serve(tmp_path, tiny_vqgan, tiny_clip):
-    """serve(workers=1, **settings) -> a TestClient of an app on tmp_path/data, running jobs
-    with the tiny models; every app is shut down after the test. Torch gets one thread: the
-    tiny models gain nothing from more, and on a busy machine two spin against each other."""
-    import torch
-
-    clients, threads = [], torch.get_num_threads()
-    torch.set_num_threads(1)
-
-    class TinyModels:
-        def get(self, config):
-            return tiny_vqgan, [tiny_clip] * len(config.clip)
+def serve(tmp_path):
+    """serve(workers=1, **settings) -> a TestClient of an app on tmp_path/data whose worker
+    processes (the ones `vqclip serve` starts) run the jobs with the packaged toy models;
+    every app is shut down after the test."""
+    clients = []
 
     def make(workers=1, data="data", **settings):
-        app = create_app(
-            ServeSettings(data=tmp_path / data, workers=workers, **settings),
-            model_cache=TinyModels,
-        )
+        app = create_app(ServeSettings(data=tmp_path / data, workers=workers, **settings))
         client = TestClient(app)
         client.__enter__()
         clients.append(client)
@@ -54,7 +44,6 @@ def serve(tmp_path, tiny_vqgan, tiny_clip):
     yield make
     for client in clients:
         client.__exit__(None, None, None)
-    torch.set_num_threads(threads)
 
 
 def wait(client, job_id, statuses=("done", "failed", "cancelled"), timeout=60):

@@ -273,7 +273,6 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
                 headers={"Retry-After": str(e.retry_after)},
             )
         if not replayed:
-            service.wake_workers()
             service.hub.notify_counts()
         return views.show(row, store.position(row)), replayed
 

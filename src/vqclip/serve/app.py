@@ -242,10 +242,9 @@ def _problems_in_schema(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def create_app(settings: ServeSettings, *, model_cache=None) -> FastAPI:
-    """The app for `settings`; `model_cache` makes each worker's model cache (tests pass tiny
-    models)."""
-    service = Service(settings, model_cache=model_cache)
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The app for `settings`: its workers are processes, started with the app's lifespan."""
+    service = Service(settings)
     policy = Policy(
         uploads=service.uploads_dir,
         allow_model_paths=settings.allow_model_paths,

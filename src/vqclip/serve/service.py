@@ -22,7 +22,7 @@ from vqclip.jobs import JobOptions
 from vqclip.jobs.workers import worker_devices
 from vqclip.serve.live import Hub
 from vqclip.serve.store import JobRow, JobStore
-from vqclip.serve.worker import ThreadControl, WorkerLoop, worker_process
+from vqclip.serve.worker import worker_process
 
 log = logging.getLogger("vqclip.serve")
 
@@ -89,20 +89,18 @@ def _lock_data(data: Path):
 class _Worker:
     name: str
     device: str
-    runner: object  # a Process, or a Thread in tests
-    messages: object = None  # the server's end of the worker's message pipe
-    control: object = None  # the server's end of the worker's control pipe
+    runner: multiprocessing.Process
+    messages: multiprocessing.connection.Connection  # the server's end of its message pipe
+    control: multiprocessing.connection.Connection  # the server's end of its control pipe
 
 
 class Service:
     """The store, the workers and the messages between them and the event streams.
 
-    Workers are processes (`worker.worker_process`) unless `model_cache` is given: then they
-    are threads of this process using that cache (tests give tiny models this way). A worker
-    process that dies (killed, out of memory) is replaced, and its job goes back to the queue
-    the way a crashed server's does."""
+    Workers are processes (`worker.worker_process`). One that dies (killed, out of memory) is
+    replaced, and its job goes back to the queue the way a crashed server's does."""
 
-    def __init__(self, settings: ServeSettings, *, model_cache=None) -> None:
+    def __init__(self, settings: ServeSettings) -> None:
         check_token(settings.token)
         self.data = Path(settings.data).resolve()
         self.settings = settings = dataclasses.replace(settings, data=self.data)
@@ -113,11 +111,10 @@ class Service:
         self._lock = _lock_data(self.data)
         self.store = JobStore(self.data / "jobs.sqlite3")
         self.hub = Hub()
-        self.model_cache = model_cache
         self.devices = worker_devices(settings.workers) if settings.workers != 0 else []
         self.settings = settings = dataclasses.replace(settings, running=max(1, len(self.devices)))
         self._mp = multiprocessing.get_context("spawn")
-        self._stop, self._wake = threading.Event(), threading.Event()
+        self._stop = threading.Event()
         self._closed = threading.Event()  # the workers have ended: the listener ends too
         self._replacing = threading.Lock()
         self._workers: list[_Worker] = []
@@ -133,21 +130,13 @@ class Service:
         if requeued:
             log.warning("resuming %d job(s) the last server left running", len(requeued))
         self._workers = [self._start_worker(f"worker-{i}", d) for i, d in enumerate(self.devices)]
-        if self.model_cache is None and self._workers:
+        if self._workers:
             self._listener = threading.Thread(
                 target=self._listen, name="vqclip-workers", daemon=True
             )
             self._listener.start()
 
     def _start_worker(self, name: str, device: str) -> _Worker:
-        if self.model_cache is not None:
-            control = ThreadControl(self._stop, self._wake)
-            loop = WorkerLoop(
-                name, device, self.settings, self._handle, control, self.model_cache()
-            )
-            thread = threading.Thread(target=loop.run, name=name, daemon=True)
-            thread.start()
-            return _Worker(name, device, thread)
         messages, worker_messages = self._mp.Pipe(duplex=False)
         worker_control, control = self._mp.Pipe(duplex=False)
         args = (name, device, self.settings, worker_messages, worker_control, os.getpid())
@@ -207,22 +196,19 @@ class Service:
         """Running jobs checkpoint after their step under way and go back to the queue."""
         with self._replacing:
             self._stop.set()
-        self._wake.set()
         for worker in self._workers:
-            if worker.control is not None:
-                with contextlib.suppress(OSError):
-                    worker.control.send("stop")
+            with contextlib.suppress(OSError):
+                worker.control.send("stop")
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.runner.join(max(0.0, deadline - time.monotonic()))
-            if worker.control is not None and worker.runner.is_alive():
+            if worker.runner.is_alive():
                 worker.runner.kill()  # its job stays `running`: the next start puts it back
         self._closed.set()  # every worker has ended: the listener (their parent) may go
         if self._listener is not None:
             self._listener.join(5)
         for worker in self._workers:
-            if worker.control is not None:
-                self._drain(worker)
+            self._drain(worker)
         self.store.close()
         if self._lock is not None:
             self._lock.close()
@@ -234,10 +220,6 @@ class Service:
                 self._handle(worker.messages.recv())
         worker.messages.close()
         worker.control.close()
-
-    def wake_workers(self) -> None:
-        """A job was added: an idle thread worker looks now (processes look twice a second)."""
-        self._wake.set()
 
     def cancel(self, job_id: str) -> JobRow | None:
         """A queued job ends at once; a running one when its worker sees the flag."""

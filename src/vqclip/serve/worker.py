@@ -36,20 +36,6 @@ CANCEL_CHECK_S = 0.25
 IDLE_POLL_S = 0.5
 
 
-class ThreadControl:
-    """A worker thread's stop and wake signals (tests run workers as threads)."""
-
-    def __init__(self, stop, wake) -> None:
-        self.stop, self.wake = stop, wake
-
-    def stopping(self) -> bool:
-        return self.stop.is_set()
-
-    def wait(self, timeout: float) -> None:
-        self.wake.wait(timeout)
-        self.wake.clear()
-
-
 class PipeControl:
     """A worker process's end of the server's pipe: "stop" ends the worker, and so does the
     pipe's end (the server is gone)."""
@@ -102,12 +88,11 @@ def make_thumbnail(source: Path, target: Path) -> None:
 
 
 class WorkerLoop:
-    """One worker's loop. `send` takes the messages, `control` says when to stop (and wakes an
-    idle thread worker); `parent` is the server's pid when this runs in a process of its own,
-    so that a worker whose server died stops too."""
+    """One worker's loop, in a process of its own. `send` takes the messages, `control` says
+    when to stop; `parent` is the server's pid, so that a worker whose server died stops too."""
 
     def __init__(
-        self, name: str, device: str, settings, send, control, models, parent: int | None = None
+        self, name: str, device: str, settings, send, control, models, parent: int
     ) -> None:
         self.name, self.device, self.settings = name, device, settings
         self.send, self.control, self.models, self.parent = send, control, models, parent
@@ -115,8 +100,7 @@ class WorkerLoop:
         self.store = JobStore(self.data / "jobs.sqlite3")
 
     def stopping(self) -> bool:
-        orphaned = self.parent is not None and os.getppid() != self.parent
-        return orphaned or self.control.stopping()
+        return os.getppid() != self.parent or self.control.stopping()
 
     def run(self) -> None:
         try:
