@@ -1,14 +1,20 @@
 """The batch on a local Ray instance with the toy pair: actors, a dead worker's unit retried
-from its checkpoint, a unit that keeps killing its worker recorded as failed, the CLI."""
+from its checkpoint, a unit that keeps killing its worker recorded as failed, the CLI. Workers
+die the way they do in production: their processes are killed from outside."""
 
 import json
 import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from vqclip.batch.ray_runner import MAX_DEATHS, UnitActor, run_ray
+from vqclip.batch.ray_runner import MAX_DEATHS, run_ray
 from vqclip.batch.runner import prepare_batch
 from vqclip.cli import main
+from vqclip.jobs import JobOptions
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -34,59 +40,87 @@ def manifest(out):
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
+class ActorKiller:
+    """Kills Ray's actor processes (those running vqclip's `UnitActor`) from outside, the way
+    an out-of-memory kill or a lost node ends them, whenever the run checkpoint of the item with
+    `key` is written anew; `times` kills at most. Notes the checkpoint's step at each look."""
+
+    def __init__(self, out, key, times):
+        self.state = out / "items" / key / "run" / "state.bin"
+        self.times, self.kills, self.steps = times, [], []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        from vqclip.generate.checkpoint import load_run_state
+
+        seen = None
+        while not self._done.is_set():
+            try:
+                stamp = self.state.stat().st_mtime_ns
+                step = load_run_state(self.state.parent)["step"]
+            except Exception:  # not written yet, or replaced while read
+                time.sleep(0.02)
+                continue
+            if stamp != seen:
+                seen = stamp
+                self.steps.append(step)
+                if len(self.kills) < self.times and _kill_actors():
+                    self.kills.append(step)
+            time.sleep(0.02)
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+
+
+def _kill_actors() -> bool:
+    killed = False
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"UnitActor" in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed = True
+        except OSError:
+            pass
+    return killed
+
+
 def test_a_unit_whose_worker_died_is_retried_from_its_checkpoint(tmp_path):
-    crashed, resumed_at = tmp_path / "crashed", tmp_path / "resumed_at"
-
-    class CrashOnce(UnitActor):
-        """Kills its own process at step 2 of the first unit, once: step 1 is checkpointed."""
-
-        def __init__(self, out, options=None):
-            super().__init__(out, {"checkpoint_every": 1})
-            real = self.worker.run
-
-            def run(unit, on_step=None, should_stop=None):
-                def hook(step, _run):
-                    if not crashed.exists() and step.index == 2 and unit.lines == (1,):
-                        crashed.write_text("x")
-                        os._exit(1)
-                    if crashed.exists() and unit.lines == (1,) and not resumed_at.exists():
-                        resumed_at.write_text(str(step.index))
-
-                return real(unit, on_step=hook, should_stop=should_stop)
-
-            self.worker.run = run
-
-    specs = write_specs(tmp_path / "s.jsonl", "a red circle", "a blue square", "a star")
+    specs = write_specs(tmp_path / "s.jsonl", "a red circle", "a blue square", iterations=12)
     out = tmp_path / "out"
-    summary = run_ray(prepare_batch(specs, str(out), group=1), actor_class=CrashOnce)
-    assert crashed.exists() and resumed_at.read_text() == "2"
-    assert (summary.done, summary.failed, summary.pending) == (3, 0, 0)
+    plan = prepare_batch(specs, str(out), group=1)
+    killer = ActorKiller(out, plan.items[0].key, times=1)
+    try:
+        summary = run_ray(plan, workers=1, options=JobOptions(checkpoint_every=1))
+    finally:
+        killer.stop()
+    assert len(killer.kills) == 1, killer.steps
+    killed_at = killer.kills[0]
+    after = killer.steps[killer.steps.index(killed_at) + 1 :]
+    assert after and min(after) > killed_at, killer.steps  # resumed, not started over
+    assert (summary.done, summary.failed, summary.pending) == (2, 0, 0)
     records = manifest(out)
-    assert [r["status"] for r in records] == ["done"] * 3 and records[0]["steps"] == 3
-    key = prepare_batch(specs, str(out), group=1).items[0].key
-    note = json.loads((out / "items" / key / "attempts.json").read_text())
+    assert [r["status"] for r in records] == ["done"] * 2 and records[0]["steps"] == 12
+    note = json.loads((out / "items" / plan.items[0].key / "attempts.json").read_text())
     assert note == {"unfinished": 0}
     assert prepare_batch(specs, str(out), group=1).units == []  # a rerun has nothing to do
 
 
 def test_a_unit_that_keeps_killing_its_worker_is_recorded_as_failed(tmp_path):
-    class CrashOnStar(UnitActor):
-        def __init__(self, out, options=None):
-            super().__init__(out, options)
-            real = self.worker.run
-
-            def run(unit, **kwargs):
-                if "star" in unit.config["prompts"][0]:
-                    os._exit(1)
-                return real(unit, **kwargs)
-
-            self.worker.run = run
-
-    specs = write_specs(tmp_path / "s.jsonl", "a red circle", "a star")
-    summary = run_ray(prepare_batch(specs, str(tmp_path / "out"), group=1), actor_class=CrashOnStar)
+    specs = write_specs(tmp_path / "s.jsonl", "a star", "a red circle", iterations=12)
+    out = tmp_path / "out"
+    plan = prepare_batch(specs, str(out), group=1)
+    killer = ActorKiller(out, plan.items[0].key, times=MAX_DEATHS + 2)
+    try:
+        summary = run_ray(plan, workers=1, options=JobOptions(checkpoint_every=1))
+    finally:
+        killer.stop()
+    assert len(killer.kills) >= MAX_DEATHS, killer.steps
     assert (summary.done, summary.failed) == (1, 1)
-    failed = manifest(tmp_path / "out")[1]
-    assert f"died {MAX_DEATHS} times" in failed["error"] and failed["line"] == 2
+    failed = manifest(out)[0]
+    assert f"died {MAX_DEATHS} times" in failed["error"] and failed["line"] == 1
 
 
 def test_the_batch_command_runs_on_ray(tmp_path, capsys):

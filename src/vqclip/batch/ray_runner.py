@@ -73,7 +73,6 @@ def run_ray(
     workers: int | None = None,
     options=None,
     on_unit: Callable[[Unit, list[dict]], None] | None = None,
-    actor_class: type = UnitActor,
 ) -> BatchSummary:
     """Carry out the plan's units on Ray: the running instance if `ray.init` was called, else
     the cluster at `address` ("auto": the one this node belongs to), else a new local one.
@@ -109,7 +108,7 @@ def run_ray(
         rows = [{"unit": unit.to_json()} for unit in plan.units]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
         mapped = dataset.map_batches(
-            actor_class,
+            UnitActor,
             fn_constructor_kwargs={"out": plan.storage.out, "options": job_options},
             batch_size=1,
             compute=pool,
