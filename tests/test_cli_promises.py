@@ -103,12 +103,14 @@ def test_interrupt_during_the_update_writes_no_checkpoint(model_files, tmp_path,
     assert not (tmp_path / "part.run" / STATE_FILE).exists()
 
 
-def test_interrupt_while_models_load_is_a_clean_exit(model_files, tmp_path, capsys, monkeypatch):
-    def interrupted(*args, **kwargs):
+def test_interrupt_while_models_load_is_a_clean_exit(tmp_path, capsys):
+    from vqclip.jobs import ModelCache
+
+    def interrupted(config):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("vqclip.generate.run.load_models", interrupted)
-    code = main(["generate", "x", "--model", "toy", "-o", str(tmp_path / "o.png")])
+    out = ["-o", str(tmp_path / "o.png")]
+    code = main(["generate", "x", "--model", "toy", *out], models=ModelCache(loader=interrupted))
     err = capsys.readouterr().err
     assert code == 130 and "interrupted" in err and "Traceback" not in err
 
@@ -171,9 +173,12 @@ def _special_file(kind: str, tmp_path) -> str:
 def test_outputs_that_cannot_hold_an_image_are_refused_before_the_run(
     model_files, tmp_path, capsys, monkeypatch, kind
 ):
+    from vqclip.jobs import ModelCache
+
     output = _special_file(kind, tmp_path)
-    monkeypatch.setattr("vqclip.generate.run.load_models", pytest.fail)
-    code, err = generate(["x", "-o", output], model_files, capsys)
+    fixed = ["-cuts", "4", "-s", "32", "32", "--no-progress", *model_files]
+    code = main(["generate", "x", "-o", output, *fixed], models=ModelCache(loader=pytest.fail))
+    err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert output in err
 
@@ -265,9 +270,11 @@ def test_from_png_applies_explicit_flags_on_top(model_files, tmp_path, capsys):
     assert (config["iterations"], config["seed"], config["cutn"]) == (3, 9, 4)
 
 
-def test_prompt_syntax_errors_come_before_the_models_load(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("vqclip.generate.run.load_models", pytest.fail)
-    code = main(["generate", "a cat:heavy:1:2|", "-o", str(tmp_path / "o.png")])
+def test_prompt_syntax_errors_come_before_the_models_load(tmp_path, capsys):
+    from vqclip.jobs import ModelCache
+
+    argv = ["generate", "a cat:heavy:1:2|", "-o", str(tmp_path / "o.png")]
+    code = main(argv, models=ModelCache(loader=pytest.fail))
     err = capsys.readouterr().err
     assert code == 2 and "'|'" in err
 

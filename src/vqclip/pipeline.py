@@ -46,8 +46,8 @@ class VQGANCLIP:
         VQGAN by registry name or checkpoint path, with `clip` (names or paths; default
         ViT-B/32) and `vqgan_config` (the YAML of a taming .ckpt). `settings`: option names
         and values every call starts from (e.g. `device="cuda"`, `precision="fp32"`)."""
-        from vqclip.generate.run import load_models
         from vqclip.weights.registry import PAIRS
+        from vqclip.weights.resolve import load_models
 
         if not isinstance(name, str):
             raise ConfigError(f"from_pretrained({name!r}): give a pair name, a VQGAN name or path")
@@ -66,7 +66,7 @@ class VQGANCLIP:
         config = build_config({**given, **settings, "prompt": "x"})
         pinned = config.to_dict()
         keep = {k: pinned[k] for k in _kept(given, settings, pinned)}
-        vqgan, clips = load_models(config)
+        vqgan, clips = load_models(config.vqgan, config.clip, config.vqgan_config)
         return cls(vqgan, clips, keep)
 
     def run(

@@ -17,7 +17,12 @@ from collections.abc import Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vqclip import __version__
-from vqclip.errors import VQClipError, VQClipWarning
+from vqclip.errors import VQClipError, VQClipWarning, WeightsNotFoundError
+
+OFFLINE_HINT = (
+    'To try vqclip offline meanwhile: vqclip generate "a red circle on a blue background" '
+    "--model toy"
+)
 
 DESCRIPTION = """Text to image with VQGAN+CLIP.
 
@@ -112,6 +117,8 @@ def main(argv: Sequence[str] | None = None, *, models=None) -> int:
         return int(args.func(args) or 0)
     except VQClipError as e:
         print(f"vqclip: error: {e}", file=sys.stderr)
+        if isinstance(e, WeightsNotFoundError):
+            print(OFFLINE_HINT, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nvqclip: interrupted", file=sys.stderr)

@@ -82,7 +82,9 @@ class Run:
         self.config = config
         self.story = _story(config)
         if vqgan is None or clips is None:
-            vqgan, clips = load_models(config)
+            from vqclip.weights.resolve import load_models
+
+            vqgan, clips = load_models(config.vqgan, config.clip, config.vqgan_config)
         if len(clips) != len(config.clip):
             raise ConfigError(f"clip: {len(config.clip)} names but {len(clips)} models were given")
         if all(w < 0 for w in config.weights_of_clips):
@@ -552,26 +554,3 @@ class Stages:
 
 
 STATE_KEYS = ("format", "config", "step", "z", "z0", "optimiser", "scheduler", "rng", "failed")
-
-
-def load_models(config: GenerateConfig) -> tuple:
-    """(vqgan, [clips]) named by `config`, on the CPU. When weights are missing, one error lists
-    every missing file, not only the first."""
-    from vqclip.errors import WeightsNotFoundError
-    from vqclip.weights.resolve import load_clip_by_name, load_vqgan_by_name
-
-    loaders = [lambda: load_vqgan_by_name(config.vqgan, config=config.vqgan_config)]
-    loaders += [lambda name=name: load_clip_by_name(name) for name in config.clip]
-    models, missing = [], []
-    for load in loaders:
-        try:
-            models.append(load())
-        except WeightsNotFoundError as e:
-            missing.append(str(e))
-    if missing:
-        raise WeightsNotFoundError(
-            "\n".join(missing)
-            + '\nTo try vqclip offline meanwhile: vqclip generate "a red circle on a blue '
-            'background" --model toy'
-        )
-    return models[0], models[1:]

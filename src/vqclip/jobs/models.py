@@ -8,9 +8,9 @@ from vqclip.generate.config import GenerateConfig
 
 
 def _load_by_name(config: GenerateConfig) -> tuple:
-    from vqclip.generate.run import load_models
+    from vqclip.weights.resolve import load_models
 
-    return load_models(config)
+    return load_models(config.vqgan, config.clip, config.vqgan_config)
 
 
 class ModelCache:

@@ -9,6 +9,7 @@ The model modules are imported lazily, so listing or downloading weights does no
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,3 +250,23 @@ def convert(
         # Later loads trust this copy only while it matches the hash recorded now.
         write_sidecar(target, sha256_file(target))
     return target
+
+
+def load_models(
+    vqgan: PathLike, clips: Sequence[PathLike], vqgan_config: PathLike | None = None
+) -> tuple:
+    """(vqgan, [clips]) by registry names or paths, on the CPU. When weights are missing, one
+    WeightsNotFoundError lists every missing file, not only the first."""
+    from vqclip.errors import WeightsNotFoundError
+
+    loaders = [lambda: load_vqgan_by_name(vqgan, config=vqgan_config)]
+    loaders += [lambda name=name: load_clip_by_name(name) for name in clips]
+    models, missing = [], []
+    for load in loaders:
+        try:
+            models.append(load())
+        except WeightsNotFoundError as e:
+            missing.append(str(e))
+    if missing:
+        raise WeightsNotFoundError("\n".join(missing))
+    return models[0], models[1:]
