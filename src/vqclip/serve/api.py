@@ -26,29 +26,25 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from vqclip.errors import CheckpointError, ConfigError
-from vqclip.generate.config import declaration
-from vqclip.jobs import FRAMES_DIR, RUN_DIR, SETTINGS_FILE, VIDEO_FILE, image_names
-from vqclip.serve.command import generate_command
+from vqclip.jobs import SETTINGS_FILE, continuation
+from vqclip.jobs.continuation import MAX_MORE_STEPS, check_more_steps
 from vqclip.serve.options import Policy, fields, public_settings, request_schema
-from vqclip.serve.problems import describe, problem
+from vqclip.serve.problems import APIError, describe, problem
 from vqclip.serve.problems import responses as _errors
 from vqclip.serve.service import Service
 from vqclip.serve.store import (
     FINISHED,
     STATUSES,
-    JobRow,
     KeyReused,
     QueueFull,
-    is_job_id,
     new_job_id,
 )
 from vqclip.serve.uploads import is_upload_name, store_upload
-from vqclip.serve.worker import PREVIEW_FILE, THUMB_FILE
+from vqclip.serve.views import JobViews
+from vqclip.serve.worker import PREVIEW_FILE
 from vqclip.weights.registry import PAIRS
 
 KEEPALIVE_S = 15.0
-# "Continue for N more steps" takes the declared bound of a run's steps, not one of its own.
-MAX_MORE_STEPS = declaration("iterations")["high"]
 _FILE = re.compile(r"image(_[0-9]{1,4})?\.png|video\.mp4|settings\.json|preview\.png|thumb\.jpg")
 _TYPES = {
     ".png": "image/png",
@@ -70,38 +66,8 @@ _KEY_PARAMETER = {
 }
 
 
-class APIError(Exception):
-    """An error answer: `kind` of problem (default: the status's), `field` at fault."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        kind: str | None = None,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.kind = status, detail, kind
-        self.field, self.headers = field, headers
-
-    def response(self) -> JSONResponse:
-        return problem(
-            self.status, self.detail, kind=self.kind, field=self.field, headers=self.headers
-        )
-
-
 def error_response(status: int, detail: str) -> JSONResponse:
     return problem(status, detail)
-
-
-def pair_name(config: dict[str, Any]) -> str | None:
-    """The model pair whose models a config names, for display (None: models named singly)."""
-    for name, pair in PAIRS.items():
-        if config.get("vqgan") == pair.vqgan and tuple(config.get("clip", ())) == pair.clips:
-            return name
-    return None
 
 
 def parse_json_body(body: bytes, content_type: str | None) -> Any:
@@ -127,83 +93,6 @@ def idempotency_key(request: Request, body: Any) -> tuple[str, str] | None:
         )
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return key, hashlib.sha256(f"{request.url.path}\n{canonical}".encode()).hexdigest()
-
-
-class JobViews:
-    """Jobs as the API shows them: the stored row, live progress, queue position, file URLs."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-
-    def files(self, row: JobRow) -> dict[str, Any]:
-        folder = self.service.job_dir(row.id)
-        base = f"/api/jobs/{row.id}/files/"
-        batch = int(row.config.get("batch_size", 1) or 1)
-        started = row.started is not None or folder.is_dir()  # a continued job has its folder
-        images = [base + n for n in image_names(batch) if started and (folder / n).is_file()]
-        names = (VIDEO_FILE, PREVIEW_FILE, THUMB_FILE)
-        present = {n: started and (folder / n).is_file() for n in names}
-        return {
-            "images": images,
-            "video": base + VIDEO_FILE if present[VIDEO_FILE] else None,
-            "preview": base + PREVIEW_FILE if present[PREVIEW_FILE] else None,
-            "thumbnail": base + THUMB_FILE if present[THUMB_FILE] else None,
-            "settings": base + SETTINGS_FILE,
-            "events": f"/api/jobs/{row.id}/events",
-        }
-
-    def show(self, row: JobRow, position: int | None = None) -> dict[str, Any]:
-        live = self.service.hub.progress.get(row.id)
-        config = public_settings(row.config, self.service.uploads_dir)
-        model = row.model or pair_name(config)
-        seed = config.get("seed")
-        return {
-            "id": row.id,
-            "status": row.status,
-            "prompts": config.get("prompts", []),
-            "model": model,
-            "settings": config,
-            # JavaScript rounds integers above 2**53: the seed again, as a decimal string
-            "seed": None if seed is None else str(seed),
-            "command": _command(config, model),
-            "video": row.video,
-            "parent": row.parent,
-            "created": row.created,
-            "started": row.started,
-            "finished": row.finished,
-            "step": live["step"] if live else row.step,
-            "iterations": config.get("iterations"),
-            "position": position,
-            "error": row.error,
-            "cancel_requested": row.cancel and row.status == "running",
-            "progress": live,
-            "can_continue": row.status in ("done", "partial", "cancelled")
-            and (self.service.job_dir(row.id) / RUN_DIR / "state.bin").is_file(),
-            "urls": self.files(row),
-        }
-
-    def one(self, job_id: str) -> dict[str, Any]:
-        row = self.get_row(job_id)
-        return self.show(row, self.service.store.position(row))
-
-    def snapshot(self, job_id: str) -> tuple[JobRow | None, dict[str, Any] | None]:
-        row = self.service.store.get(job_id)
-        return (
-            (row, None) if row is None else (row, self.show(row, self.service.store.position(row)))
-        )
-
-    def get_row(self, job_id: str) -> JobRow:
-        row = self.service.store.get(job_id) if is_job_id(job_id) else None
-        if row is None:
-            raise APIError(404, f"no job {job_id!r}")
-        return row
-
-
-def _command(config: dict[str, Any], model: str | None) -> str | None:
-    try:
-        return generate_command(config, model)
-    except ConfigError:  # a model pair since removed from the registry
-        return None
 
 
 def _sse(event: str, data: Any) -> str:
@@ -369,9 +258,6 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
     def _continue(
         job_id: str, body: Any, key: tuple[str, str] | None
     ) -> tuple[dict[str, Any], bool]:
-        from vqclip.generate.checkpoint import load_run_state, save_run_state
-        from vqclip.generate.config import GenerateConfig
-
         parent = views.get_row(job_id)
         if not isinstance(body, dict) or set(body) - {"iterations", "video"}:
             raise APIError(
@@ -380,43 +266,28 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
                 kind="invalid-body",
             )
         more, video = body.get("iterations"), body.get("video", parent.video)
-        if not isinstance(more, int) or isinstance(more, bool) or not 1 <= more <= MAX_MORE_STEPS:
-            raise APIError(
-                422,
-                f"iterations={more!r}: give a whole number of steps, 1 to {MAX_MORE_STEPS}",
-                field="iterations",
-            )
+        try:
+            check_more_steps(more)
+        except ConfigError as e:
+            raise APIError(422, str(e), field=e.field)
         if not isinstance(video, bool) or (video and not policy.video_available):
             raise APIError(
                 422,
                 f"video={video!r}: expected true or false (and imageio-ffmpeg)",
                 field="video",
             )
-        source = service.job_dir(job_id)
         if parent.status not in ("done", "partial", "cancelled"):
             raise APIError(
                 409, f"job {job_id} is {parent.status}; continue a done or cancelled job"
             )
-        try:
-            state = load_run_state(source / RUN_DIR)
-            config = GenerateConfig.from_dict(state["config"])
-        except (CheckpointError, ConfigError) as e:
-            raise APIError(409, f"job {job_id} cannot be continued: {e}")
-        # The child is the parent's run asked for more steps: its checkpoint, with the new total,
-        # makes execute_job resume at the parent's last step.
-        try:
-            config = config.replace(iterations=state["step"] + more)
-        except ConfigError as e:
-            raise APIError(422, str(e), field=e.field)
-        state["config"] = config.to_dict()
         child = new_job_id()
         folder = service.job_dir(child)
-        save_run_state(state, folder / RUN_DIR)
-        frames = source / FRAMES_DIR
-        if video and frames.is_dir():
-            for frame in sorted(frames.glob("*.png")):
-                (folder / FRAMES_DIR).mkdir(exist_ok=True)
-                (folder / FRAMES_DIR / frame.name).write_bytes(frame.read_bytes())
+        try:
+            config = continuation.continue_job(service.job_dir(job_id), folder, more, frames=video)
+        except CheckpointError as e:
+            raise APIError(409, f"job {job_id} cannot be continued: {e}")
+        except ConfigError as e:  # the new total is past the declared bound
+            raise APIError(422, str(e), field=e.field)
         try:
             job, replayed = _admit(
                 config.to_dict(),

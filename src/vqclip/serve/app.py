@@ -31,9 +31,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from vqclip import __version__
-from vqclip.serve.api import APIError, build_router, error_response, parse_json_body
+from vqclip.serve.api import build_router, error_response, parse_json_body
 from vqclip.serve.options import Policy
-from vqclip.serve.problems import MEDIA_TYPE, SCHEMA, problem
+from vqclip.serve.problems import MEDIA_TYPE, SCHEMA, APIError, problem
 from vqclip.serve.service import ServeSettings, Service, downloads_allowed
 
 log = logging.getLogger("vqclip.serve")

@@ -148,3 +148,25 @@ def describe(kind: str) -> dict[str, Any] | None:
         return None
     status, title, text = KINDS[kind]
     return {"type": TYPE_BASE + kind, "title": title, "status": status, "description": text}
+
+
+class APIError(Exception):
+    """An error answer: `kind` of problem (default: the status's), `field` at fault."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        kind: str | None = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.kind = status, detail, kind
+        self.field, self.headers = field, headers
+
+    def response(self) -> JSONResponse:
+        return problem(
+            self.status, self.detail, kind=self.kind, field=self.field, headers=self.headers
+        )
