@@ -34,6 +34,7 @@ from vqclip.batch.plan import (
 )
 from vqclip.batch.storage import Storage
 from vqclip.batch.worker import UnitWorker
+from vqclip.jobs.loop import work
 from vqclip.jobs.status import DONE, FAILED, PARTIAL
 from vqclip.jobs.threads import default_threads
 from vqclip.jobs.workers import worker_devices
@@ -160,9 +161,9 @@ def run_local(
     current step (each writes its checkpoint), and the summary counts what is left."""
     started = time.perf_counter()
     record = _Recorder(plan, on_unit)
-    work: queue.Queue[Unit] = queue.Queue()
+    pending: queue.Queue[Unit] = queue.Queue()
     for unit in plan.units:
-        work.put(unit)
+        pending.put(unit)
     stop = threading.Event()
 
     def stopping() -> bool:
@@ -170,19 +171,25 @@ def run_local(
             stop.set()
         return stop.is_set()
 
+    def take() -> Unit | None:
+        try:
+            return pending.get_nowait()
+        except queue.Empty:
+            return None
+
     def serve(device: str | None) -> None:
         worker = UnitWorker(plan.storage.out, device, options, workers=len(devices))
-        while not stop.is_set():
-            try:
-                unit = work.get_nowait()
-            except queue.Empty:
-                return
-            step = (lambda s, r, u=unit: on_step(u)) if on_step is not None else None
+
+        def carry_out(unit: Unit) -> bool:
+            step = (lambda s, r: on_step(unit)) if on_step is not None else None
             records = worker.run(unit, on_step=step, should_stop=stopping)
-            if records is None:
+            if records is None:  # stopped: its checkpoint is written, the rest waits
                 stop.set()
-                return
+                return False
             record(unit, records)
+            return True
+
+        work(take, carry_out, stopping=stop.is_set)
 
     devices = worker_devices(names=devices)
     if len(devices) == 1:

@@ -103,21 +103,24 @@ class WorkerLoop:
         return os.getppid() != self.parent or self.control.stopping()
 
     def run(self) -> None:
+        from vqclip.jobs.loop import work
+
+        def carry_out(job: JobRow) -> bool:
+            self.send(("claimed", job.id))
+            try:
+                self.run_job(job)
+            finally:
+                self.send(("ended", job.id))
+            return True  # a stopped job went back to the queue; `stopping` ends the loop
+
         try:
-            while not self.stopping():
-                try:
-                    job = self.store.claim(self.name)
-                except Exception:  # a locked or failing disk: wait and try again, do not die
-                    log.exception("%s: could not claim a job", self.name)
-                    job = None
-                if job is None:
-                    self.control.wait(IDLE_POLL_S)
-                    continue
-                self.send(("claimed", job.id))
-                try:
-                    self.run_job(job)
-                finally:
-                    self.send(("ended", job.id))
+            work(
+                lambda: self.store.claim(self.name),
+                carry_out,
+                stopping=self.stopping,
+                idle=self.control.wait,
+                poll_s=IDLE_POLL_S,
+            )
         finally:
             self.store.close()
 
