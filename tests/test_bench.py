@@ -65,12 +65,9 @@ def test_bench_rejects_unknown_clip():
         BenchConfig(clip=("ViT-X",))
 
 
-def test_bench_command_prints_a_table_and_writes_json(
-    tiny_vqgan, tiny_clip, tmp_path, capsys, monkeypatch
-):
+def test_bench_command_prints_a_table_and_writes_json(models, tmp_path, capsys):
     from vqclip.cli import main
 
-    monkeypatch.setattr("vqclip.bench.build_models", lambda names: (tiny_vqgan, [tiny_clip]))
     out = tmp_path / "r.json"
     code = main(
         [
@@ -96,7 +93,8 @@ def test_bench_command_prints_a_table_and_writes_json(
             "0.05",
             "--json",
             str(out),
-        ]
+        ],
+        models=models,
     )
     assert code == 0
     assert "| 32x32 | 2 | 1 |" in capsys.readouterr().out

@@ -79,7 +79,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         peak_seconds=args.peak_seconds,
     )
     use_threads(checked.threads)
-    result = run_bench(config)
+    # main(models=...) hands in models (tests); else random weights of the named architectures
+    models = args.models.get(checked) if getattr(args, "models", None) is not None else None
+    result = run_bench(config, models)
     print(format_table([result]))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
