@@ -363,6 +363,13 @@ def test_serve_refuses_other_interfaces_without_a_token(monkeypatch, capsys):
     args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--token", token])
     exposed = settings_from_args(args)
     assert exposed.token == token and exposed.trusted_hosts is None
+    assert local.max_queued == 200
+    assert (
+        settings_from_args(build_parser().parse_args(["serve", "--max-queued", "0"])).max_queued
+        is None
+    )
+    assert main(["serve", "--max-queued", "-1"]) == 2
+    assert "--max-queued=-1" in capsys.readouterr().err
 
 
 def test_a_second_server_on_the_same_data_is_refused(serve):
