@@ -334,7 +334,7 @@ def test_the_schema_and_the_page_read_every_option_from_the_config(serve):
 
 def test_the_store_puts_interrupted_jobs_back_and_gives_up_on_repeat_offenders(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite3")
-    a, b, c = (store.add({"n": i}).id for i in range(3))
+    a, b, c = (store.admit({"n": i})[0].id for i in range(3))
     for _ in range(3):
         store.claim("w")  # a, b and c run: then the server dies
     store.cancel(c)

@@ -156,18 +156,6 @@ class JobStore:
             self._connections.clear()
         self._local = threading.local()
 
-    def add(
-        self,
-        config: dict[str, Any],
-        *,
-        model: str | None = None,
-        video: bool = False,
-        parent: str | None = None,
-        job_id: str | None = None,
-    ) -> JobRow:
-        row, _ = self.admit(config, model=model, video=video, parent=parent, job_id=job_id)
-        return row
-
     def admit(
         self,
         config: dict[str, Any],
