@@ -50,3 +50,24 @@ def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
+
+
+class LockHeld(Exception):
+    """Another process holds the lock."""
+
+
+def hold_lock(path: str | os.PathLike) -> IO | None:
+    """An exclusive advisory lock on `path` (created if missing), held until the returned handle
+    is closed (or the process ends, a kill -9 included); LockHeld when another process holds
+    it. None where the system has no flock (Windows): nothing is locked there."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(path, "a")  # noqa: SIM115 (the caller holds it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise LockHeld(str(path))
+    return handle

@@ -215,26 +215,22 @@ def _check_run_dir(run_dir: Path, given: bool) -> Path:
 def _output_lock(output: Path) -> Iterator[None]:
     """Two runs writing the same output would share its checkpoint folder and the last one
     would silently win: the second is refused while the first runs."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks this way
-        yield
-        return
+    from vqclip.atomic import LockHeld, hold_lock
+
     lock = output.with_name(f".{output.name}.lock")
-    handle = open(lock, "a")  # noqa: SIM115 (held for the run)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
+        handle = hold_lock(lock)
+    except LockHeld:
         raise ConfigError(
             f"another vqclip run is writing {str(output)!r}; wait for it, or give another -o"
         )
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            lock.unlink()
-        handle.close()
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            handle.close()
 
 
 class _StoppedBeforeStart(Exception):

@@ -70,19 +70,14 @@ def downloads_allowed(settings: ServeSettings) -> bool:
 def _lock_data(data: Path):
     """Hold DATA/serve.lock for as long as this server runs: a second server on the same data
     would put the first one's running jobs back in the queue and run them twice."""
+    from vqclip.atomic import LockHeld, hold_lock
+
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks this way
-        return None
-    handle = open(data / "serve.lock", "a")  # noqa: SIM115 (held until stop)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
+        return hold_lock(data / "serve.lock")
+    except LockHeld:
         raise VQClipError(
             f"another vqclip serve is using {data}; stop it, or give this one its own --data"
         )
-    return handle
 
 
 @dataclass
