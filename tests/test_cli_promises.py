@@ -120,11 +120,16 @@ def test_ctrl_c_while_modules_import_is_noted_and_acted_on_after():
     code: during the imports it is only noted, and raised once they are done."""
     from vqclip.cli import _ImportGuard
 
-    guard = _ImportGuard()
-    os.kill(os.getpid(), signal.SIGINT)  # would raise here without the guard
-    with pytest.raises(KeyboardInterrupt):
-        guard.release()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler, as in a terminal (a shell's background job inherits SIGINT ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        guard = _ImportGuard()
+        os.kill(os.getpid(), signal.SIGINT)  # would raise here without the guard
+        with pytest.raises(KeyboardInterrupt):
+            guard.release()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_unwritable_output_at_the_end_rescues_the_image(model_files, tmp_path, capsys, monkeypatch):
