@@ -134,8 +134,11 @@ def test_bad_options_are_clear_errors_before_any_model_loads(tmp_path, capsys):
     bad = {
         ("--every", "0"): "--every must be at least 1",
         ("--limit", "0"): "--limit must be at least 1",
-        ("--steps", "0"): "--steps must be at least 1",
-        ("--lr", "-1"): "--lr must be above 0",
+        ("-i", "0"): "iterations=0: must be at least 1",
+        ("-lr", "-1"): "lr=-1.0: must be greater than 0",
+        ("--seed", "-3"): "seed=-3: must be at least 0",
+        ("--threads", "0"): "threads=0: must be at least 1",
+        ("--precision", "fp16"): "--precision fp16: choose from auto, fp32, bf16",
         ("--methods", "overview,nope"): "choose from crowson",
         ("--guides", ","): "--guides needs a CLIP file",
         ("--prompts", str(tmp_path / "none.txt")): "cannot read it",
@@ -150,8 +153,8 @@ def test_bad_options_are_clear_errors_before_any_model_loads(tmp_path, capsys):
     prompts.write_text("a red circle\na lighthouse\n")
     assert main(["eval", "--prompts", str(prompts)]) == 2
     assert "'a lighthouse' names no attribute" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["eval", "--precision", "fp16"])
+    with pytest.raises(SystemExit):  # not a precision at all: argparse's own message
+        main(["eval", "--precision", "fp8"])
 
 
 def test_every_option_has_help():
@@ -160,8 +163,12 @@ def test_every_option_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices["eval"]
     options = [a for a in sub._actions if a.option_strings and a.dest != "help"]
-    assert {a.dest for a in options} >= {"prompts", "methods", "steps", "json", "images", "guides"}
+    assert {a.dest for a in options} >= {"prompts", "methods", "iterations", "json", "guides"}
     assert all(a.help for a in options), [a.dest for a in options if not a.help]
+    # the loop's flags are generate's, with the eval's own defaults in their help
+    flags = {a.dest: a for a in options}
+    assert flags["iterations"].option_strings == ["-i", "--iterations"]
+    assert "(default: 100)" in flags["iterations"].help and "(default: 1)" in flags["threads"].help
 
 
 @needs_weights
@@ -170,7 +177,7 @@ def test_eval_command_writes_its_report_and_grids(tmp_path, capsys):
     them) and keeps the toy VQGAN and judge; --json and --images are written whole."""
     guide = toy_paths()["clip_1"]
     out, grids = tmp_path / "eval.json", tmp_path / "grids"
-    argv = ["eval", "--every", "25", "--steps", "1", "--cutn", "2", "--methods", "overview"]
+    argv = ["eval", "--every", "25", "-i", "1", "--cutn", "2", "--methods", "overview"]
     argv += ["--precision", "fp32", "--guides", str(guide)]
     out.write_text("an older report")
     assert main([*argv, "--json", str(out), "--images", str(grids)]) == 0

@@ -9,11 +9,18 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from vqclip.cli.options import HelpFormatter
+from vqclip.cli.options import HelpFormatter, add_config_options, given_options
 from vqclip.errors import ConfigError
+from vqclip.generate.config import GenerateConfig
 from vqclip.toy.eval import DEFAULT_PROMPTS, METHODS, PRECISIONS, EvalSettings
 
 DEFAULTS = EvalSettings()
+LOOP_OPTIONS = ("iterations", "cutn", "lr", "tv_weight", "seed", "precision", "threads")
+# one thread unless asked: the probe's figures are per core, and eval runs beside other work
+LOOP_DEFAULTS = {
+    **{name: getattr(DEFAULTS, name) for name in LOOP_OPTIONS if name != "threads"},
+    "threads": 1,
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,36 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated cutout methods, each run on every prompt (default: all of "
         f"{', '.join(METHODS)})",
     )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=DEFAULTS.iterations,
-        metavar="N",
-        help=f"loop steps (default {DEFAULTS.iterations})",
-    )
-    parser.add_argument(
-        "--cutn",
-        type=int,
-        default=DEFAULTS.cutn,
-        metavar="N",
-        help=f"cutouts per step (default {DEFAULTS.cutn})",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=DEFAULTS.lr,
-        help=f"learning rate, in codebook units (default {DEFAULTS.lr})",
-    )
-    parser.add_argument(
-        "--tv-weight",
-        type=float,
-        default=DEFAULTS.tv_weight,
-        metavar="W",
-        help=f"total-variation loss weight (default {DEFAULTS.tv_weight})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULTS.seed, help=f"the loop's seed (default {DEFAULTS.seed})"
-    )
+    # The loop's own flags, from GenerateConfig's declarations (checked by them), with the
+    # eval's defaults
+    add_config_options(parser, GenerateConfig, only=LOOP_OPTIONS, defaults=LOOP_DEFAULTS)
     parser.add_argument(
         "--every",
         type=int,
@@ -77,16 +57,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--limit", type=int, metavar="N", help="only the first N prompts (after --every)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=DEFAULTS.precision,
-        help="compute dtype of the decoder and guides (default auto: bf16 only where it is "
-        "fast); compare bf16 with fp32 to check that the fast path paints the same",
     )
     parser.add_argument(
         "--json", type=Path, metavar="FILE", help="write the settings and results here"
@@ -165,14 +135,8 @@ def _check_output(flag: str, path: Path, folder: bool) -> None:
 def _check(args: argparse.Namespace) -> tuple[list[str], list[str], list[tuple[str, dict]]]:
     """Every option checked before a model loads; returns (methods, guides, variants)."""
     rules = (
-        ("--steps", args.steps, args.steps >= 1, "at least 1"),
-        ("--cutn", args.cutn, args.cutn >= 1, "at least 1"),
-        ("--lr", args.lr, args.lr > 0, "above 0"),
-        ("--tv-weight", args.tv_weight, args.tv_weight >= 0, "0 or more"),
-        ("--seed", args.seed, args.seed >= 0, "0 or more"),
         ("--every", args.every, args.every >= 1, "at least 1"),
         ("--limit", args.limit, args.limit is None or args.limit >= 1, "at least 1"),
-        ("--threads", args.threads, args.threads >= 1, "at least 1"),
     )
     for flag, value, ok, rule in rules:
         if not ok:
@@ -197,15 +161,20 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[str], list[tuple[s
     return methods, guides, variants
 
 
+def _loop(args: argparse.Namespace) -> dict:
+    """The loop options given, over the eval's defaults, checked by GenerateConfig's
+    declarations (the same messages as `vqclip generate`'s)."""
+    given = {k: v for k, v in given_options(args).items() if k in LOOP_OPTIONS}
+    given = {**LOOP_DEFAULTS, **given}
+    GenerateConfig(prompts=("x",), **given)
+    if given["precision"] not in PRECISIONS:
+        raise ConfigError(f"--precision {given['precision']}: choose from {', '.join(PRECISIONS)}")
+    return given
+
+
 def _settings(args: argparse.Namespace) -> EvalSettings:
-    return EvalSettings(
-        iterations=args.steps,
-        cutn=args.cutn,
-        lr=args.lr,
-        tv_weight=args.tv_weight,
-        seed=args.seed,
-        precision=args.precision,
-    )
+    loop = _loop(args)
+    return EvalSettings(**{k: v for k, v in loop.items() if k != "threads"})
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -218,7 +187,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     methods, guides, variants = _check(args)
     prompts = _prompts(args.prompts, args.every, args.limit)
     settings = _settings(args)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(_loop(args)["threads"])
     models = load_toy_models(args.weights or WEIGHTS_DIR)
     if guides:
         from vqclip.weights.resolve import load_clip_by_name

@@ -33,6 +33,7 @@ def add_config_options(
     only: tuple[str, ...] | None = None,
     aliases: Mapping[str, tuple[str, ...]] | None = None,
     value_aliases: Mapping[str, Mapping[str, str | None]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> dict[str, argparse._ArgumentGroup]:
     """One flag per field of `declared` (`GenerateConfig` or another dataclass of `option`s;
     `only` these fields when given), in its declared group. Flags that are not given stay out
@@ -41,7 +42,9 @@ def add_config_options(
 
     Choices are matched without regard to case (`-opt Adam`). `aliases` (field -> other flags)
     and `value_aliases` (field -> {another tool's choice: ours}) accept another tool's
-    spellings; the values pass through as given, for the caller to translate and say so."""
+    spellings; the values pass through as given, for the caller to translate and say so.
+    `defaults` (field -> value) are the defaults a command other than `generate` uses where a
+    flag is not given (e.g. eval's 100 steps); its --help shows those."""
     hints = typing.get_type_hints(declared)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(declared):
@@ -52,7 +55,8 @@ def add_config_options(
         groups[meta["group"]] = group
         extra_flags = (aliases or {}).get(f.name, ())
         extra_values = tuple((value_aliases or {}).get(f.name, ()))
-        settings = _argparse_settings(f, hints[f.name], extra_values)
+        shown = (defaults or {}).get(f.name, f.default)
+        settings = _argparse_settings(f, hints[f.name], extra_values, shown)
         action = group.add_argument(*meta["flags"], *extra_flags, **settings)
         action.hidden_flags = extra_flags
     return groups
@@ -65,12 +69,12 @@ def given_options(args: argparse.Namespace, declared: type = GenerateConfig) -> 
 
 
 def _argparse_settings(
-    f: dataclasses.Field, hint: Any, extra_values: tuple[str, ...] = ()
+    f: dataclasses.Field, hint: Any, extra_values: tuple[str, ...] = (), default: Any = None
 ) -> dict[str, Any]:
     meta = f.metadata
     help_text = meta["help"].replace("%", "%%")
-    if f.default not in (None, ()) and not isinstance(f.default, bool):
-        shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    if default not in (None, ()) and not isinstance(default, bool):
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         help_text += f" (default: {shown})"
     settings: dict[str, Any] = {
         "dest": f.name,
