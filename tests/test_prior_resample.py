@@ -86,6 +86,8 @@ def test_bad_values_are_clear_errors():
         sampler.redraw(idx, torch.ones(1, 4, 3, dtype=torch.bool), gen(0))
     with pytest.raises(ConfigError, match="another VQGAN"):
         TokenResampler(tiny_prior(), 32, (4, 4))
+    with pytest.raises(ConfigError, match="temperature=0"):
+        TokenResampler(tiny_prior(), 16, (4, 4), temperature=0)
     base = dict(prompts=("a red circle",), seed=1)
     with pytest.raises(ConfigError, match="prior_resample_every=2: needs a token transformer"):
         GenerateConfig(**base, prior_resample_every=2)
@@ -94,6 +96,8 @@ def test_bad_values_are_clear_errors():
     for fraction in (0, -0.1, 1.5):
         with pytest.raises(ConfigError, match="prior_resample_fraction"):
             GenerateConfig(**base, prior="toy_prior", prior_resample_fraction=fraction)
+    with pytest.raises(ConfigError, match="prior_draw_temperature=0"):
+        GenerateConfig(**base, prior="toy_prior", prior_draw_temperature=0)
     with pytest.raises(ConfigError, match="prior_resample_every=-1"):
         GenerateConfig(**base, prior="toy_prior", prior_resample_every=-1)
 
@@ -192,3 +196,12 @@ def test_prior_candidates_keep_the_one_the_guides_like_best(tiny_vqgan, tiny_cli
     assert torch.equal(kept[0], candidates[losses.argmin()])
     with pytest.raises(ConfigError, match="prior_candidates=4: only with init='prior'"):
         GenerateConfig(prompts=("a red circle",), prior="tiny", prior_candidates=4)
+
+
+def test_a_low_draw_temperature_draws_the_likeliest_tokens():
+    prior = tiny_prior()
+    cold = TokenResampler(prior, 16, (4, 4), temperature=0.01).sample(8, gen(0))
+    warm = TokenResampler(prior, 16, (4, 4)).sample(8, gen(0))
+    cold_nll = TokenResampler(prior, 16, (4, 4)).surprisal(cold).mean()
+    warm_nll = TokenResampler(prior, 16, (4, 4)).surprisal(warm).mean()
+    assert cold_nll < warm_nll - 0.5

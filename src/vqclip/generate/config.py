@@ -352,6 +352,16 @@ class GenerateConfig:
         high=1,
         metavar="F",
     )
+    prior_draw_temperature: float = option(
+        1.0,
+        "--prior-draw-temperature",
+        help="temperature of the tokens drawn from the prior (--init prior, resampling); "
+        "below 1 the likelier tokens are drawn more often",
+        group="prior and scales",
+        above=0,
+        high=100,
+        metavar="T",
+    )
     prior_candidates: int = option(
         1,
         "--prior-candidates",

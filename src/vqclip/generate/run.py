@@ -212,6 +212,7 @@ class Run:
             self.vqgan.codebook.shape[0],
             self.grid,
             label=cfg.prior_class,
+            temperature=cfg.prior_draw_temperature,
             device=self.device,
         )
 

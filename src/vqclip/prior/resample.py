@@ -26,7 +26,8 @@ from vqclip.prior.loss import prior_window, window_starts
 
 class TokenResampler:
     """Scores and redraws (B, h, w) grids of code indices of a VQGAN with `n_codes` codes under
-    `prior`; `label` is the class of a class-conditional prior."""
+    `prior`; `label` is the class of a class-conditional prior; draws are from the prior's
+    prediction at `temperature` (below 1: the likelier tokens more often)."""
 
     def __init__(
         self,
@@ -35,8 +36,11 @@ class TokenResampler:
         grid: tuple[int, int],
         *,
         label: int | None = None,
+        temperature: float = 1.0,
         device: torch.device | str = "cpu",
     ) -> None:
+        if not temperature > 0:
+            raise ConfigError(f"draw temperature={temperature!r}: must be above 0")
         gpt = prior.transformer
         if gpt.config.vocab_size < n_codes:
             raise ConfigError(
@@ -49,6 +53,7 @@ class TokenResampler:
         self.window = prior_window(prior, grid)
         self.prefix = prior.prefix(1, self.window, label).to(device)  # (1, P)
         self.device = torch.device(device)
+        self.temperature = temperature
 
     def _windows(self) -> list[tuple[int, int]]:
         (h, w), (wh, ww) = self.grid, self.window
@@ -123,7 +128,8 @@ class TokenResampler:
                     logits, past = self.gpt.extend(tokens[:, t - 1 : t], past)
                 rows = chosen[:, t].nonzero().flatten()
                 if len(rows):
-                    p = F.softmax(logits[rows, -1, : self.n_codes].float(), dim=-1)  # (r, K)
+                    logit = logits[rows, -1, : self.n_codes].float() / self.temperature
+                    p = F.softmax(logit, dim=-1)  # (r, K)
                     drawn = torch.multinomial(p.cpu(), 1, generator=generator)[:, 0]
                     tokens[rows, t] = drawn.to(self.device)
             out[images, y : y + wh, x : x + ww] = tokens.view(-1, wh, ww)
