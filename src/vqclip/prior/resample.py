@@ -6,7 +6,7 @@ order), read off one forward pass of the (causal) transformer. The `fraction` of
 tokens with the highest surprisal are redrawn one after another in raster order, each from
 the prior's prediction given the tokens before it (already redrawn ones included), so a
 redrawn token follows what the prior expects after its context: a stray fragment after a
-plain background tends to become background. Grids larger than the transformer's block are
+plain background is mostly redrawn as background. Grids larger than the transformer's block are
 handled in the windows the prior loss uses (vqclip.prior.loss.prior_window): a token belongs
 to the first window, in raster order, that covers it. The same routine with every token
 chosen draws a whole grid from the prior (a start the prior agrees with).
