@@ -22,7 +22,7 @@ from vqclip.generate.augments import AUGMENTS, DEFAULT_AUGMENTS
 from vqclip.generate.cutouts import METHODS as CUT_METHODS
 from vqclip.validation import is_int
 
-INITS = ("random", "pixels", "gradient", "image")
+INITS = ("random", "pixels", "gradient", "image", "prior")
 OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "radam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -242,7 +242,8 @@ class GenerateConfig:
         "random",
         "-in",
         "--init",
-        help="random codes, random coloured pixels, smooth gradient noise, or image",
+        help="random codes, random coloured pixels, smooth gradient noise, an image, or prior: "
+        "codes drawn from the --prior (a start it agrees with)",
         group="init and regularisers",
         choices=INITS,
     )
@@ -330,6 +331,47 @@ class GenerateConfig:
         "assignments themselves, differentiated through the transformer)",
         group="prior and scales",
         choices=PRIOR_CONTEXTS,
+    )
+    prior_resample_every: int = option(
+        0,
+        "--prior-resample-every",
+        help="every N steps (the last one too when N divides the steps), redraw the tokens "
+        "the --prior finds least likely from its prediction given the tokens before them; "
+        "--prior-weight 0 for resampling without the prior's loss (0: never)",
+        group="prior and scales",
+        low=0,
+        high=10**7,
+        metavar="N",
+    )
+    prior_resample_fraction: float = option(
+        0.1,
+        "--prior-resample-fraction",
+        help="share of each image's tokens redrawn at each --prior-resample-every: those the "
+        "prior finds least likely",
+        group="prior and scales",
+        above=0,
+        high=1,
+        metavar="F",
+    )
+    prior_draw_temperature: float = option(
+        1.0,
+        "--prior-draw-temperature",
+        help="temperature of the tokens drawn from the prior (--init prior, resampling); "
+        "below 1 the likelier tokens are drawn more often",
+        group="prior and scales",
+        above=0,
+        high=100,
+        metavar="T",
+    )
+    prior_candidates: int = option(
+        1,
+        "--prior-candidates",
+        help="with --init prior: draw K grids per image and start from the one the guides "
+        "like best for its prompt (the whole image under the loop's prompt losses)",
+        group="prior and scales",
+        low=1,
+        high=4096,
+        metavar="K",
     )
     prior_class: int | None = option(
         None,
@@ -434,6 +476,14 @@ class GenerateConfig:
             _fail("scales", self.scales, "give increasing fractions of the size ending at 1")
         if len(self.scales) > self.iterations:
             _fail("scales", self.scales, f"more scales than iterations ({self.iterations})")
+        for name, used in (
+            ("init", self.init == "prior"),
+            ("prior_resample_every", self.prior_resample_every > 0),
+        ):
+            if used and not self.prior:
+                _fail(name, getattr(self, name), "needs a token transformer: set prior (--prior)")
+        if self.prior_candidates > 1 and self.init != "prior":
+            _fail("prior_candidates", self.prior_candidates, "only with init='prior'")
         if self.init == "image" and not self.init_image:
             _fail("init_image", self.init_image, "init='image' needs an init image path")
 

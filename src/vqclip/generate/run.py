@@ -127,6 +127,7 @@ class Run:
                 prior = load_prior_by_name(config.prior, config.prior_config)
             self.prior = prior
         self.prior_loss = self._build_prior_loss()
+        self.resampler = self._build_resampler()
 
         self.rng = torch.Generator(device="cpu").manual_seed(config.seed)
         self.cutouts = [
@@ -147,6 +148,7 @@ class Run:
         codebook = self.vqgan.codebook.detach().float()  # (n_embed, e_dim)
         self.z_min = codebook.min(dim=0).values.view(1, -1, 1, 1).to(self.device)
         self.z_max = codebook.max(dim=0).values.view(1, -1, 1, 1).to(self.device)
+        self.step_index = 0
         z = self._init_z().to(self.device)
         self.z0 = z.detach().clone()
         self.z = z.requires_grad_(True)
@@ -158,7 +160,6 @@ class Run:
         scale = self.codebook_std if config.lr_scale == "codebook" else 1.0
         self.effective_lr = config.lr * scale
         self._new_optimiser(0)
-        self.step_index = 0
         self.at_step_boundary = True
         self.last_good_z = self.z.detach().clone()
         self._graphs = None  # (decode, [encode_image]) replayed as CUDA graphs
@@ -188,7 +189,7 @@ class Run:
         )
 
     def _build_prior_loss(self):
-        if self.prior is None:
+        if self.prior is None or not self.config.prior_weight:
             return None
         from vqclip.prior.loss import PriorLoss
 
@@ -201,6 +202,41 @@ class Run:
             context=self.config.prior_context,
             device=self.device,
         )
+
+    def _build_resampler(self):
+        cfg = self.config
+        if self.prior is None or not (cfg.prior_resample_every or cfg.init == "prior"):
+            return None
+        from vqclip.prior.resample import TokenResampler
+
+        return TokenResampler(
+            self.prior,
+            self.vqgan.codebook.shape[0],
+            self.grid,
+            label=cfg.prior_class,
+            temperature=cfg.prior_draw_temperature,
+            device=self.device,
+        )
+
+    @torch.no_grad()
+    def _resample(self) -> None:
+        """Redraw the tokens the prior finds least likely (vqclip.prior.resample) and set z there
+        to the new codes' vectors; z elsewhere is untouched. The optimiser's first moment
+        (Adam's exp_avg, SGD's momentum) is zeroed at the redrawn positions, since it pointed
+        toward the old code, and its second moment is kept: the gradient's scale there is
+        unchanged, so the new token starts with small steps instead of the 3x-lr step a fresh
+        moment pair would take after Adam's bias correction has worn off."""
+        _, idx = self.vqgan.quantize(self.z)  # (B, h, w)
+        mask = self.resampler.least_likely(idx, self.config.prior_resample_fraction)
+        mask &= ~self.failed.view(-1, 1, 1)
+        new = self.resampler.redraw(idx, mask, self.rng)
+        codes = F.embedding(new, self.vqgan.codebook.float()).permute(0, 3, 1, 2)  # (B, C, h, w)
+        where = mask[:, None]  # (B, 1, h, w)
+        self.z.copy_(torch.where(where, codes, self.z))
+        for key in ("exp_avg", "momentum_buffer"):
+            moment = self.optimiser.state.get(self.z, {}).get(key)
+            if isinstance(moment, torch.Tensor) and moment.shape == self.z.shape:
+                moment.masked_fill_(where, 0)
 
     def _enter_stage(self, stage: int, *, carry: bool) -> None:
         """Go to the next scale: the grid grows, the latent is carried up (`carry`: by decoding
@@ -226,6 +262,7 @@ class Run:
         self.last_good_z = self.z.detach().clone()
         self._new_optimiser(self.stages.starts[stage])
         self.prior_loss = self._build_prior_loss()
+        self.resampler = self._build_resampler()
 
     def _build_prompts(self) -> list[list[tuple[str, torch.nn.Module, int | None, int | None]]]:
         """prompts[clip] -> [(label, Prompt, image index or None for every image, story part or
@@ -282,8 +319,11 @@ class Run:
     def _init_z(self) -> torch.Tensor:
         cfg, (h, w), B = self.config, self.grid, self.config.batch_size
         codebook = self.vqgan.codebook.detach().float()
-        if cfg.init == "random":
-            idx = torch.randint(codebook.shape[0], (B, h, w), generator=self.rng)
+        if cfg.init in ("random", "prior"):
+            if cfg.init == "prior":
+                idx = self._prior_start().cpu()
+            else:
+                idx = torch.randint(codebook.shape[0], (B, h, w), generator=self.rng)
             return F.embedding(idx, codebook.cpu()).permute(0, 3, 1, 2).contiguous()  # (B, e, h, w)
         W, H = self.image_size
         if cfg.init == "image":
@@ -303,6 +343,40 @@ class Run:
         with torch.no_grad():
             z = self.vqgan.encode(img.to(self.device) * 2 - 1).float()
         return z.cpu()
+
+    @torch.no_grad()
+    def _prior_start(self) -> torch.Tensor:
+        """(B, h, w) codes drawn from the prior: `prior_candidates` grids per image, of which the
+        one whose decoded image has the lowest prompt loss (`whole_image_loss`) is kept."""
+        K = self.config.prior_candidates
+        best = []
+        for b in range(self.config.batch_size):
+            grids = self.resampler.sample(K, self.rng).to(self.device)  # (K, h, w)
+            if K > 1:
+                z_q = F.embedding(grids, self.vqgan.codebook.float()).permute(0, 3, 1, 2)
+                image = self._decode(z_q).add(1).div(2).clamp(0, 1)
+                grids = grids[self.whole_image_loss(image, b).argmin()][None]
+            best.append(grids)
+        return torch.cat(best)
+
+    @torch.no_grad()
+    def whole_image_loss(self, images: torch.Tensor, index: int) -> torch.Tensor:
+        """(N,): the prompt losses of image `index` of the batch (its own and the shared
+        prompts, the story part shown now, CLIPs weighted) for N candidate pictures (N, 3, H, W)
+        in [0, 1], each seen whole (resized to the CLIP's input, no cutouts or augments)."""
+        total = torch.zeros(len(images), device=self.device)
+        shown = self.story_parts_shown()
+        for clip, terms, weight in zip(
+            self.clips, self.prompts, self.config.weights_of_clips, strict=True
+        ):
+            size = clip.input_size
+            view = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+            embeds = self._embed(clip.encode_image, view)[:, None]  # (N, 1, D)
+            for _label, prompt, own, part in terms:
+                if own not in (None, index) or (part is not None and part != shown[own]):
+                    continue
+                total += weight * prompt(embeds)[0]
+        return total
 
     def _decode(self, z_q: torch.Tensor, decode=None) -> torch.Tensor:
         """Decoder in the compute dtype, result in fp32; `decode` may be its CUDA graph."""
@@ -392,6 +466,9 @@ class Run:
             z = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
             self.z.copy_(torch.where(self._failed_4d(), self.last_good_z, z))
         self.step_index += 1
+        every = self.config.prior_resample_every
+        if every and self.step_index % every == 0:
+            self._resample()
         if self.stages.stage_at(self.step_index) != self.stage:
             self._enter_stage(self.stages.stage_at(self.step_index), carry=True)
         self.at_step_boundary = True

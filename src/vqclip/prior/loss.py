@@ -58,6 +58,23 @@ def window_starts(length: int, window: int) -> list[int]:
     return starts
 
 
+def prior_window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) window of tokens the prior scores at once: the whole grid when its prefix and
+    all but the last token fit in the block, else the largest square that does."""
+    block = prior.transformer.config.block_size
+    h, w = grid
+
+    def fits(n: int) -> bool:
+        return prior.prefix_length((1, n)) + n - 1 <= block
+
+    if fits(h * w):
+        return grid
+    side = math.isqrt(block)
+    while side > 1 and not fits(side * side):
+        side -= 1
+    return (min(h, side), min(w, side))
+
+
 class PriorLoss:
     """Scores latents (B, C, h, w) under `prior`; `label` is the class of a class-conditional
     prior. Call it for the (B,) loss; the transformer stays frozen."""
@@ -86,24 +103,9 @@ class PriorLoss:
         self.gpt = gpt.to(device)
         self.codebook = codebook.detach().float().to(device)
         self.temperature = temperature * nearest_neighbour_scale(self.codebook)
-        self.window = self._window(prior, grid)
+        self.window = prior_window(prior, grid)
         self.prefix = prior.prefix(1, self.window, label).to(device)  # (1, P)
         self.table = gpt.tok_emb.weight[:n_codes]  # (K, n_embd): image codes' embeddings
-
-    @staticmethod
-    def _window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
-        block = prior.transformer.config.block_size
-        h, w = grid
-
-        def fits(n: int) -> bool:  # prefix + all but the last of n tokens fit in the block
-            return prior.prefix_length((1, n)) + n - 1 <= block
-
-        if fits(h * w):
-            return grid
-        side = math.isqrt(block)
-        while side > 1 and not fits(side * side):
-            side -= 1
-        return (min(h, side), min(w, side))
 
     def _tiles(self, x: torch.Tensor) -> torch.Tensor:
         """(B, h, w, ...) -> (windows * B, wh * ww, ...), windows in raster order."""

@@ -70,15 +70,28 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("mask", causal_mask(config.block_size, config.n_unmasked))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cached(x, None)[0]
+
+    def cached(
+        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Attention of the T new positions x (B, T, C) over `past` (the keys and values of the
+        positions before them, (B, nh, S, hs) each, or None) and themselves; returns the output
+        and the keys and values of all S + T positions."""
         B, T, C = x.shape
         heads = (B, T, self.n_head, C // self.n_head)
         k = self.key(x).view(heads).transpose(1, 2)  # (B, nh, T, hs)
         q = self.query(x).view(heads).transpose(1, 2)
         v = self.value(x).view(heads).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, nh, T, T)
-        att = att.masked_fill(self.mask[:, :, :T, :T] == 0, float("-inf")).softmax(dim=-1)
+        S = 0
+        if past is not None:
+            S = past[0].shape[2]
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, nh, T, S + T)
+        mask = self.mask[:, :, S : S + T, : S + T]
+        att = att.masked_fill(mask == 0, float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, C)
-        return self.proj(y)
+        return self.proj(y), (k, v)
 
 
 class Block(nn.Module):
@@ -135,3 +148,26 @@ class TokenTransformer(nn.Module):
             )
         x = self.blocks(x + self.pos_emb[:, :T])
         return self.head(self.ln_f(x))
+
+    def extend(
+        self, idx: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Logits (B, T, vocab_size) after the tokens `idx` (B, T) that follow the positions
+        cached in `past` (one (keys, values) pair per block, from an earlier call; None: none),
+        and the cache extended by them: sampling token by token without recomputing the
+        sequence. Equals `forward` on the whole sequence."""
+        S = 0 if past is None else past[0][0].shape[2]
+        T = idx.shape[1]
+        if self.config.block_size < S + T:
+            raise ConfigError(
+                f"sequence of {S + T} tokens is longer than the transformer's block_size "
+                f"({self.config.block_size})"
+            )
+        x = self.tok_emb(idx) + self.pos_emb[:, S : S + T]
+        cache = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block.attn.cached(block.ln1(x), None if past is None else past[i])
+            x = x + h
+            x = x + block.mlp(block.ln2(x))
+            cache.append(kv)
+        return self.head(self.ln_f(x)), cache
