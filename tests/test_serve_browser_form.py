@@ -133,6 +133,7 @@ def test_generate_with_a_count_makes_a_set_and_notifies_when_hidden(tmp_path, br
         with page.expect_response("**/api/jobs") as one:
             page.click("#submit")
         page.wait_for_selector(f".card[data-id='{one.value.json()['id']}'] img[src*='thumb.jpg']")
+        page.wait_for_selector("#job-status.done")
         assert len(page.evaluate("window.__notes")) == 3
         assert errors == []
 

@@ -13,6 +13,10 @@ from vqclip.generate.config import build_config
 from vqclip.serve.gallery import stream_zip
 
 TOKEN = "a-token-of-16+chars"
+COLOURS = (
+    "red green blue black white grey pink gold brown orange yellow purple silver dark light "
+    "small large tall short old new young happy sad big little round square bright calm"
+).split()
 
 
 def parse(client, body, **kw):
@@ -43,11 +47,11 @@ def test_a_prompt_is_read_into_story_parts_weights_stops_and_tokens(serve):  # n
 
 def test_a_text_longer_than_clip_reads_is_shown_cut_for_the_models_clips(serve):  # noqa: F811
     client = serve(workers=0)
-    words = " ".join(f"w{i}" for i in range(15))  # 30 tokens: "w" and a digit each
+    words = " ".join(COLOURS)  # 30 words of one token each
     toy = parse(client, {"prompt": words, "model": "toy"}).json()
     (long,) = toy["prompts"][0]["parts"][0]["prompts"]
     assert (long["tokens"], long["kept"], long["cut"]) == (30, 22, True)
-    assert long["kept_text"] == " ".join(f"w{i}" for i in range(11))
+    assert long["kept_text"] == " ".join(COLOURS[:22])
     # ViT-B/32 reads 75: the same text is whole there, and with the pair's CLIPs named instead
     default = parse(client, {"prompt": words}).json()["prompts"][0]["parts"][0]["prompts"][0]
     assert (default["kept"], default["cut"], default["kept_text"]) == (30, False, None)
@@ -70,7 +74,8 @@ def test_parse_requests_are_checked_documented_and_need_the_token(serve):  # noq
         ({"prompt": 3}, "give a string"),
         ({"prompt": "a", "model": "huge"}, "choose a pair"),
         ({"prompt": "a", "colour": "red"}, "unknown field(s) 'colour'"),
-        ({"prompt": "a" * 10_001}, "at most"),
+        ({"prompt": "a" * 2001}, "too long to read here"),
+        ({"prompt": ["a" * 1000] * 3}, "2000 characters in all"),
         ({"prompt": "a", "clip": []}, "CLIP names"),
         (["a"], "JSON object"),
     ]:

@@ -151,19 +151,16 @@ def build_gallery_router(service: Service) -> APIRouter:
             rows = [row for job_id in parse_ids(ids) if (row := store.get(job_id)) is not None]
             return page(rows, None)
         words = q.casefold().split()
-        found: list[JobRow] = []
+        found: list[JobRow] = []  # one more than a page, to know whether there is a next
         cursor = before
-        while len(found) < limit:
+        while len(found) <= limit:
             batch = store.list(status=status, limit=_PAGE, before=cursor)
-            for row in batch:
-                if prompt_matches(row, words):
-                    found.append(row)
-                    if len(found) == limit:
-                        break
+            found += [row for row in batch if prompt_matches(row, words)]
             if len(batch) < _PAGE:
                 break
             cursor = batch[-1].seq
-        return page(found, found[-1].seq if len(found) == limit else None)
+        more = len(found) > limit
+        return page(found[:limit], found[limit - 1].seq if more else None)
 
     @router.get(
         "/zip",

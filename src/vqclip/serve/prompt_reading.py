@@ -28,8 +28,10 @@ from vqclip.generate.story import story_parts
 from vqclip.serve.api import APIError, _errors, parse_json_body
 from vqclip.weights.registry import PACKAGED, PACKAGED_DIR, PAIRS
 
-MAX_PROMPT_CHARS = 10_000  # far beyond what CLIP reads; tokenizing more is wasted work
-MAX_PROMPTS = 64
+# CLIP reads some 300 characters; CLIP's BPE takes time quadratic in a word's length (9 s for
+# 10,000 random letters), so what is read here is capped well above what matters.
+MAX_PROMPT_CHARS = 2000  # all prompt strings together
+MAX_PROMPTS = 16
 MAX_CLIPS = 8
 
 
@@ -145,6 +147,14 @@ def read_prompts(prompts: list[str], clips: list[str]) -> PromptReading:
     return PromptReading(context_length=length, readable_tokens=room, prompts=shown, error=None)
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _request(body: Any) -> tuple[list[str], list[str]]:
     """(prompt strings, CLIP names) of a request; APIError 422 naming what is wrong."""
     if not isinstance(body, dict):
@@ -157,10 +167,14 @@ def _request(body: Any) -> tuple[list[str], list[str]]:
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
         raise APIError(422, f"prompt={prompt!r}: give a string, or a list of strings")
-    if len(prompts) > MAX_PROMPTS or any(len(p) > MAX_PROMPT_CHARS for p in prompts):
+    if len(prompts) > MAX_PROMPTS or sum(map(len, prompts)) > MAX_PROMPT_CHARS:
         raise APIError(
-            422, f"prompt: at most {MAX_PROMPTS} strings of {MAX_PROMPT_CHARS} characters"
+            422,
+            f"prompt: too long to read here: at most {MAX_PROMPTS} strings of "
+            f"{MAX_PROMPT_CHARS} characters in all (CLIP reads some 300)",
         )
+    if not all(_is_unicode(p) for p in prompts):
+        raise APIError(422, "prompt: not valid Unicode (a lone surrogate \\u escape)")
     model = body.get("model", DEFAULT_MODEL)
     if model not in PAIRS:
         raise APIError(422, f"model={model!r}: choose a pair from {', '.join(PAIRS)}")

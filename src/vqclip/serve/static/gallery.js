@@ -137,7 +137,9 @@ function showInViewer(at) {
 
 function setupViewer() {
   const viewer = $("viewer");
-  viewer.addEventListener("keydown", (e) => {
+  // On the document: a button disabled at the first or last image drops the focus.
+  document.addEventListener("keydown", (e) => {
+    if (!viewer.open) return;
     if (e.key === "ArrowRight") { e.preventDefault(); showInViewer(gallery.at + 1); }
     else if (e.key === "ArrowLeft") { e.preventDefault(); showInViewer(gallery.at - 1); }
     else if (e.key === "Escape") { e.preventDefault(); viewer.close(); }

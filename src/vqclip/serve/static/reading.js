@@ -28,7 +28,7 @@ async function readPrompt() {
     const answer = await api("/api/prompts/parse", { json: body });
     if (asked === reading.asked) showReading(answer);
   } catch (err) {
-    if (asked === reading.asked) showReading({ error: err.message, prompts: [] });
+    if (asked === reading.asked) showReading({ unread: err.message, prompts: [] });
   }
 }
 
@@ -40,8 +40,8 @@ function showReading(answer) {
   const box = $("prompt-read");
   box.replaceChildren();
   box.hidden = false;
-  if (answer.error) {
-    box.append(el("p", { class: "read-error", text: `Cannot run: ${answer.error}` }));
+  if (answer.error || answer.unread) {
+    box.append(el("p", { class: "read-error", text: answer.error ? `Cannot run: ${answer.error}` : `Not read: ${answer.unread}` }));
     return;
   }
   const cut = [];
