@@ -7,6 +7,7 @@ import pytest
 
 from test_serve_browser import browser  # noqa: F401 (the fixture)
 from test_serve_crash import ServerProcess
+from test_serve_gallery import COLOURS
 
 pytestmark = pytest.mark.slow
 
@@ -64,10 +65,10 @@ def test_the_prompt_is_read_as_it_is_typed_before_generate(tmp_path, browser):  
         assert server.http.get("/api/jobs").json()["jobs"] == [], "read before Generate"
 
         # 30 tokens: the toy CLIPs read 22 and the page says what is kept; ViT-B/32 reads all.
-        page.fill("#prompt", " ".join(f"w{i}" for i in range(15)))
+        page.fill("#prompt", " ".join(COLOURS))
         warning = page.wait_for_selector(".read-warn")
         assert "CLIP reads 22 of the 30 tokens" in warning.text_content()
-        assert "it keeps “w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10”" in warning.text_content()
+        assert f"it keeps “{' '.join(COLOURS[:22])}”" in warning.text_content()
         page.select_option("#model", "default")
         page.wait_for_selector(".read-ok")
         assert page.query_selector(".read-warn") is None

@@ -13,10 +13,39 @@ from vqclip.generate.config import build_config
 from vqclip.serve.gallery import stream_zip
 
 TOKEN = "a-token-of-16+chars"
-COLOURS = (
-    "red green blue black white grey pink gold brown orange yellow purple silver dark light "
-    "small large tall short old new young happy sad big little round square bright calm"
-).split()
+# 30 words of one CLIP token each
+COLOURS = [
+    "red",
+    "green",
+    "blue",
+    "black",
+    "white",
+    "grey",
+    "pink",
+    "gold",
+    "brown",
+    "orange",
+    "yellow",
+    "purple",
+    "silver",
+    "dark",
+    "light",
+    "small",
+    "large",
+    "tall",
+    "short",
+    "old",
+    "new",
+    "young",
+    "happy",
+    "sad",
+    "big",
+    "little",
+    "round",
+    "square",
+    "bright",
+    "calm",
+]
 
 
 def parse(client, body, **kw):
