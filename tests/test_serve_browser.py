@@ -85,8 +85,9 @@ def test_the_page_makes_a_toy_image_with_live_previews(tmp_path, browser):
             for ticked in done[:2]:
                 page.check(f".card[data-id='{ticked}'] .pick")
             page.mouse.move(0, 0)
+            page.evaluate("window.scrollTo(0, 0)")
             page.wait_for_timeout(500)
-            page.screenshot(path=screenshot)
+            page.screenshot(path=screenshot, full_page=True)
 
 
 BIG_SEED = 2**63 - 1  # above 2**53: a JavaScript number would round it

@@ -144,7 +144,7 @@ def test_no_notification_when_permission_is_denied(tmp_path, browser):  # noqa: 
         page, errors = open_page(browser, server, "denied")
         page.click("#notify")
         page.wait_for_function(
-            "() => document.querySelector('#notify').textContent.includes('Blocked')"
+            "() => document.querySelector('#notify').textContent.includes('blocked')"
         )
         assert page.evaluate("window.__asked") == [True]
         page.fill("#prompt", "a red circle on a blue background")

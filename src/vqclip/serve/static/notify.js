@@ -20,7 +20,7 @@ function showNotify() {
   const permission = Notification.permission, on = notifyOn();
   button.classList.toggle("on", on);
   button.setAttribute("aria-pressed", String(on));
-  button.textContent = on ? "🔔 Notify: on" : permission === "denied" ? "🔕 Blocked" : "🔔 Notify";
+  button.textContent = on ? "Notify: on" : permission === "denied" ? "Notify: blocked" : "Notify";
   button.title = permission === "denied"
     ? "Notifications are blocked for this page: allow them in the browser's site settings"
     : on ? "A notification when a job of this page ends while the tab is hidden (click: off)"
