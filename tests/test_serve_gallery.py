@@ -102,6 +102,7 @@ def test_parse_requests_are_checked_documented_and_need_the_token(serve):  # noq
     for body, message in [
         ({"prompt": 3}, "give a string"),
         ({"prompt": "a", "model": "huge"}, "choose a pair"),
+        ({"prompt": "a", "model": ["toy"]}, "choose a pair"),  # found by the fuzzer: was a 500
         ({"prompt": "a", "colour": "red"}, "unknown field(s) 'colour'"),
         ({"prompt": "a" * 2001}, "too long to read here"),
         ({"prompt": ["a" * 1000] * 3}, "2000 characters in all"),

@@ -176,7 +176,7 @@ def _request(body: Any) -> tuple[list[str], list[str]]:
     if not all(_is_unicode(p) for p in prompts):
         raise APIError(422, "prompt: not valid Unicode (a lone surrogate \\u escape)")
     model = body.get("model", DEFAULT_MODEL)
-    if model not in PAIRS:
+    if not isinstance(model, str) or model not in PAIRS:
         raise APIError(422, f"model={model!r}: choose a pair from {', '.join(PAIRS)}")
     clips = body.get("clip")
     if clips is None:
