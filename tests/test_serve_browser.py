@@ -54,6 +54,8 @@ def test_the_page_makes_a_toy_image_with_live_previews(tmp_path, browser):
         page.fill("#prompt", "a red circle on a blue background")
         page.fill("#iterations", "100" if screenshot else "24")
         page.fill("#seed", "7")
+        if screenshot:  # a set of four seeds beside the gallery
+            page.fill("#count", "4")
         with page.expect_response("**/api/jobs") as posted:
             page.click("#submit")
         job_id = posted.value.json()["id"]
@@ -74,9 +76,18 @@ def test_the_page_makes_a_toy_image_with_live_previews(tmp_path, browser):
         assert card.evaluate("img => img.complete && img.naturalWidth > 0")
         assert server.job(job_id)["status"] == "done"
         assert errors == []
-        if screenshot:
+        if screenshot:  # the set finished, two cards ticked for a zip
+            page.wait_for_function(
+                "() => document.querySelectorAll('.set-cell img').length === 4"
+                " && !document.querySelector('.set-cell .status')",
+                timeout=900_000,
+            )
+            for ticked in done[:2]:
+                page.check(f".card[data-id='{ticked}'] .pick")
+            page.mouse.move(0, 0)
+            page.evaluate("window.scrollTo(0, 0)")
             page.wait_for_timeout(500)
-            page.screenshot(path=screenshot)
+            page.screenshot(path=screenshot, full_page=True)
 
 
 BIG_SEED = 2**63 - 1  # above 2**53: a JavaScript number would round it
@@ -145,6 +156,8 @@ def test_the_page_keeps_big_seeds_shows_images_again_fits_a_phone_and_copies(tmp
         phone.goto(server.url + "/")
         phone.wait_for_selector(f".card[data-id='{done}'] img")
         phone.wait_for_selector("#job:not([hidden])")
+        phone.fill("#prompt", "a lighthouse:1|fog:-0.5 ^ a storm at sea")
+        phone.wait_for_selector(".read-part:nth-child(2) .read-prompt")
         assert phone.evaluate("document.documentElement.scrollWidth") <= 390
         background = phone.evaluate("getComputedStyle(document.body).backgroundColor")
         assert sum(int(c) for c in background[4:-1].split(",")) > 600, background

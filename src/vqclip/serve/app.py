@@ -32,8 +32,10 @@ from starlette.exceptions import HTTPException
 
 from vqclip import __version__
 from vqclip.serve.api import build_router, error_response, parse_json_body
+from vqclip.serve.gallery import build_gallery_router
 from vqclip.serve.options import Policy
 from vqclip.serve.problems import MEDIA_TYPE, SCHEMA, APIError, problem
+from vqclip.serve.prompt_reading import build_prompt_router
 from vqclip.serve.service import ServeSettings, Service, downloads_allowed
 
 log = logging.getLogger("vqclip.serve")
@@ -303,6 +305,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return error_response(500, f"internal error: {type(exc).__name__}")
 
     app.include_router(build_router(service, policy, lambda: server_info(service, policy)))
+    app.include_router(build_gallery_router(service))
+    app.include_router(build_prompt_router())
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
 
     @app.get("/", include_in_schema=False)

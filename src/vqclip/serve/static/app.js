@@ -20,6 +20,8 @@ const state = {
   jobs: new Map(),
   initRef: null,
   ipRef: null,
+  set: null, // ids of the jobs made together by "Count", shown as a grid
+  watched: new Set(), // jobs submitted from this page: a notification when they end
 };
 
 // localStorage throws where storage is off (some private modes, sandboxed frames): the page
@@ -303,7 +305,13 @@ async function submitForm() {
   const job = readForm();
   if (!job.prompt && !job.image_prompts) return showFormError("Write a prompt first.");
   if (job.seed !== undefined && !/^[0-9]+$/.test(job.seed)) return showFormError("The seed is a whole number, 0 or more.");
-  await submit(job);
+  const count = Number($("count").value || 1);
+  if (!Number.isInteger(count) || count < 1 || count > 16) return showFormError("Count is a whole number from 1 to 16.");
+  if (count === 1) return submit(job);
+  // Seeds as BigInt: the seed given, then the next ones, exact up to 2**63 - 1.
+  const seeds = job.seed === undefined ? null : [...Array(count).keys()].map((i) => BigInt(job.seed) + BigInt(i));
+  if (seeds && seeds[count - 1] >= 2n ** 63n) return showFormError(`The seeds go up to ${seeds[count - 1]}, past 2^63 - 1: give a smaller seed.`);
+  await submitSet(count, (i) => (seeds ? { ...job, seed: String(seeds[i]) } : job));
 }
 
 async function submit(job) {
@@ -312,6 +320,7 @@ async function submit(job) {
   try {
     const created = await api("/api/jobs", { json: job });
     state.jobs.set(created.id, created);
+    state.watched.add(created.id);
     select(created.id);
     refreshGallery();
   } catch (err) {
@@ -320,6 +329,72 @@ async function submit(job) {
   } finally {
     button.disabled = false;
   }
+}
+
+async function submitSet(count, jobOf) {
+  const button = $("submit"), ids = [];
+  button.disabled = true;
+  try {
+    for (let i = 0; i < count; i++) {
+      const created = await api("/api/jobs", { json: jobOf(i) });
+      state.jobs.set(created.id, created);
+      state.watched.add(created.id);
+      ids.push(created.id);
+    }
+  } catch (err) {
+    showFormError(ids.length ? `${ids.length} of ${count} jobs were made; then: ${err.message}` : err.message);
+  } finally {
+    button.disabled = false;
+  }
+  if (!ids.length) return;
+  showSet(ids);
+  select(ids[0]);
+  refreshGallery();
+}
+
+// ---------- a set: the jobs of one Generate with a count, side by side ----------
+
+function showSet(ids) {
+  state.set = ids;
+  saved.set("vqclip.set", ids ? ids.join(",") : "");
+  if (!ids) { $("set").hidden = true; $("set-grid").replaceChildren(); return; }
+  renderSet();
+}
+
+async function refreshSet() {
+  if (!state.set) return;
+  try {
+    const page = await api(`/api/gallery?ids=${state.set.join(",")}`);
+    for (const job of page.jobs) { state.jobs.set(job.id, job); noteStatus(job); }
+    const found = new Set(page.jobs.map((job) => job.id));
+    const left = state.set.filter((id) => found.has(id));
+    if (left.length !== state.set.length) showSet(left.length ? left : null);
+    else renderSet();
+  } catch (err) { /* the set stays as it was shown */ }
+}
+
+function renderSet() {
+  const jobs = state.set.map((id) => state.jobs.get(id)).filter(Boolean);
+  if (!jobs.length) return; // not fetched yet
+  const done = jobs.filter((job) => FINISHED.includes(job.status)).length;
+  const seeds = jobs.map((job) => job.seed).filter((seed) => seed != null);
+  $("set-title").textContent = `${jobs.length} images` + (seeds.length ? ` · seeds ${seeds[0]} to ${seeds[seeds.length - 1]}` : "") + ` · ${done} of ${jobs.length} finished`;
+  const grid = $("set-grid");
+  grid.replaceChildren(...jobs.map((job) => {
+    const url = job.urls.images[0] || job.urls.preview || job.urls.thumbnail;
+    const cell = el("button", { type: "button", class: "set-cell" + (job.id === state.selected ? " selected" : ""), "data-id": job.id, title: `seed ${job.seed}` },
+      url ? el("img", { src: `${url}?v=${job.status}-${job.step}`, alt: `seed ${job.seed}` }) : el("span", { class: "placeholder", text: job.status === "queued" ? "waiting…" : "…" }),
+      job.status !== "done" ? el("span", { class: `status ${job.status}`, text: job.status }) : null,
+      el("span", { class: "seed", text: job.seed ?? "" }));
+    if (job.status === "running" && job.iterations) {
+      const bar = el("span", { class: "bar" });
+      bar.style.width = `${(100 * job.step) / job.iterations}%`;
+      cell.append(bar);
+    }
+    cell.addEventListener("click", () => select(job.id));
+    return cell;
+  }));
+  $("set").hidden = false;
 }
 
 function fillForm(job) {
@@ -342,6 +417,7 @@ function fillForm(job) {
     else input.value = Array.isArray(value) ? value.join(" ") : value;
   }
   if ((s.prompts || []).length > 1) showFormError("This job had one prompt per image; each line is one.");
+  readPromptSoon();
   $("prompt").focus();
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
@@ -352,7 +428,7 @@ function select(id) {
   if (state.source) { state.source.close(); state.source = null; }
   state.selected = id;
   state.losses = [];
-  for (const card of document.querySelectorAll(".card")) card.classList.toggle("selected", card.dataset.id === id);
+  for (const node of document.querySelectorAll(".card, .set-cell")) node.classList.toggle("selected", node.dataset.id === id);
   const job = state.jobs.get(id);
   if (job) render(job);
   api(`/api/jobs/${id}`).then((fresh) => {
@@ -480,7 +556,11 @@ function render(job) {
   $("act-cli").hidden = !job.command;
   $("act-delete").hidden = job.status === "running";
   $("act-settings").href = job.urls.settings;
-  const table = $("settings-table");
+  settingsTable($("settings-table"), job);
+  noteStatus(job);
+}
+
+function settingsTable(table, job) {
   table.replaceChildren();
   const rows = [["model", job.model || "(by name)"], ...Object.entries({ ...job.settings, seed: job.seed })];
   for (const [k, v] of rows) {
@@ -496,6 +576,7 @@ function again(job, changes) {
 }
 
 function setupActions() {
+  $("set-close").addEventListener("click", () => showSet(null));
   $("act-cancel").addEventListener("click", async () => {
     try { render(await api(`/api/jobs/${state.selected}/cancel`, { method: "POST" })); refreshGallery(); }
     catch (err) { toast(err.message); }
@@ -519,6 +600,7 @@ function setupActions() {
       const more = Number($("more").value || 50);
       const child = await api(`/api/jobs/${state.selected}/continue`, { json: { iterations: more, video: state.job.video } });
       state.jobs.set(child.id, child);
+      state.watched.add(child.id);
       select(child.id);
       refreshGallery();
     } catch (err) { toast(err.message); }
@@ -533,76 +615,6 @@ function setupActions() {
       refreshGallery();
     } catch (err) { toast(err.message); }
   });
-}
-
-// ---------- the gallery ----------
-
-function card(job) {
-  const thumbUrl = job.urls.thumbnail || job.urls.preview;
-  const thumb = el("div", { class: "thumb" },
-    thumbUrl ? el("img", { src: `${thumbUrl}?v=${job.status}-${job.step}`, alt: "", loading: "lazy" })
-      : el("span", { class: "placeholder", text: job.status === "queued" ? "waiting…" : "…" }),
-    job.status !== "done" ? el("span", { class: `status ${job.status}`, text: job.status }) : null);
-  if (job.status === "running" && job.iterations) {
-    const bar = el("span", { class: "bar" });
-    bar.style.width = `${(100 * job.step) / job.iterations}%`;
-    thumb.append(bar);
-  }
-  const s = job.settings;
-  const size = s.size ? `${s.size[0]}×${s.size[1]}` : "";
-  const meta = el("div", { class: "meta" },
-    el("span", { class: "p", text: (job.prompts || []).join(" · ") || "(image prompt)", title: (job.prompts || []).join("\n") }),
-    el("span", { class: "s", text: [job.model, size, `${s.iterations} steps`, `seed ${job.seed}`].filter(Boolean).join(" · ") }));
-  const node = el("article", { class: "card" + (job.id === state.selected ? " selected" : ""), "data-id": job.id }, thumb, meta);
-  node.addEventListener("click", () => select(job.id));
-  return node;
-}
-
-async function refreshGallery(append = false) {
-  const params = new URLSearchParams({ limit: "48" });
-  if (state.filter) params.set("status", state.filter);
-  if (append && state.next != null) params.set("before", state.next);
-  try {
-    const page = await api(`/api/jobs?${params}`);
-    const box = $("gallery");
-    if (!append) box.replaceChildren();
-    for (const job of page.jobs) { state.jobs.set(job.id, job); box.append(card(job)); }
-    state.next = page.next;
-    $("more-jobs").hidden = page.next == null;
-    $("gallery-empty").hidden = box.children.length > 0;
-    showCounts(page.counts);
-    return page;
-  } catch (err) { toast(err.message); }
-}
-
-function showCounts(counts) {
-  const chips = $("queue-chips");
-  chips.replaceChildren(
-    el("span", { class: "chip running" }, el("b", { text: String(counts.running) }), " running"),
-    el("span", { class: "chip queued" }, el("b", { text: String(counts.queued) }), " queued"),
-    el("span", { class: "chip" }, el("b", { text: String(counts.done) }), " done"));
-}
-
-function setupGallery() {
-  for (const b of $("filters").children) {
-    b.addEventListener("click", () => {
-      for (const x of $("filters").children) x.classList.toggle("on", x === b);
-      state.filter = b.dataset.status;
-      refreshGallery();
-    });
-  }
-  $("more-jobs").addEventListener("click", () => refreshGallery(true));
-  let pending = null;
-  const source = new EventSource("/api/events");
-  source.addEventListener("jobs", (e) => {
-    showCounts(JSON.parse(e.data).counts);
-    clearTimeout(pending);
-    pending = setTimeout(() => refreshGallery(), 400);
-  });
-  // Cards of running jobs refresh their progress bar now and then.
-  setInterval(() => {
-    if ([...state.jobs.values()].some((j) => j.status === "running")) refreshGallery();
-  }, 5000);
 }
 
 // ---------- start ----------
@@ -626,8 +638,12 @@ async function start() {
     ? `${state.info.workers} worker${state.info.workers > 1 ? "s" : ""} · ${[...new Set(state.info.devices)].join(", ")}`
     : "no workers (jobs wait)";
   buildForm();
+  setupPromptReading();
   setupActions();
+  setupNotify();
   setupGallery();
+  const set = (saved.get("vqclip.set") || "").split(",").filter(Boolean);
+  if (set.length) showSet(set); // shown once the gallery's refresh has fetched its jobs
   const page = await refreshGallery();
   const jobs = page ? page.jobs : [];
   const live = jobs.find((j) => j.status === "running") || jobs.find((j) => j.status === "queued") || jobs[0];

@@ -1,0 +1,228 @@
+"""The gallery's routes under /api/gallery: search jobs by prompt, fetch a set of jobs by id,
+download the finished images of a selection as one zip (streamed), cancel every queued job,
+delete every failed one.
+
+They use the job store's public calls only. A search pages through the jobs newest first and
+matches in Python (every word of the query, case-folded, in the job's prompts), so it reads any
+text the way the page shows it; a server's jobs number in the thousands at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from vqclip.jobs import image_names
+from vqclip.serve.problems import APIError
+from vqclip.serve.problems import responses as _errors
+from vqclip.serve.service import Service
+from vqclip.serve.store import STATUSES, JobRow, is_job_id
+from vqclip.serve.views import JobViews
+
+MAX_IDS = 200  # a selection travels in the URL: 200 ids are 3.4 KB of it
+_PAGE = 500  # rows read at a time while searching
+_CHUNK = 2**20
+MADE = ("done", "partial")  # jobs whose images are finished
+
+
+class GalleryPage(BaseModel):
+    jobs: list[dict[str, Any]] = Field(description="jobs as GET /api/jobs/{id} shows them")
+    counts: dict[str, int] = Field(description="how many jobs there are of each status")
+    next: int | None = Field(description="give as `before` for the next page; null: no more")
+
+
+class Cancelled(BaseModel):
+    cancelled: int = Field(description="queued jobs cancelled")
+
+
+class Deleted(BaseModel):
+    deleted: int = Field(description="failed jobs deleted with their files")
+
+
+def prompt_matches(row: JobRow, words: list[str]) -> bool:
+    text = " ".join(map(str, row.config.get("prompts") or ())).casefold()
+    return all(word in text for word in words)
+
+
+def parse_ids(ids: str) -> list[str]:
+    """Job ids from "a,b,c", in order, without repeats; APIError 422 for one that is not."""
+    found = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
+    bad = [part for part in found if not is_job_id(part)]
+    if bad:
+        raise APIError(422, f"ids: {bad[0][:40]!r} is not a job id (16 hex digits)")
+    if not found or len(found) > MAX_IDS:
+        raise APIError(422, f"ids: give 1 to {MAX_IDS} job ids, separated by commas")
+    return found
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe start of a prompt ("A red circle:2" -> "a-red-circle-2")."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].rstrip("-")
+
+
+def zip_members(service: Service, ids: list[str]) -> list[tuple[Path, str]]:
+    """(file, name in the zip) of every finished image of the jobs `ids` (unknown ids and
+    jobs without a finished image are skipped)."""
+    members = []
+    for job_id in ids:
+        row = service.store.get(job_id)
+        if row is None or row.status not in MADE:
+            continue
+        folder = service.job_dir(job_id)
+        prompts = row.config.get("prompts") or [""]
+        stem = "-".join(filter(None, [_slug(str(prompts[0])), job_id]))
+        names = image_names(int(row.config.get("batch_size", 1) or 1))
+        for i, name in enumerate(names):
+            if (folder / name).is_file():
+                suffix = f"_{i}" if len(names) > 1 else ""
+                members.append((folder / name, f"{stem}{suffix}.png"))
+    return members
+
+
+class _Pipe:
+    """A write-only, unseekable file for zipfile: what was written since the last `take()`."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def stream_zip(members: list[tuple[Path, str]]) -> Iterator[bytes]:
+    """A zip of `members`, a piece at a time: no file is held whole in memory, and the first
+    bytes go out before the last file is read. Stored, not deflated: PNGs are compressed."""
+    pipe = _Pipe()
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+        for path, name in members:
+            info = zipfile.ZipInfo(name, time.localtime(path.stat().st_mtime)[:6])
+            info.file_size = path.stat().st_size  # zipfile picks zip64 from it
+            with path.open("rb") as source, archive.open(info, "w") as target:
+                while chunk := source.read(_CHUNK):
+                    target.write(chunk)
+                    yield pipe.take()
+            yield pipe.take()
+    yield pipe.take()  # the central directory
+
+
+def build_gallery_router(service: Service) -> APIRouter:
+    router = APIRouter(prefix="/api/gallery")
+    views = JobViews(service)
+    store = service.store
+
+    def page(rows: list[JobRow], next_seq: int | None) -> GalleryPage:
+        jobs = [views.show(r, store.position(r)) for r in rows]
+        return GalleryPage(jobs=jobs, counts=store.counts(), next=next_seq)
+
+    @router.get(
+        "",
+        summary="Jobs, newest first, whose prompts hold every word of `q`; or the jobs `ids`",
+        response_model=GalleryPage,
+        responses=_errors(422),
+    )
+    def gallery(
+        q: str = Query("", max_length=500, description="words that must all be in the prompts"),
+        status: str | None = Query(None, description=f"one of {', '.join(STATUSES)}"),
+        ids: str | None = Query(
+            None, max_length=MAX_IDS * 17, description="only these jobs (comma-separated ids)"
+        ),
+        limit: int = Query(50, ge=1, le=500),
+        before: int | None = Query(None, ge=0, le=2**62, description="the `next` of a page"),
+    ) -> GalleryPage:
+        if status is not None and status not in STATUSES:
+            raise APIError(422, f"status={status!r}: choose from {', '.join(STATUSES)}")
+        if ids is not None:
+            rows = [row for job_id in parse_ids(ids) if (row := store.get(job_id)) is not None]
+            return page(rows, None)
+        words = q.casefold().split()
+        found: list[JobRow] = []  # one more than a page, to know whether there is a next
+        cursor = before
+        while len(found) <= limit:
+            batch = store.list(status=status, limit=_PAGE, before=cursor)
+            found += [row for row in batch if prompt_matches(row, words)]
+            if len(batch) < _PAGE:
+                break
+            cursor = batch[-1].seq
+        more = len(found) > limit
+        return page(found[:limit], found[limit - 1].seq if more else None)
+
+    @router.get(
+        "/zip",
+        summary="The finished images of the jobs `ids` as one zip, streamed (jobs without a "
+        "finished image, and unknown ids, are left out)",
+        response_class=StreamingResponse,
+        responses={**_errors(404, 422), 200: {"content": {"application/zip": {}}}},
+    )
+    def download_zip(
+        ids: str = Query(..., max_length=MAX_IDS * 17, description="job ids, comma-separated"),
+    ) -> StreamingResponse:
+        members = zip_members(service, parse_ids(ids))
+        if not members:
+            raise APIError(404, "none of these jobs has a finished image")
+        name = f"vqclip-{len(members)}-images.zip"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        return StreamingResponse(stream_zip(members), media_type="application/zip", headers=headers)
+
+    @router.post(
+        "/cancel-queued",
+        summary="Cancel every job that is queued now (running jobs go on)",
+        response_model=Cancelled,
+    )
+    async def cancel_queued() -> Cancelled:
+        return await asyncio.to_thread(_cancel_queued)
+
+    def _cancel_queued() -> Cancelled:
+        queued = [row.id for row in _all(store, "queued")]
+        done = sum(
+            (row := store.cancel(job_id)) is not None and row.status == "cancelled"
+            for job_id in queued
+        )
+        service.hub.notify_all()
+        return Cancelled(cancelled=done)
+
+    @router.post(
+        "/delete-failed",
+        summary="Delete every failed job and its files",
+        response_model=Deleted,
+    )
+    async def delete_failed() -> Deleted:
+        return await asyncio.to_thread(_delete_failed)
+
+    def _delete_failed() -> Deleted:
+        gone = 0
+        for row in _all(store, "failed"):
+            if store.delete(row.id):
+                service.delete_files(row.id)
+                gone += 1
+        service.hub.notify_all()
+        return Deleted(deleted=gone)
+
+    return router
+
+
+def _all(store, status: str) -> list[JobRow]:
+    """Every job of `status` now, newest first."""
+    rows: list[JobRow] = []
+    while True:
+        batch = store.list(status=status, limit=_PAGE, before=rows[-1].seq if rows else None)
+        rows += batch
+        if len(batch) < _PAGE:
+            return rows
