@@ -5,9 +5,11 @@ import tempfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vqclip.cli import main
+from vqclip.errors import ConfigError
 from vqclip.generate.checkpoint import STATE_FILE
 from vqclip.generate.run import Run
 from vqclip.output import read_image_metadata
@@ -199,3 +201,32 @@ def test_a_weights_cache_that_is_a_file_is_named_as_the_problem(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and "cannot hold them" in err and "not a folder" in err
     assert "put them here" not in err
+
+
+def test_a_video_that_cannot_be_put_in_place_leaves_no_part_file(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")  # the optional `video` extra
+    from vqclip.output import VideoWriter
+
+    target = tmp_path / "v.mp4"
+    target.mkdir()  # a folder in the way
+    writer = VideoWriter(target, fps=10)
+    for _ in range(3):
+        writer.add(torch.rand(3, 16, 16))
+    with pytest.raises(OSError):
+        writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def test_a_very_large_init_image_gets_vqclips_warning_not_pils(tmp_path, monkeypatch):
+    from vqclip.errors import VQClipWarning
+    from vqclip.generate.prompts import load_image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 2 + 1)  # 64x64 is "very large" now
+    with pytest.warns(VQClipWarning, match="very large") as caught:
+        load_image(path)
+    assert not any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # past twice the limit: refused
+    with pytest.raises(ConfigError, match="is not an image that can be read"):
+        load_image(path)
