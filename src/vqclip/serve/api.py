@@ -29,7 +29,7 @@ from vqclip.errors import CheckpointError, ConfigError
 from vqclip.jobs import SETTINGS_FILE, continuation
 from vqclip.jobs.continuation import MAX_MORE_STEPS, check_more_steps
 from vqclip.serve.options import Policy, fields, public_settings, request_schema
-from vqclip.serve.problems import APIError, describe, problem
+from vqclip.serve.problems import APIError, describe
 from vqclip.serve.problems import responses as _errors
 from vqclip.serve.service import Service
 from vqclip.serve.store import (
@@ -64,10 +64,6 @@ _KEY_PARAMETER = {
     "description": "a key of the client's choosing (e.g. a UUID): a retry with the same key "
     "and body returns the first job instead of making another (remembered for a day)",
 }
-
-
-def error_response(status: int, detail: str) -> JSONResponse:
-    return problem(status, detail)
 
 
 def parse_json_body(body: bytes, content_type: str | None) -> Any:

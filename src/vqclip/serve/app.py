@@ -31,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from vqclip import __version__
-from vqclip.serve.api import build_router, error_response, parse_json_body
+from vqclip.serve.api import build_router, parse_json_body
 from vqclip.serve.gallery import build_gallery_router
 from vqclip.serve.options import Policy
 from vqclip.serve.problems import MEDIA_TYPE, SCHEMA, APIError, problem
@@ -163,20 +163,18 @@ class Guard:
         trusted = self.settings.trusted_hosts
         host = _hostname(headers.get("host", ""))
         if trusted is not None and host not in trusted:
-            return error_response(
-                421, f"this server answers to {', '.join(trusted)} only (Host {host!r})"
-            )
+            return problem(421, f"this server answers to {', '.join(trusted)} only (Host {host!r})")
         origin = headers.get("origin")
         cross_site = origin is not None and _hostport(origin) != headers.get("host", "").lower()
         if method not in _SAFE_METHODS and cross_site:
-            return error_response(403, "cross-origin requests that change jobs are refused")
+            return problem(403, "cross-origin requests that change jobs are refused")
         token = self.settings.token
         if token is None or not _needs_token(path):
             return None
         given = _bearer(headers.get("authorization", "")) or _cookie(headers.get("cookie", ""))
         if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             return None
-        response = error_response(
+        response = problem(
             401,
             "this server needs its token: send 'Authorization: Bearer <token>', or give it in "
             "the page's token dialog",
@@ -197,7 +195,7 @@ def _with_security_headers(send, *, csp: bool):
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return error_response(413, f"the body is larger than this server takes ({limit} bytes)")
+    return problem(413, f"the body is larger than this server takes ({limit} bytes)")
 
 
 def _needs_token(path: str) -> bool:
@@ -302,7 +300,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error: {type(exc).__name__}")
+        return problem(500, f"internal error: {type(exc).__name__}")
 
     app.include_router(build_router(service, policy, lambda: server_info(service, policy)))
     app.include_router(build_gallery_router(service))
@@ -325,7 +323,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if not isinstance(token, str) or not hmac.compare_digest(
             token.encode(), settings.token.encode()
         ):
-            return error_response(401, "that is not this server's token")
+            return problem(401, "that is not this server's token")
         response = Response(status_code=204)
         response.set_cookie(COOKIE, quote(token), httponly=True, samesite="strict")
         return response
