@@ -363,6 +363,27 @@ class GenerateConfig:
         high=100,
         metavar="T",
     )
+    prior_guidance: float = option(
+        0.0,
+        "--prior-guidance",
+        help="with a masked prior (toy_masked_prior): how strongly the guides steer its draws "
+        "(--init prior, resampling); each token's logits gain the guides' first-order loss fall "
+        "for that code, in units of its spread over the image (0: the prior alone)",
+        group="prior and scales",
+        low=0,
+        high=1000,
+        metavar="G",
+    )
+    prior_draw_steps: int = option(
+        8,
+        "--prior-draw-steps",
+        help="with a masked prior: rounds in which the drawn tokens are filled in, the most "
+        "confident first (MaskGIT's schedule)",
+        group="prior and scales",
+        low=1,
+        high=256,
+        metavar="N",
+    )
     prior_candidates: int = option(
         1,
         "--prior-candidates",
@@ -479,6 +500,7 @@ class GenerateConfig:
         for name, used in (
             ("init", self.init == "prior"),
             ("prior_resample_every", self.prior_resample_every > 0),
+            ("prior_guidance", self.prior_guidance > 0),
         ):
             if used and not self.prior:
                 _fail(name, getattr(self, name), "needs a token transformer: set prior (--prior)")

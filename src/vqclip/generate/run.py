@@ -207,6 +207,19 @@ class Run:
         cfg = self.config
         if self.prior is None or not (cfg.prior_resample_every or cfg.init == "prior"):
             return None
+        if self.prior.condition.kind == "masked":
+            from vqclip.prior.masked import MaskedResampler
+
+            return MaskedResampler(
+                self.prior,
+                self.vqgan.codebook.shape[0],
+                self.grid,
+                self.vqgan.codebook,
+                temperature=cfg.prior_draw_temperature,
+                steps=cfg.prior_draw_steps,
+                guidance=cfg.prior_guidance,
+                device=self.device,
+            )
         from vqclip.prior.resample import TokenResampler
 
         return TokenResampler(
@@ -229,7 +242,7 @@ class Run:
         _, idx = self.vqgan.quantize(self.z)  # (B, h, w)
         mask = self.resampler.least_likely(idx, self.config.prior_resample_fraction)
         mask &= ~self.failed.view(-1, 1, 1)
-        new = self.resampler.redraw(idx, mask, self.rng)
+        new = self._redraw(idx, mask, self.rng, index=None)
         codes = F.embedding(new, self.vqgan.codebook.float()).permute(0, 3, 1, 2)  # (B, C, h, w)
         where = mask[:, None]  # (B, 1, h, w)
         self.z.copy_(torch.where(where, codes, self.z))
@@ -237,6 +250,30 @@ class Run:
             moment = self.optimiser.state.get(self.z, {}).get(key)
             if isinstance(moment, torch.Tensor) and moment.shape == self.z.shape:
                 moment.masked_fill_(where, 0)
+
+    def _redraw(
+        self, idx: torch.Tensor, mask: torch.Tensor, rng: torch.Generator, index: int | None
+    ) -> torch.Tensor:
+        """The resampler's redraw of `idx` at `mask`; a masked prior's draws are steered by
+        the guides (`prior_guidance`): row r by image `index`'s prompts, or by image r's."""
+        if self.prior.condition.kind != "masked":
+            return self.resampler.redraw(idx, mask, rng)
+        return self.resampler.redraw(idx, mask, rng, lambda grid: self._guide_gradient(grid, index))
+
+    def _guide_gradient(self, grid: torch.Tensor, index: int | None) -> torch.Tensor:
+        """(N, C, h, w): the gradient of the whole-image prompt loss (`whole_image_loss`) with
+        respect to the latent of code grids (N, h, w) at their codes; row r is scored by image
+        `index`'s prompts, or by image r's when `index` is None."""
+        z = F.embedding(grid.to(self.device), self.vqgan.codebook.float()).permute(0, 3, 1, 2)
+        z = z.detach().requires_grad_(True)
+        image = self._decode(z).add(1).div(2).clamp(0, 1)
+        rows = range(len(grid))
+        if index is None:
+            loss = sum(self._whole_image_loss(image[r : r + 1], r).sum() for r in rows)
+        else:
+            loss = self._whole_image_loss(image, index).sum()
+        (gradient,) = torch.autograd.grad(loss, z)
+        return gradient
 
     def _enter_stage(self, stage: int, *, carry: bool) -> None:
         """Go to the next scale: the grid grows, the latent is carried up (`carry`: by decoding
@@ -351,7 +388,11 @@ class Run:
         K = self.config.prior_candidates
         best = []
         for b in range(self.config.batch_size):
-            grids = self.resampler.sample(K, self.rng).to(self.device)  # (K, h, w)
+            if self.prior.condition.kind == "masked":
+                guide = lambda grid, b=b: self._guide_gradient(grid, b)  # noqa: E731
+                grids = self.resampler.sample(K, self.rng, guide).to(self.device)
+            else:
+                grids = self.resampler.sample(K, self.rng).to(self.device)  # (K, h, w)
             if K > 1:
                 z_q = F.embedding(grids, self.vqgan.codebook.float()).permute(0, 3, 1, 2)
                 image = self._decode(z_q).add(1).div(2).clamp(0, 1)
@@ -364,6 +405,9 @@ class Run:
         """(N,): the prompt losses of image `index` of the batch (its own and the shared
         prompts, the story part shown now, CLIPs weighted) for N candidate pictures (N, 3, H, W)
         in [0, 1], each seen whole (resized to the CLIP's input, no cutouts or augments)."""
+        return self._whole_image_loss(images, index)
+
+    def _whole_image_loss(self, images: torch.Tensor, index: int) -> torch.Tensor:
         total = torch.zeros(len(images), device=self.device)
         shown = self.story_parts_shown()
         for clip, terms, weight in zip(

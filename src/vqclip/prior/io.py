@@ -34,7 +34,7 @@ from vqclip.statedict import load_strict
 FORMAT = "vqclip-prior"
 VERSION = 1
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-CONDITIONS = ("sos", "class", "coord")
+CONDITIONS = ("sos", "class", "coord", "masked")
 _PREFIX = "transformer."
 _IGNORED = ("first_stage_model.", "cond_stage_model.", "permuter.")
 _NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
@@ -48,19 +48,23 @@ _COND_TARGETS = {
 class Condition:
     """What precedes the image tokens: `sos` (one start token, unconditional models), `class`
     (one class-label token, ImageNet's cin transformer; the label picks the token) or `coord`
-    (FacesHQ: one token per latent cell of the image's raster position, `n_embed` levels)."""
+    (FacesHQ: one token per latent cell of the image's raster position, `n_embed` levels), or
+    `masked`: no prefix; a bidirectional model (every position sees every other) that predicts
+    the tokens at positions holding `mask_token` from all the others (MaskGIT's objective)."""
 
     kind: str = "sos"
     sos_token: int = 0
     n_classes: int = 0
     n_embed: int = 0  # coord: quantisation levels of the position
+    mask_token: int = -1  # masked: the index standing for "unknown here"
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITIONS:
             raise ConfigError(f"prior condition {self.kind!r}: choose from {', '.join(CONDITIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("kind", "sos_token", "n_classes", "n_embed")}
+        keys = ("kind", "sos_token", "n_classes", "n_embed")
+        return {k: getattr(self, k) for k in (*keys, "mask_token")}
 
 
 @dataclass
@@ -74,6 +78,8 @@ class TokenPrior:
     def prefix(self, batch: int, grid: tuple[int, int], label: int | None) -> torch.Tensor:
         """The conditioning tokens (batch, P) of an (h, w) grid of image tokens."""
         c = self.condition
+        if c.kind == "masked":
+            return torch.zeros((batch, 0), dtype=torch.long)
         if c.kind == "class":
             if label is None:
                 raise ConfigError(
@@ -95,7 +101,8 @@ class TokenPrior:
         return torch.full((batch, 1), c.sos_token, dtype=torch.long)
 
     def prefix_length(self, grid: tuple[int, int]) -> int:
-        return grid[0] * grid[1] if self.condition.kind == "coord" else 1
+        kind = self.condition.kind
+        return grid[0] * grid[1] if kind == "coord" else 0 if kind == "masked" else 1
 
 
 def config_path_for(weights: str | os.PathLike) -> Path:

@@ -100,10 +100,20 @@ class PriorLoss:
         if context not in CONTEXTS:
             raise ConfigError(f"prior context {context!r}: choose from {', '.join(CONTEXTS)}")
         self.context = context
+        self.masked = None
+        if prior.condition.kind == "masked":
+            # A masked prior predicts each token from the tokens around it (four passes).
+            from vqclip.prior.masked import MaskedResampler
+
+            if context != "tokens":
+                raise ConfigError(
+                    f"prior context {context!r}: a masked prior reads tokens, not soft ones"
+                )
+            self.masked = MaskedResampler(prior, n_codes, grid, codebook, device=device)
         self.gpt = gpt.to(device)
         self.codebook = codebook.detach().float().to(device)
         self.temperature = temperature * nearest_neighbour_scale(self.codebook)
-        self.window = prior_window(prior, grid)
+        self.window = self.masked.window if self.masked else prior_window(prior, grid)
         self.prefix = prior.prefix(1, self.window, label).to(device)  # (1, P)
         self.table = gpt.tok_emb.weight[:n_codes]  # (K, n_embd): image codes' embeddings
 
@@ -121,6 +131,10 @@ class PriorLoss:
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         p = soft_assignment(z, self.codebook, self.temperature)  # (B, h, w, K)
         B, K = p.shape[0], p.shape[-1]
+        if self.masked is not None:
+            with torch.no_grad():
+                log_q = self.masked.log_probs(p.detach().argmax(-1))  # (B, h, w, K)
+            return -(p * log_q).sum(-1).flatten(1).mean(1)
         q = self._tiles(p)  # (nB, n, K)
         prefix = self.prefix.expand(q.shape[0], -1)
         if self.context == "soft":

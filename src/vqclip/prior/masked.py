@@ -1,0 +1,230 @@
+"""Masked (bidirectional) token priors: scoring and redrawing tokens given their neighbours on
+every side, as MaskGIT draws.
+
+A masked prior (`Condition("masked")`) is the GPT of `vqclip.prior.transformer` with every
+position seeing every other, trained to predict the tokens at positions holding its mask token
+from the rest. Unlike a causal prior it can say how well a token fits the tokens around it, not
+only those above and to its left, and redraw a stray fragment as what its surroundings call for.
+
+- `log_probs`: log p(token at i | the others) for every position, from four passes, each masking
+  one of the 2x2 interleaved quarters of the grid (every masked position still sees its eight
+  neighbours), so a token is never scored by a pass that shows it.
+- `redraw`: the chosen positions are masked and filled in `steps` rounds; each round draws a
+  token for every position still masked and keeps the most confident ones (a cosine schedule:
+  few at first, then more), so early tokens shape what later ones are drawn given. Confidence
+  carries Gumbel noise that fades over the rounds (MaskGIT's), else the likeliest layout (a
+  plain background) wins every round.
+- Guidance: with `guide` (a function of a (B, h, w) code grid returning the gradient of the
+  guides' loss with respect to the latent, (B, C, h, w)), each round adds to the logits of token
+  k at position i the first-order fall of the loss when that position shows code e_k,
+  -g_i . e_k, scaled to unit spread over the image and times `guidance`: the draw prefers codes
+  that move the picture toward the prompt, among those the prior finds plausible there.
+
+Grids larger than the prior's square window are handled window by window (the windows of
+`vqclip.prior.loss.window_starts`), smaller ones are refused: the prior's positions are those of
+its training grid. Every random draw comes from the `torch.Generator` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from vqclip.errors import ConfigError
+from vqclip.prior.io import TokenPrior
+from vqclip.prior.loss import window_starts
+
+Guide = Callable[[torch.Tensor], torch.Tensor]
+
+
+def masked_window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
+    """The square window a masked prior was trained on (its block as a square), checked
+    against the grid."""
+    side = math.isqrt(prior.transformer.config.block_size)
+    if side * side != prior.transformer.config.block_size:
+        raise ConfigError(
+            f"masked prior {prior.source}: block_size {prior.transformer.config.block_size} is "
+            "not a square grid"
+        )
+    if grid[0] < side or grid[1] < side:
+        raise ConfigError(
+            f"masked prior {prior.source} reads {side}x{side} token grids; this image's grid is "
+            f"{grid[0]}x{grid[1]}: use a larger size (or no smaller --scales) with it"
+        )
+    return side, side
+
+
+class MaskedResampler:
+    """Scores and redraws (B, h, w) grids of a VQGAN with `n_codes` codes under a masked prior;
+    draws at `temperature`, in `steps` rounds, with `guidance` times the guides' pull."""
+
+    def __init__(
+        self,
+        prior: TokenPrior,
+        n_codes: int,
+        grid: tuple[int, int],
+        codebook: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        steps: int = 8,
+        guidance: float = 0.0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if prior.condition.kind != "masked":
+            raise ConfigError(f"prior {prior.source} is not a masked prior")
+        if not temperature > 0:
+            raise ConfigError(f"draw temperature={temperature!r}: must be above 0")
+        if steps < 1:
+            raise ConfigError(f"draw steps={steps!r}: must be at least 1")
+        gpt = prior.transformer
+        self.mask_token = prior.condition.mask_token
+        if not n_codes <= self.mask_token < gpt.config.vocab_size:
+            raise ConfigError(
+                f"prior {prior.source}: mask token {self.mask_token} with {gpt.config.vocab_size} "
+                f"tokens does not fit a VQGAN of {n_codes} codes: it was trained for another VQGAN"
+            )
+        self.gpt = gpt.to(device)
+        self.n_codes = n_codes
+        self.grid = grid
+        self.window = masked_window(prior, grid)
+        self.codebook = codebook.detach().float().to(device)
+        self.temperature = temperature
+        self.steps = steps
+        self.guidance = guidance
+        self.device = torch.device(device)
+
+    def _windows(self) -> list[tuple[int, int]]:
+        (h, w), (wh, ww) = self.grid, self.window
+        return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
+
+    def _check(self, idx: torch.Tensor) -> None:
+        if idx.dim() != 3 or tuple(idx.shape[1:]) != self.grid:
+            raise ConfigError(
+                f"token grid of shape {tuple(idx.shape)}: expected (batch, {self.grid[0]}, "
+                f"{self.grid[1]})"
+            )
+
+    def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, n, K) logits over image codes for tokens (B, n) of one window."""
+        return self.gpt(tokens)[..., : self.n_codes].float()
+
+    def _window_log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, wh, ww, K) log p of each position's code given the others, for tokens (B, wh, ww)."""
+        out = torch.empty(*tokens.shape, self.n_codes, device=self.device)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                quarter = torch.zeros(tokens.shape[1:], dtype=torch.bool, device=self.device)
+                quarter[dy::2, dx::2] = True
+                masked = torch.where(quarter, self.mask_token, tokens)
+                lp = F.log_softmax(self._logits(masked.flatten(1)), dim=-1).view(out.shape)
+                out[:, quarter] = lp[:, quarter]
+        return out
+
+    def log_probs(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, K): log p(code at each position | the tokens around it), in the first window
+        (raster order) that covers the position. Differentiable in nothing: tokens are indices."""
+        self._check(idx)
+        idx = idx.to(self.device)
+        (wh, ww), B = self.window, idx.shape[0]
+        out = torch.empty(*idx.shape, self.n_codes, device=self.device)
+        done = torch.zeros(idx.shape[1:], dtype=torch.bool, device=self.device)
+        for y, x in self._windows():
+            lp = self._window_log_probs(idx[:, y : y + wh, x : x + ww])
+            new = ~done[y : y + wh, x : x + ww]
+            out[:, y : y + wh, x : x + ww][:, new] = lp[:, new]
+            done[y : y + wh, x : x + ww] = True
+        return out.view(B, *self.grid, self.n_codes)
+
+    @torch.no_grad()
+    def surprisal(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) nats: -log p of each token of `idx` given the tokens around it."""
+        lp = self.log_probs(idx)
+        return -lp.gather(-1, idx.to(self.device)[..., None])[..., 0]
+
+    def least_likely(self, idx: torch.Tensor, fraction: float) -> torch.Tensor:
+        """(B, h, w) bool: the `fraction` of each image's tokens (at least one) that fit their
+        surroundings least."""
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"resample fraction={fraction!r}: must be in (0, 1]")
+        s = self.surprisal(idx).flatten(1)
+        k = max(1, round(fraction * s.shape[1]))
+        mask = torch.zeros_like(s, dtype=torch.bool)
+        mask.scatter_(1, s.topk(k, dim=1).indices, True)
+        return mask.view(idx.shape)
+
+    def _guide_bias(self, grid: torch.Tensor, guide: Guide) -> torch.Tensor:
+        """(B, h, w, K): -g_i . e_k, scaled to unit spread per image, times `guidance`."""
+        with torch.enable_grad():
+            g = guide(grid).detach().float().to(self.device)  # (B, C, h, w)
+        d = g.permute(0, 2, 3, 1) @ self.codebook.t()  # (B, h, w, K): loss change per code
+        d = d - d.mean(-1, keepdim=True)
+        spread = d.flatten(1).std(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+        return -self.guidance * d / spread
+
+    @torch.no_grad()
+    def redraw(
+        self,
+        idx: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator,
+        guide: Guide | None = None,
+    ) -> torch.Tensor:
+        """A copy of `idx` (B, h, w) with the tokens where `mask` is True drawn from the prior
+        given the others, window by window; tokens outside `mask` never change. `generator` is
+        a CPU generator; `guide` (used when `guidance` is not 0) steers the draws."""
+        self._check(idx)
+        if mask.shape != idx.shape:
+            raise ConfigError(f"resample mask of shape {tuple(mask.shape)}; expected {idx.shape}")
+        out = idx.to(self.device).clone()
+        todo = mask.to(self.device, torch.bool).clone()
+        wh, ww = self.window
+        guided = guide is not None and self.guidance != 0
+        for y, x in self._windows():
+            chosen = todo[:, y : y + wh, x : x + ww].flatten(1).clone()  # (B, n)
+            todo[:, y : y + wh, x : x + ww] = False
+            if not chosen.any():
+                continue
+            tokens = out[:, y : y + wh, x : x + ww].flatten(1).clone()  # (B, n)
+            tokens[chosen] = self.mask_token
+            remaining = chosen.clone()
+            total = chosen.sum(1, keepdim=True).float()  # (B, 1)
+            for s in range(self.steps):
+                logits = self._logits(tokens) / self.temperature  # (B, n, K)
+                if guided:
+                    # A tentative grid (the prior's own draw where still masked) to take the
+                    # guides' gradient at.
+                    tentative = self._draw(logits, generator)
+                    full = out.clone()
+                    filled = torch.where(remaining, tentative, tokens)
+                    full[:, y : y + wh, x : x + ww] = filled.view(-1, wh, ww)
+                    bias = self._guide_bias(full, guide)[:, y : y + wh, x : x + ww]
+                    logits = logits + bias.flatten(1, 2)
+                drawn = self._draw(logits, generator)  # (B, n)
+                logp = F.log_softmax(logits, -1).gather(-1, drawn[..., None])[..., 0]
+                # Confidence with fading Gumbel noise; only still-masked positions compete.
+                fade = 1.0 - (s + 1) / self.steps
+                u = torch.rand(logp.shape, generator=generator).to(self.device)
+                gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
+                conf = torch.where(remaining, logp + fade * gumbel, float("-inf"))
+                left = (total * math.cos(math.pi / 2 * (s + 1) / self.steps)).floor()
+                commit_n = remaining.sum(1, keepdim=True) - left  # (B, 1), >= 0
+                rank = conf.argsort(1, descending=True).argsort(1)
+                commit = remaining & (rank < commit_n)
+                tokens = torch.where(commit, drawn, tokens)
+                remaining &= ~commit
+            out[:, y : y + wh, x : x + ww] = tokens.view(-1, wh, ww)
+        return out
+
+    def _draw(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        p = F.softmax(logits, dim=-1).flatten(0, 1).cpu()
+        return torch.multinomial(p, 1, generator=generator).view(logits.shape[:2]).to(self.device)
+
+    def sample(
+        self, batch: int, generator: torch.Generator, guide: Guide | None = None
+    ) -> torch.Tensor:
+        """(batch, h, w) codes drawn from the prior: every token drawn."""
+        idx = torch.zeros(batch, *self.grid, dtype=torch.long)
+        return self.redraw(idx, torch.ones_like(idx, dtype=torch.bool), generator, guide)

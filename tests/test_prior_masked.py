@@ -1,0 +1,174 @@
+"""Masked (bidirectional) token priors: scoring given the neighbours, MaskGIT draws, the guides'
+steering, the loss, the loop, and the file round trip (tiny random transformers)."""
+
+import pytest
+import torch
+
+from vqclip.errors import ConfigError
+from vqclip.generate import GenerateConfig, Run
+from vqclip.prior.io import Condition, TokenPrior, load_prior, save_prior
+from vqclip.prior.loss import PriorLoss
+from vqclip.prior.masked import MaskedResampler
+from vqclip.prior.transformer import TokenTransformer, TransformerConfig
+
+FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu", precision="fp32")
+N_CODES = 16
+
+
+def tiny_masked(side: int = 4, n_codes: int = N_CODES, seed: int = 0) -> TokenPrior:
+    torch.manual_seed(seed)
+    block = side * side
+    config = TransformerConfig(n_codes + 1, block, 1, 2, 8, n_unmasked=block)
+    gpt = TokenTransformer(config).eval().requires_grad_(False)
+    return TokenPrior(gpt, Condition("masked", mask_token=n_codes), "tiny masked")
+
+
+def always(token: int) -> TokenPrior:
+    """A masked prior that predicts `token` everywhere, whatever it reads."""
+    prior = tiny_masked()
+    gpt = prior.transformer
+    with torch.no_grad():
+        gpt.ln_f.weight.zero_()
+        gpt.ln_f.bias.fill_(1.0)
+        gpt.head.weight.zero_()
+        gpt.head.weight[token] = 5.0
+    return prior
+
+
+def uniform() -> TokenPrior:
+    """A masked prior with no opinion: every code equally likely."""
+    prior = tiny_masked()
+    with torch.no_grad():
+        prior.transformer.head.weight.zero_()
+    return prior
+
+
+def codebook(seed: int = 0) -> torch.Tensor:
+    return torch.randn(N_CODES, 3, generator=gen(seed))
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_shapes_windows_and_a_grid_too_small():
+    sampler = MaskedResampler(tiny_masked(), N_CODES, (6, 5), codebook())
+    assert sampler.window == (4, 4)
+    idx = torch.randint(N_CODES, (3, 6, 5), generator=gen(0))
+    lp = sampler.log_probs(idx)
+    assert lp.shape == (3, 6, 5, N_CODES)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(3, 6, 5), atol=1e-5)
+    s = sampler.surprisal(idx)
+    mask = sampler.least_likely(idx, 0.2)
+    assert mask.flatten(1).sum(1).tolist() == [6, 6, 6]
+    for b in range(3):
+        assert s[b][mask[b]].min() >= s[b][~mask[b]].max()
+    drawn = sampler.sample(2, gen(0))
+    assert drawn.shape == (2, 6, 5) and drawn.min() >= 0 and drawn.max() < N_CODES
+    with pytest.raises(ConfigError, match="reads 4x4 token grids; this image's grid is 3x8"):
+        MaskedResampler(tiny_masked(), N_CODES, (3, 8), codebook())
+    with pytest.raises(ConfigError, match="does not fit a VQGAN of 32 codes"):
+        MaskedResampler(tiny_masked(), 32, (4, 4), torch.randn(32, 3))
+
+
+def test_a_token_is_scored_without_seeing_itself_but_with_its_neighbours():
+    sampler = MaskedResampler(tiny_masked(), N_CODES, (4, 4), codebook())
+    idx = torch.randint(N_CODES, (1, 4, 4), generator=gen(2))
+    other = idx.clone()
+    other[0, 1, 2] = (idx[0, 1, 2] + 1) % N_CODES
+    a, b = sampler.log_probs(idx), sampler.log_probs(other)
+    assert torch.allclose(a[0, 1, 2], b[0, 1, 2])  # its own token is masked when it is scored
+    assert not torch.allclose(a[0, 1, 1], b[0, 1, 1])  # its neighbour's prediction reads it
+
+
+def test_redraw_changes_only_the_chosen_tokens_follows_the_prior_and_is_seeded():
+    sampler = MaskedResampler(always(3), N_CODES, (6, 5), codebook())
+    idx = torch.randint(N_CODES, (2, 6, 5), generator=gen(1))
+    idx[idx == 3] = 4
+    mask = torch.rand(2, 6, 5, generator=gen(3)) < 0.4
+    new = sampler.redraw(idx, mask, gen(0))
+    assert torch.equal(new[~mask], idx[~mask]) and (new[mask] == 3).all()
+    assert (sampler.surprisal(idx) > 30).all()  # nothing but 3 fits anywhere
+    warm = MaskedResampler(tiny_masked(), N_CODES, (6, 5), codebook(), temperature=2.0)
+    everything = torch.ones_like(mask)
+    first = warm.redraw(idx, everything, gen(5))
+    assert torch.equal(first, warm.redraw(idx, everything, gen(5)))
+    assert not torch.equal(first, warm.redraw(idx, everything, gen(6)))
+
+
+def test_guidance_steers_the_draws_toward_the_codes_the_guides_want():
+    book = codebook()
+    want = torch.randn(3, generator=gen(7))
+    best = int((book @ want).argmax())  # the code that lowers the loss most, to first order
+
+    def guide(grid):  # the loss falls along `want`: its gradient is -want everywhere
+        return -want.view(1, 3, 1, 1).expand(len(grid), 3, *grid.shape[1:])
+
+    free = MaskedResampler(uniform(), N_CODES, (4, 4), book, guidance=0.0)
+    steered = MaskedResampler(uniform(), N_CODES, (4, 4), book, guidance=50.0)
+    assert (free.sample(4, gen(0), guide) == best).float().mean() < 0.3
+    assert (steered.sample(4, gen(0), guide) == best).all()
+    calls = []
+    steered.sample(1, gen(0), lambda g: calls.append(g.clone()) or guide(g))
+    assert len(calls) == steered.steps  # one gradient a round, at a grid of codes
+    assert all(c.shape == (1, 4, 4) and c.max() < N_CODES for c in calls)
+
+
+def test_the_masked_loss_prefers_the_token_its_neighbours_call_for():
+    book = torch.nn.functional.normalize(codebook(), dim=1)
+    loss = PriorLoss(always(3), book, (4, 4))
+    at = lambda token: book[torch.full((1, 4, 4), token)].permute(0, 3, 1, 2)  # noqa: E731
+    z = at(5).requires_grad_(True)
+    value = loss(z)
+    assert value.shape == (1,) and loss(at(3)) < value
+    value.sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="a masked prior reads tokens"):
+        PriorLoss(always(3), book, (4, 4), context="soft")
+
+
+def test_a_masked_prior_round_trips_through_its_files(tmp_path):
+    prior = tiny_masked(seed=3)
+    save_prior(prior, tmp_path / "m.safetensors", half=False)
+    back = load_prior(tmp_path / "m.safetensors")
+    assert back.condition == prior.condition and back.transformer.config == prior.transformer.config
+    idx = torch.randint(N_CODES, (2, 4, 4), generator=gen(4))
+    a = MaskedResampler(prior, N_CODES, (4, 4), codebook()).log_probs(idx)
+    b = MaskedResampler(back, N_CODES, (4, 4), codebook()).log_probs(idx)
+    assert torch.allclose(a, b)
+
+
+def make(tiny_vqgan, tiny_clip, **kwargs):
+    config = GenerateConfig(**{**FAST, "prompts": ("a red circle",), "seed": 1, **kwargs})
+    side = config.size[0] // tiny_vqgan.downsample_factor
+    n_codes = tiny_vqgan.codebook.shape[0]
+    return Run(config, vqgan=tiny_vqgan, clips=[tiny_clip], prior=tiny_masked(side, n_codes))
+
+
+def test_the_loop_draws_a_guided_start_and_resamples_with_a_masked_prior(tiny_vqgan, tiny_clip):
+    kwargs = dict(
+        prior="tiny", init="prior", prior_guidance=2.0, prior_candidates=2, prior_draw_steps=3
+    )
+    run = make(tiny_vqgan, tiny_clip, **kwargs, prior_resample_every=1, iterations=2)
+    assert isinstance(run.resampler, MaskedResampler) and run.resampler.steps == 3
+    _, idx = tiny_vqgan.quantize(run.z0)
+    assert torch.equal(run.z0, tiny_vqgan.codebook[idx].permute(0, 3, 1, 2))
+    unguided = make(tiny_vqgan, tiny_clip, **{**kwargs, "prior_guidance": 0.0}, iterations=2)
+    assert not torch.equal(run.z0, unguided.z0)  # the guides changed the draws
+    image = run.run()
+    again = make(tiny_vqgan, tiny_clip, **kwargs, prior_resample_every=1, iterations=2).run()
+    assert torch.equal(image, again)
+    assert run.prior_loss is not None and run.prior_loss.masked is not None
+
+
+def test_the_options_are_declared_and_checked():
+    from vqclip.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["generate", "-p", "x", "--prior", "p", "--prior-guidance", "2", "--prior-draw-steps", "4"]
+    )
+    assert args.prior_guidance == 2.0 and args.prior_draw_steps == 4
+    with pytest.raises(ConfigError, match=r"prior_guidance=1\.0: needs a token transformer"):
+        GenerateConfig(prompts=("x",), prior_guidance=1.0)
+    with pytest.raises(ConfigError, match="prior_draw_steps=0"):
+        GenerateConfig(prompts=("x",), prior="p", prior_draw_steps=0)
