@@ -172,3 +172,21 @@ def test_the_options_are_declared_and_checked():
         GenerateConfig(prompts=("x",), prior_guidance=1.0)
     with pytest.raises(ConfigError, match="prior_draw_steps=0"):
         GenerateConfig(prompts=("x",), prior="p", prior_draw_steps=0)
+
+
+def test_the_shipped_toy_masked_prior_knows_world_grids_from_random_ones():
+    from vqclip.prior.resolve import load_prior_by_name
+    from vqclip.toy.models import load_toy_models
+    from vqclip.toy.world import sample_images
+    from vqclip.vqgan.quantize import nearest_code
+
+    prior = load_prior_by_name("toy_masked_prior")
+    assert prior.condition.kind == "masked" and prior.condition.mask_token == 512
+    assert prior.transformer.config.n_unmasked == prior.transformer.config.block_size == 256
+    vqgan = load_toy_models().vqgan
+    images, _ = sample_images(8, gen(123))
+    with torch.no_grad():
+        world = nearest_code(vqgan.float().encode(images * 2 - 1), vqgan.codebook)
+    scorer = MaskedResampler(prior, 512, (16, 16), vqgan.codebook)
+    random = torch.randint(512, world.shape, generator=gen(0))
+    assert scorer.surprisal(world).mean() < 2.0 < 5.0 < scorer.surprisal(random).mean()

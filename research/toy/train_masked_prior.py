@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from research.toy.train_prior import _init_weights, _schedule, encode_pool
-from vqclip.prior.io import Condition, TokenPrior, save_prior
+from vqclip.prior.io import Condition, TokenPrior, load_prior, save_prior
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 from vqclip.toy.models import load_toy_models
 
@@ -58,6 +58,7 @@ def train_masked_prior(
     n_head: int = 4,
     n_embd: int = 128,
     noise: float = 0.15,
+    start_from: Path | None = None,
     log=print,
 ) -> tuple[TokenPrior, list[float]]:
     torch.manual_seed(seed)
@@ -77,6 +78,8 @@ def train_masked_prior(
     )
     model = TokenTransformer(config)
     model.apply(_init_weights)
+    if start_from is not None:  # go on training an earlier run's weights
+        model.load_state_dict(load_prior(start_from).transformer.state_dict())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "pos_emb"]
     other = [p for n, p in model.named_parameters() if p.ndim < 2 or n == "pos_emb"]
     opt = torch.optim.AdamW(
@@ -129,14 +132,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start-from", type=Path, help="go on from these weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
-    prior, losses = train_masked_prior(steps=args.steps, n_layer=args.layers, n_embd=args.width)
+    prior, losses = train_masked_prior(
+        steps=args.steps,
+        n_layer=args.layers,
+        n_embd=args.width,
+        lr=args.lr,
+        seed=args.seed,
+        start_from=args.start_from,
+    )
     save_prior(prior, args.out)
     nll = held_out(prior)
     report = {
         "steps": args.steps,
+        "lr": args.lr,
+        "seed": args.seed,
+        "start_from": str(args.start_from) if args.start_from else None,
         "layers": args.layers,
         "width": args.width,
         "final_train_loss": sum(losses[-100:]) / 100,

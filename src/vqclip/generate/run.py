@@ -267,11 +267,7 @@ class Run:
         z = F.embedding(grid.to(self.device), self.vqgan.codebook.float()).permute(0, 3, 1, 2)
         z = z.detach().requires_grad_(True)
         image = self._decode(z).add(1).div(2).clamp(0, 1)
-        rows = range(len(grid))
-        if index is None:
-            loss = sum(self._whole_image_loss(image[r : r + 1], r).sum() for r in rows)
-        else:
-            loss = self._whole_image_loss(image, index).sum()
+        loss = self._whole_image_loss(image, index).sum()
         (gradient,) = torch.autograd.grad(loss, z)
         return gradient
 
@@ -407,8 +403,11 @@ class Run:
         in [0, 1], each seen whole (resized to the CLIP's input, no cutouts or augments)."""
         return self._whole_image_loss(images, index)
 
-    def _whole_image_loss(self, images: torch.Tensor, index: int) -> torch.Tensor:
-        total = torch.zeros(len(images), device=self.device)
+    def _whole_image_loss(self, images: torch.Tensor, index: int | None) -> torch.Tensor:
+        """`whole_image_loss`, differentiable; `index` None scores row r by image r's prompts
+        (N = the batch size)."""
+        N = len(images)
+        total = torch.zeros(N, device=self.device)
         shown = self.story_parts_shown()
         for clip, terms, weight in zip(
             self.clips, self.prompts, self.config.weights_of_clips, strict=True
@@ -417,9 +416,15 @@ class Run:
             view = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
             embeds = self._embed(clip.encode_image, view)[:, None]  # (N, 1, D)
             for _label, prompt, own, part in terms:
-                if own not in (None, index) or (part is not None and part != shown[own]):
+                if part is not None and part != shown[own]:
                     continue
-                total += weight * prompt(embeds)[0]
+                if own is None:
+                    total = total + weight * prompt(embeds)[0]
+                elif index is None:  # row `own` only
+                    loss = prompt(embeds[own : own + 1])[0]
+                    total = total + weight * F.pad(loss, (own, N - own - 1))
+                elif own == index:
+                    total = total + weight * prompt(embeds)[0]
         return total
 
     def _decode(self, z_q: torch.Tensor, decode=None) -> torch.Tensor:

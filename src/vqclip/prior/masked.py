@@ -10,10 +10,12 @@ only those above and to its left, and redraw a stray fragment as what its surrou
   one of the 2x2 interleaved quarters of the grid (every masked position still sees its eight
   neighbours), so a token is never scored by a pass that shows it.
 - `redraw`: the chosen positions are masked and filled in `steps` rounds; each round draws a
-  token for every position still masked and keeps the most confident ones (a cosine schedule:
-  few at first, then more), so early tokens shape what later ones are drawn given. Confidence
-  carries Gumbel noise that fades over the rounds (MaskGIT's), else the likeliest layout (a
-  plain background) wins every round.
+  token for every position still masked and keeps a random share of them (a cosine schedule:
+  few at first, then more), so early tokens shape what later ones are drawn given. MaskGIT keeps
+  the most confident draws instead; with the toy prior that fills the grid with background
+  first and leaves the object's tokens to the end, when the background around them calls for
+  more background: 0 of 64 draws judged one clean object at 8 rounds, 1 of 48 at 32, against
+  12 of 48 in a random order at 64 rounds (research/toy-log.md).
 - Guidance: with `guide` (a function of a (B, h, w) code grid returning the gradient of the
   guides' loss with respect to the latent, (B, C, h, w)), each round adds to the logits of token
   k at position i the first-order fall of the loss when that position shows code e_k,
@@ -203,12 +205,9 @@ class MaskedResampler:
                     bias = self._guide_bias(full, guide)[:, y : y + wh, x : x + ww]
                     logits = logits + bias.flatten(1, 2)
                 drawn = self._draw(logits, generator)  # (B, n)
-                logp = F.log_softmax(logits, -1).gather(-1, drawn[..., None])[..., 0]
-                # Confidence with fading Gumbel noise; only still-masked positions compete.
-                fade = 1.0 - (s + 1) / self.steps
-                u = torch.rand(logp.shape, generator=generator).to(self.device)
-                gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
-                conf = torch.where(remaining, logp + fade * gumbel, float("-inf"))
+                # The positions kept this round are a random choice among those still masked.
+                order = torch.rand(drawn.shape, generator=generator).to(self.device)
+                conf = torch.where(remaining, order, -1.0)
                 left = (total * math.cos(math.pi / 2 * (s + 1) / self.steps)).floor()
                 commit_n = remaining.sum(1, keepdim=True) - left  # (B, 1), >= 0
                 rank = conf.argsort(1, descending=True).argsort(1)

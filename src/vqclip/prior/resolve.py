@@ -14,7 +14,10 @@ from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior, load_prior
 
 PACKAGED_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
-PACKAGED = {"toy_prior": "toy_prior.safetensors"}  # trained on the toy VQGAN's codes
+PACKAGED = {  # trained on the toy VQGAN's codes
+    "toy_prior": "toy_prior.safetensors",
+    "toy_masked_prior": "toy_masked_prior.safetensors",
+}
 
 
 def load_prior_by_name(

@@ -208,7 +208,7 @@ def generate_images(
     progress: bool = True,
 ) -> tuple[torch.Tensor, float, str | None]:
     """All prompts as one batch through the normal loop: images (N, 3, 64, 64), seconds per
-    prompt, and the loop's error if it stopped early (a NaN loss: the last good images)."""
+    prompt (the run's start included), and the loop's error if it stopped early (a NaN loss: the last good images)."""
     config = settings.config(
         prompts,
         method,
@@ -216,8 +216,10 @@ def generate_images(
         clips=[str(p) for p in models.clip_paths],
         overrides=overrides,
     )
-    run = Run(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
+    # Timed from the run's construction: a start drawn from a prior (--init prior) is part of
+    # a lever's cost.
     start = time.perf_counter()
+    run = Run(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
     error = None
     try:
         for _ in tqdm(run.iterate(), total=config.iterations, desc=method, disable=not progress):
