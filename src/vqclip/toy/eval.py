@@ -208,7 +208,8 @@ def generate_images(
     progress: bool = True,
 ) -> tuple[torch.Tensor, float, str | None]:
     """All prompts as one batch through the normal loop: images (N, 3, 64, 64), seconds per
-    prompt (the run's start included), and the loop's error if it stopped early (a NaN loss: the last good images)."""
+    prompt (the run's start included), and the loop's error if it stopped early (a NaN loss:
+    the last good images)."""
     config = settings.config(
         prompts,
         method,
