@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from research.toy.train_prior import _init_weights, _schedule, encode_pool
+from research.toy.train_prior import _init_weights, _schedule, adamw, encode_pool
 from vqclip.prior.io import Condition, TokenPrior, load_prior, save_prior
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 from vqclip.toy.models import load_toy_models
@@ -80,13 +80,7 @@ def train_masked_prior(
     model.apply(_init_weights)
     if start_from is not None:  # go on training an earlier run's weights
         model.load_state_dict(load_prior(start_from).transformer.state_dict())
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "pos_emb"]
-    other = [p for n, p in model.named_parameters() if p.ndim < 2 or n == "pos_emb"]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
+    opt = adamw(model, lr)
     g = torch.Generator().manual_seed(seed + 1)
     losses = []
     start = time.time()

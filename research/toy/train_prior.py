@@ -70,13 +70,7 @@ def train_prior(
     )
     model = TokenTransformer(config)
     model.apply(_init_weights)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "pos_emb"]
-    other = [p for n, p in model.named_parameters() if p.ndim < 2 or n == "pos_emb"]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
+    opt = adamw(model, lr)
     g = torch.Generator().manual_seed(seed + 1)
     bar = tqdm(range(steps), desc="prior", disable=not progress)
     for step in bar:
@@ -105,6 +99,17 @@ def train_prior(
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval().requires_grad_(False)
     return TokenPrior(model, Condition("sos", sos_token=SOS), "toy prior")
+
+
+def adamw(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
+    """minGPT's optimiser: weight decay on the matrices, none on biases, norms and positions."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "pos_emb"]
+    other = [p for n, p in model.named_parameters() if p.ndim < 2 or n == "pos_emb"]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
 
 
 def _schedule(step: int, steps: int, warmup: int) -> float:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior
-from vqclip.prior.loss import window_starts
+from vqclip.prior.resample import GridSampler
 
 Guide = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,7 +59,7 @@ def masked_window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
     return side, side
 
 
-class MaskedResampler:
+class MaskedResampler(GridSampler):
     """Scores and redraws (B, h, w) grids of a VQGAN with `n_codes` codes under a masked prior;
     draws at `temperature`, in `steps` rounds, with `guidance` times the guides' pull."""
 
@@ -98,17 +98,6 @@ class MaskedResampler:
         self.guidance = guidance
         self.device = torch.device(device)
 
-    def _windows(self) -> list[tuple[int, int]]:
-        (h, w), (wh, ww) = self.grid, self.window
-        return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
-
-    def _check(self, idx: torch.Tensor) -> None:
-        if idx.dim() != 3 or tuple(idx.shape[1:]) != self.grid:
-            raise ConfigError(
-                f"token grid of shape {tuple(idx.shape)}: expected (batch, {self.grid[0]}, "
-                f"{self.grid[1]})"
-            )
-
     def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, n, K) logits over image codes for tokens (B, n) of one window."""
         return self.gpt(tokens)[..., : self.n_codes].float()
@@ -145,17 +134,6 @@ class MaskedResampler:
         """(B, h, w) nats: -log p of each token of `idx` given the tokens around it."""
         lp = self.log_probs(idx)
         return -lp.gather(-1, idx.to(self.device)[..., None])[..., 0]
-
-    def least_likely(self, idx: torch.Tensor, fraction: float) -> torch.Tensor:
-        """(B, h, w) bool: the `fraction` of each image's tokens (at least one) that fit their
-        surroundings least."""
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"resample fraction={fraction!r}: must be in (0, 1]")
-        s = self.surprisal(idx).flatten(1)
-        k = max(1, round(fraction * s.shape[1]))
-        mask = torch.zeros_like(s, dtype=torch.bool)
-        mask.scatter_(1, s.topk(k, dim=1).indices, True)
-        return mask.view(idx.shape)
 
     def _guide_bias(self, grid: torch.Tensor, guide: Guide) -> torch.Tensor:
         """(B, h, w, K): -g_i . e_k, scaled to unit spread per image, times `guidance`."""

@@ -24,7 +24,40 @@ from vqclip.prior.io import TokenPrior
 from vqclip.prior.loss import prior_window, window_starts
 
 
-class TokenResampler:
+class GridSampler:
+    """What the causal and the masked samplers share: a (h, w) `grid` scored and redrawn in
+    `window`s, and the choice of the tokens to redraw from `surprisal` (B, h, w)."""
+
+    grid: tuple[int, int]
+    window: tuple[int, int]
+
+    def surprisal(self, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _windows(self) -> list[tuple[int, int]]:
+        (h, w), (wh, ww) = self.grid, self.window
+        return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
+
+    def _check(self, idx: torch.Tensor) -> None:
+        if idx.dim() != 3 or tuple(idx.shape[1:]) != self.grid:
+            raise ConfigError(
+                f"token grid of shape {tuple(idx.shape)}: expected (batch, {self.grid[0]}, "
+                f"{self.grid[1]})"
+            )
+
+    def least_likely(self, idx: torch.Tensor, fraction: float) -> torch.Tensor:
+        """(B, h, w) bool: the `fraction` of each image's tokens (at least one) that the prior
+        finds least likely."""
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"resample fraction={fraction!r}: must be in (0, 1]")
+        s = self.surprisal(idx).flatten(1)  # (B, h*w)
+        k = max(1, round(fraction * s.shape[1]))
+        mask = torch.zeros_like(s, dtype=torch.bool)
+        mask.scatter_(1, s.topk(k, dim=1).indices, True)
+        return mask.view(idx.shape)
+
+
+class TokenResampler(GridSampler):
     """Scores and redraws (B, h, w) grids of code indices of a VQGAN with `n_codes` codes under
     `prior`; `label` is the class of a class-conditional prior; draws are from the prior's
     prediction at `temperature` (below 1: the likelier tokens more often)."""
@@ -55,17 +88,6 @@ class TokenResampler:
         self.device = torch.device(device)
         self.temperature = temperature
 
-    def _windows(self) -> list[tuple[int, int]]:
-        (h, w), (wh, ww) = self.grid, self.window
-        return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
-
-    def _check(self, idx: torch.Tensor) -> None:
-        if idx.dim() != 3 or tuple(idx.shape[1:]) != self.grid:
-            raise ConfigError(
-                f"token grid of shape {tuple(idx.shape)}: expected (batch, {self.grid[0]}, "
-                f"{self.grid[1]})"
-            )
-
     def _log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, n, K) log p of each image code at each of the n positions of `tokens` (B, n),
         given the prefix and the tokens before it; image codes only, renormalised."""
@@ -87,17 +109,6 @@ class TokenResampler:
             view = out[:, y : y + wh, x : x + ww]
             view.copy_(torch.where(view.isnan(), nll.view(B, wh, ww), view))
         return out
-
-    def least_likely(self, idx: torch.Tensor, fraction: float) -> torch.Tensor:
-        """(B, h, w) bool: the `fraction` of each image's tokens (at least one) that the prior
-        finds least likely."""
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"resample fraction={fraction!r}: must be in (0, 1]")
-        s = self.surprisal(idx).flatten(1)  # (B, h*w)
-        k = max(1, round(fraction * s.shape[1]))
-        mask = torch.zeros_like(s, dtype=torch.bool)
-        mask.scatter_(1, s.topk(k, dim=1).indices, True)
-        return mask.view(idx.shape)
 
     @torch.no_grad()
     def redraw(
