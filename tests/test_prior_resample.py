@@ -194,8 +194,41 @@ def test_prior_candidates_keep_the_one_the_guides_like_best(tiny_vqgan, tiny_cli
     assert losses.unique().numel() == 6  # the guides tell the candidates apart
     _, kept = tiny_vqgan.quantize(run.z0)
     assert torch.equal(kept[0], candidates[losses.argmin()])
-    with pytest.raises(ConfigError, match="prior_candidates=4: only with init='prior'"):
+    with pytest.raises(ConfigError, match="prior_candidates=4: only where the prior draws"):
         GenerateConfig(prompts=("a red circle",), prior="tiny", prior_candidates=4)
+
+
+def test_each_resampling_keeps_the_redraw_the_guides_like_best(tiny_vqgan, tiny_clip):
+    """With K candidates a resampling redraws each image K times from the same generator state
+    and keeps, at the redrawn positions, the redraw whose whole image the guides score best."""
+    K = 5
+    run = make(
+        tiny_vqgan,
+        tiny_clip,
+        prior="tiny",
+        prior_weight=0.0,
+        prior_resample_every=1,
+        prior_resample_fraction=0.5,
+        prior_candidates=K,
+        batch_size=2,
+        prompts=("a red circle", "a blue square"),
+    )
+    _, before = tiny_vqgan.quantize(run.z.detach())
+    mask = run.resampler.least_likely(before, 0.5)
+    state = run.rng.get_state()
+    run._resample()
+    _, after = tiny_vqgan.quantize(run.z.detach())
+    assert torch.equal(after[~mask], before[~mask])  # only the chosen tokens change
+    g = torch.Generator().manual_seed(0)
+    g.set_state(state)
+    for b in range(2):
+        draws = run.resampler.redraw(
+            before[b : b + 1].repeat(K, 1, 1), mask[b : b + 1].repeat(K, 1, 1), g
+        )
+        image = run.image(tiny_vqgan.codebook[draws].permute(0, 3, 1, 2))
+        losses = run.whole_image_loss(image, b)
+        assert losses.unique().numel() > 1  # the pick matters
+        assert torch.equal(after[b], draws[losses.argmin()])
 
 
 def test_a_low_draw_temperature_draws_the_likeliest_tokens():

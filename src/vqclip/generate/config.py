@@ -387,8 +387,9 @@ class GenerateConfig:
     prior_candidates: int = option(
         1,
         "--prior-candidates",
-        help="with --init prior: draw K grids per image and start from the one the guides "
-        "like best for its prompt (the whole image under the loop's prompt losses)",
+        help="wherever the prior draws (the start with --init prior, each resampling): draw K "
+        "grids per image and keep the one the guides like best for its prompt (the whole image "
+        "under the loop's prompt losses)",
         group="prior and scales",
         low=1,
         high=4096,
@@ -504,8 +505,12 @@ class GenerateConfig:
         ):
             if used and not self.prior:
                 _fail(name, getattr(self, name), "needs a token transformer: set prior (--prior)")
-        if self.prior_candidates > 1 and self.init != "prior":
-            _fail("prior_candidates", self.prior_candidates, "only with init='prior'")
+        if self.prior_candidates > 1 and not (self.init == "prior" or self.prior_resample_every):
+            _fail(
+                "prior_candidates",
+                self.prior_candidates,
+                "only where the prior draws: with init='prior' or prior_resample_every",
+            )
         if self.init == "image" and not self.init_image:
             _fail("init_image", self.init_image, "init='image' needs an init image path")
 

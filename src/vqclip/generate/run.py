@@ -238,11 +238,21 @@ class Run:
         (Adam's exp_avg, SGD's momentum) is zeroed at the redrawn positions, since it pointed
         toward the old code, and its second moment is kept: the gradient's scale there is
         unchanged, so the new token starts with small steps instead of the 3x-lr step a fresh
-        moment pair would take after Adam's bias correction has worn off."""
+        moment pair would take after Adam's bias correction has worn off. With
+        `prior_candidates` K each image is redrawn K times and the guides keep one (`_pick`)."""
         _, idx = self.vqgan.quantize(self.z)  # (B, h, w)
         mask = self.resampler.least_likely(idx, self.config.prior_resample_fraction)
         mask &= ~self.failed.view(-1, 1, 1)
-        new = self._redraw(idx, mask, self.rng, index=None)
+        K = self.config.prior_candidates
+        if K == 1:
+            new = self._redraw(idx, mask, self.rng, index=None)
+        else:  # K redraws of each image, of which the guides keep one
+            new = torch.cat(
+                [
+                    self._pick(self._redraw(row.repeat(K, 1, 1), m.repeat(K, 1, 1), self.rng, b), b)
+                    for b, (row, m) in enumerate(zip(idx[:, None], mask[:, None], strict=True))
+                ]
+            )
         codes = F.embedding(new, self.vqgan.codebook.float()).permute(0, 3, 1, 2)  # (B, C, h, w)
         where = mask[:, None]  # (B, 1, h, w)
         self.z.copy_(torch.where(where, codes, self.z))
@@ -381,20 +391,26 @@ class Run:
     def _prior_start(self) -> torch.Tensor:
         """(B, h, w) codes drawn from the prior: `prior_candidates` grids per image, of which the
         one whose decoded image has the lowest prompt loss (`whole_image_loss`) is kept."""
-        K = self.config.prior_candidates
-        best = []
-        for b in range(self.config.batch_size):
-            if self.prior.condition.kind == "masked":
-                guide = lambda grid, b=b: self._guide_gradient(grid, b)  # noqa: E731
-                grids = self.resampler.sample(K, self.rng, guide).to(self.device)
-            else:
-                grids = self.resampler.sample(K, self.rng).to(self.device)  # (K, h, w)
-            if K > 1:
-                z_q = F.embedding(grids, self.vqgan.codebook.float()).permute(0, 3, 1, 2)
-                image = self._decode(z_q).add(1).div(2).clamp(0, 1)
-                grids = grids[self.whole_image_loss(image, b).argmin()][None]
-            best.append(grids)
-        return torch.cat(best)
+        K, (h, w) = self.config.prior_candidates, self.grid
+        everywhere = torch.ones(K, h, w, dtype=torch.bool)
+        start = torch.zeros(K, h, w, dtype=torch.long)
+        return torch.cat(
+            [
+                self._pick(self._redraw(start, everywhere, self.rng, index=b), b)
+                for b in range(self.config.batch_size)
+            ]
+        )
+
+    @torch.no_grad()
+    def _pick(self, grids: torch.Tensor, index: int) -> torch.Tensor:
+        """(1, h, w): of candidate grids (K, h, w) for image `index`, the one whose decoded
+        image has the lowest prompt loss (`whole_image_loss`)."""
+        grids = grids.to(self.device)
+        if len(grids) == 1:
+            return grids
+        z_q = F.embedding(grids, self.vqgan.codebook.float()).permute(0, 3, 1, 2)
+        image = self._decode(z_q).add(1).div(2).clamp(0, 1)
+        return grids[self.whole_image_loss(image, index).argmin()][None]
 
     @torch.no_grad()
     def whole_image_loss(self, images: torch.Tensor, index: int) -> torch.Tensor:
