@@ -1,15 +1,19 @@
 """Masked (bidirectional) token priors: scoring given the neighbours, MaskGIT draws, the guides'
 steering, the loss, the loop, and the file round trip (tiny random transformers)."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from vqclip.errors import ConfigError
 from vqclip.generate import GenerateConfig, Run
+from vqclip.generate.config import build_config
 from vqclip.prior.io import Condition, TokenPrior, load_prior, save_prior
 from vqclip.prior.loss import PriorLoss
 from vqclip.prior.masked import MaskedResampler
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
+from vqclip.weights.registry import resolve_pair
 
 FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu", precision="fp32")
 N_CODES = 16
@@ -51,7 +55,7 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_shapes_windows_and_a_grid_too_small():
+def test_shapes_and_windows():
     sampler = MaskedResampler(tiny_masked(), N_CODES, (6, 5), codebook())
     assert sampler.window == (4, 4)
     idx = torch.randint(N_CODES, (3, 6, 5), generator=gen(0))
@@ -65,10 +69,34 @@ def test_shapes_windows_and_a_grid_too_small():
         assert s[b][mask[b]].min() >= s[b][~mask[b]].max()
     drawn = sampler.sample(2, gen(0))
     assert drawn.shape == (2, 6, 5) and drawn.min() >= 0 and drawn.max() < N_CODES
-    with pytest.raises(ConfigError, match="reads 4x4 token grids; this image's grid is 3x8"):
-        MaskedResampler(tiny_masked(), N_CODES, (3, 8), codebook())
     with pytest.raises(ConfigError, match="does not fit a VQGAN of 32 codes"):
         MaskedResampler(tiny_masked(), 32, (4, 4), torch.randn(32, 3))
+
+
+def test_a_grid_smaller_than_the_window_is_read_at_its_centre_among_mask_tokens():
+    """A 2x2 grid is the middle of the prior's 4x4 window, the rest mask tokens: each position
+    is scored by the pass that masks its quarter of the window, and draws and the guides only
+    ever see the 2x2 grid."""
+    prior = tiny_masked()
+    sampler = MaskedResampler(prior, N_CODES, (2, 2), codebook(), guidance=1.0)
+    idx = torch.randint(N_CODES, (1, 2, 2), generator=gen(3))
+    lp = sampler.log_probs(idx)
+    window = torch.full((1, 4, 4), N_CODES)
+    window[:, 1:3, 1:3] = idx
+    window[:, 1, 1] = N_CODES  # the quarter [1::2, 1::2] of the window holds position (0, 0)
+    want = torch.log_softmax(prior.transformer(window.flatten(1))[0, 5, :N_CODES], -1)
+    assert torch.allclose(lp[0, 0, 0], want, atol=1e-5)
+    seen = []
+
+    def guide(grid):
+        seen.append(tuple(grid.shape))
+        return torch.randn(grid.shape[0], 3, *grid.shape[1:], generator=gen(len(seen)))
+
+    mask = torch.tensor([[[True, False], [False, True]]])
+    drawn = sampler.redraw(idx, mask, gen(0), guide)
+    assert drawn.shape == (1, 2, 2) and drawn.max() < N_CODES
+    assert torch.equal(drawn[~mask], idx[~mask])
+    assert seen and set(seen) == {(1, 2, 2)}
 
 
 def test_a_token_is_scored_without_seeing_itself_but_with_its_neighbours():
@@ -190,3 +218,25 @@ def test_the_shipped_toy_masked_prior_knows_world_grids_from_random_ones():
     scorer = MaskedResampler(prior, 512, (16, 16), vqgan.codebook)
     random = torch.randint(512, world.shape, generator=gen(0))
     assert scorer.surprisal(world).mean() < 2.0 < 5.0 < scorer.surprisal(random).mean()
+
+
+def test_prior_none_turns_off_a_pair_s_prior_and_the_options_that_need_it():
+    """A pair whose defaults use a prior brings its prior_* settings only while the prior
+    stays; `--prior none` alone gives the plain loop, and the web page's copied command says
+    `--prior none` for such a job."""
+    from vqclip.generate.config import pair_defaults
+    from vqclip.serve.command import generate_command
+    from vqclip.weights.registry import ModelPair
+
+    pair = ModelPair("v", ("c",), (("prior", "p"), ("prior_resample_every", 25), ("cutn", 16)))
+    assert pair_defaults(pair, {}) == dict(pair.defaults)
+    assert pair_defaults(pair, {"prior": "q"})["prior_resample_every"] == 25
+    for off in (None, "none", "None", ""):
+        assert pair_defaults(pair, {"prior": off}) == {"cutn": 16}
+    assert GenerateConfig(prompts=("x",), prior="none").prior is None
+    with pytest.raises(ConfigError, match="needs a token transformer"):
+        GenerateConfig(prompts=("x",), prior="none", prior_resample_every=5)
+    assert dict(resolve_pair("toy").defaults)["prior"] == "toy_masked_prior"
+    plain = build_config({"prompt": "x", "model": "toy", "prior": "none"})
+    assert plain.prior is None and plain.prior_resample_every == 0
+    assert "--prior none" in generate_command(dataclasses.asdict(plain), "toy")

@@ -72,6 +72,13 @@ def test_variants_override_the_toy_pairs_defaults():
         ["a red circle"], "overview", vqgan="v", clips=["c"], overrides=overrides
     )
     assert (config.prior, config.prior_weight, config.scales) == ("toy_prior", 2.0, (0.5, 1.0))
+    # today's loop: the toy pair's clean-up by its masked prior off with the prior alone
+    plain = EvalSettings().config(
+        ["a"], "overview", vqgan="v", clips=["c"], overrides={"prior": None}
+    )
+    default = EvalSettings().config(["a"], "overview", vqgan="v", clips=["c"])
+    assert default.prior == "toy_masked_prior" and default.prior_resample_every == 25
+    assert plain.prior is None and plain.prior_resample_every == 0 and plain.prior_candidates == 1
     for bad in ("nolabel", ":x=1", "l:novalue"):
         with pytest.raises(ConfigError, match="--variant"):
             parse_variant(bad)

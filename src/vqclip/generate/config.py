@@ -22,6 +22,9 @@ from vqclip.generate.augments import AUGMENTS, DEFAULT_AUGMENTS
 from vqclip.generate.cutouts import METHODS as CUT_METHODS
 from vqclip.validation import is_int
 
+if typing.TYPE_CHECKING:
+    from vqclip.weights.registry import ModelPair
+
 INITS = ("random", "pixels", "gradient", "image", "prior")
 OPTIMISERS = ("adam", "adamw", "adagrad", "adamax", "radam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -454,6 +457,8 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self)
+        if self.prior is not None and self.prior.strip().lower() in ("", "none"):
+            object.__setattr__(self, "prior", None)  # `--prior none`: no token transformer
         self._check_together()
         if self.seed is None:
             object.__setattr__(self, "seed", secrets.randbelow(2**31))
@@ -593,9 +598,22 @@ def build_config(given: Mapping[str, Any], base: Mapping[str, Any] | None = None
         if model is not None and not isinstance(model, str):
             raise ConfigError(f"model={model!r}: expected the name of a model pair", field="model")
         pair = resolve_pair(model or DEFAULT_MODEL)
-        values.update(vqgan=pair.vqgan, clip=pair.clips, vqgan_config=None, **dict(pair.defaults))
+        values.update(vqgan=pair.vqgan, clip=pair.clips, vqgan_config=None)
+        values.update(pair_defaults(pair, given))
     values.update(given)
     return GenerateConfig.from_dict(values)
+
+
+def pair_defaults(pair: ModelPair, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a model pair brings, under the user's `given` ones. A pair whose default
+    uses a token prior (the toy pair) brings its prior_* settings only while the prior stays:
+    `prior=None` (`--prior none`) alone gives the plain loop, without also undoing each option
+    that needs a prior."""
+    defaults = dict(pair.defaults)
+    prior = given.get("prior", defaults.get("prior"))
+    if prior is None or (isinstance(prior, str) and prior.strip().lower() in ("", "none")):
+        defaults = {k: v for k, v in defaults.items() if not k.startswith("prior")}
+    return defaults
 
 
 def validate_fields(instance: Any) -> None:

@@ -23,8 +23,10 @@ only those above and to its left, and redraw a stray fragment as what its surrou
   that move the picture toward the prompt, among those the prior finds plausible there.
 
 Grids larger than the prior's square window are handled window by window (the windows of
-`vqclip.prior.loss.window_starts`), smaller ones are refused: the prior's positions are those of
-its training grid. Every random draw comes from the `torch.Generator` passed in.
+`vqclip.prior.loss.window_starts`). A grid smaller than the window (a small image, or the
+coarse stage of `--scales`) is read at the window's centre with mask tokens around it: the
+prior sees the picture as the middle of one of its training grids whose rest is unknown, and
+never draws there. Every random draw comes from the `torch.Generator` passed in.
 """
 
 from __future__ import annotations
@@ -37,24 +39,19 @@ import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior
+from vqclip.prior.loss import window_starts
 from vqclip.prior.resample import GridSampler
 
 Guide = Callable[[torch.Tensor], torch.Tensor]
 
 
-def masked_window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
-    """The square window a masked prior was trained on (its block as a square), checked
-    against the grid."""
+def masked_window(prior: TokenPrior) -> tuple[int, int]:
+    """The square window a masked prior was trained on (its block as a square)."""
     side = math.isqrt(prior.transformer.config.block_size)
     if side * side != prior.transformer.config.block_size:
         raise ConfigError(
             f"masked prior {prior.source}: block_size {prior.transformer.config.block_size} is "
             "not a square grid"
-        )
-    if grid[0] < side or grid[1] < side:
-        raise ConfigError(
-            f"masked prior {prior.source} reads {side}x{side} token grids; this image's grid is "
-            f"{grid[0]}x{grid[1]}: use a larger size (or no smaller --scales) with it"
         )
     return side, side
 
@@ -91,12 +88,33 @@ class MaskedResampler(GridSampler):
         self.gpt = gpt.to(device)
         self.n_codes = n_codes
         self.grid = grid
-        self.window = masked_window(prior, grid)
+        self.window = masked_window(prior)
+        # A grid smaller than the window sits at its centre, mask tokens around it.
+        self.padded = (max(grid[0], self.window[0]), max(grid[1], self.window[1]))
+        self.offset = ((self.padded[0] - grid[0]) // 2, (self.padded[1] - grid[1]) // 2)
         self.codebook = codebook.detach().float().to(device)
         self.temperature = temperature
         self.steps = steps
         self.guidance = guidance
         self.device = torch.device(device)
+
+    def _windows(self) -> list[tuple[int, int]]:
+        (h, w), (wh, ww) = self.padded, self.window
+        return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
+
+    def _pad(self, grid: torch.Tensor, fill: int | bool) -> torch.Tensor:
+        """(B, h, w) -> (B, *padded), `fill` around the grid."""
+        if self.padded == self.grid:
+            return grid
+        out = grid.new_full((grid.shape[0], *self.padded), fill)
+        (y, x), (h, w) = self.offset, self.grid
+        out[:, y : y + h, x : x + w] = grid
+        return out
+
+    def _crop(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, *padded, ...) -> (B, h, w, ...): the grid's own positions."""
+        (y, x), (h, w) = self.offset, self.grid
+        return padded[:, y : y + h, x : x + w]
 
     def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, n, K) logits over image codes for tokens (B, n) of one window."""
@@ -118,8 +136,8 @@ class MaskedResampler(GridSampler):
         """(B, h, w, K): log p(code at each position | the tokens around it), in the first window
         (raster order) that covers the position. Differentiable in nothing: tokens are indices."""
         self._check(idx)
-        idx = idx.to(self.device)
-        (wh, ww), B = self.window, idx.shape[0]
+        idx = self._pad(idx.to(self.device), self.mask_token)
+        wh, ww = self.window
         out = torch.empty(*idx.shape, self.n_codes, device=self.device)
         done = torch.zeros(idx.shape[1:], dtype=torch.bool, device=self.device)
         for y, x in self._windows():
@@ -127,7 +145,7 @@ class MaskedResampler(GridSampler):
             new = ~done[y : y + wh, x : x + ww]
             out[:, y : y + wh, x : x + ww][:, new] = lp[:, new]
             done[y : y + wh, x : x + ww] = True
-        return out.view(B, *self.grid, self.n_codes)
+        return self._crop(out)
 
     @torch.no_grad()
     def surprisal(self, idx: torch.Tensor) -> torch.Tensor:
@@ -158,8 +176,8 @@ class MaskedResampler(GridSampler):
         self._check(idx)
         if mask.shape != idx.shape:
             raise ConfigError(f"resample mask of shape {tuple(mask.shape)}; expected {idx.shape}")
-        out = idx.to(self.device).clone()
-        todo = mask.to(self.device, torch.bool).clone()
+        out = self._pad(idx.to(self.device), self.mask_token).clone()
+        todo = self._pad(mask.to(self.device, torch.bool), False).clone()
         wh, ww = self.window
         guided = guide is not None and self.guidance != 0
         for y, x in self._windows():
@@ -180,7 +198,8 @@ class MaskedResampler(GridSampler):
                     full = out.clone()
                     filled = torch.where(remaining, tentative, tokens)
                     full[:, y : y + wh, x : x + ww] = filled.view(-1, wh, ww)
-                    bias = self._guide_bias(full, guide)[:, y : y + wh, x : x + ww]
+                    bias = self._pad_bias(self._guide_bias(self._crop(full), guide))
+                    bias = bias[:, y : y + wh, x : x + ww]
                     logits = logits + bias.flatten(1, 2)
                 drawn = self._draw(logits, generator)  # (B, n)
                 # The positions kept this round are a random choice among those still masked.
@@ -193,6 +212,15 @@ class MaskedResampler(GridSampler):
                 tokens = torch.where(commit, drawn, tokens)
                 remaining &= ~commit
             out[:, y : y + wh, x : x + ww] = tokens.view(-1, wh, ww)
+        return self._crop(out)
+
+    def _pad_bias(self, bias: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, K) -> (B, *padded, K), zero around the grid (never drawn there)."""
+        if self.padded == self.grid:
+            return bias
+        out = bias.new_zeros(bias.shape[0], *self.padded, bias.shape[-1])
+        (y, x), (h, w) = self.offset, self.grid
+        out[:, y : y + h, x : x + w] = bias
         return out
 
     def _draw(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

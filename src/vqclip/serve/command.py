@@ -34,6 +34,9 @@ def generate_command(settings: dict[str, Any], model: str | None) -> str:
     words = ["vqclip", "generate"] + (["--model", model] if model else [])
     for f in dataclasses.fields(GenerateConfig):
         value = _plain(settings.get(f.name))
+        if f.name == "prior" and value is None and base["prior"] is not None:
+            words += ["--prior", "none"]  # the pair's prior turned off
+            continue
         if f.name in _SKIPPED or value is None or value == base[f.name]:
             continue
         flag = next(x for x in f.metadata["flags"] if x.startswith("--"))

@@ -109,11 +109,13 @@ class EvalSettings:
     ) -> GenerateConfig:
         """The run for all prompts at once, one image each: the toy pair's defaults (so a lever
         made its default shows here), these settings, the method's, then `overrides`."""
+        from vqclip.generate.config import pair_defaults
         from vqclip.weights.registry import resolve_pair
 
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-        values = {**dict(resolve_pair("toy").defaults), **self._settings(prompts, vqgan, clips)}
+        defaults = pair_defaults(resolve_pair("toy"), overrides or {})
+        values = {**defaults, **self._settings(prompts, vqgan, clips)}
         values.update(METHODS[method])
         values.update(overrides or {})
         return GenerateConfig.from_dict(values)
