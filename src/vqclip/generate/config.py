@@ -457,8 +457,8 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        if self.prior is not None and self.prior.strip().lower() in ("", "none"):
-            object.__setattr__(self, "prior", None)  # `--prior none`: no token transformer
+        if self.prior is not None and no_prior(self.prior):
+            object.__setattr__(self, "prior", None)
         self._check_together()
         if self.seed is None:
             object.__setattr__(self, "seed", secrets.randbelow(2**31))
@@ -604,14 +604,18 @@ def build_config(given: Mapping[str, Any], base: Mapping[str, Any] | None = None
     return GenerateConfig.from_dict(values)
 
 
+def no_prior(value: Any) -> bool:
+    """Whether a `prior` setting means none: unset, or `--prior none` (or empty)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))
+
+
 def pair_defaults(pair: ModelPair, given: Mapping[str, Any]) -> dict[str, Any]:
     """The settings a model pair brings, under the user's `given` ones. A pair whose default
     uses a token prior (the toy pair) brings its prior_* settings only while the prior stays:
     `prior=None` (`--prior none`) alone gives the plain loop, without also undoing each option
     that needs a prior."""
     defaults = dict(pair.defaults)
-    prior = given.get("prior", defaults.get("prior"))
-    if prior is None or (isinstance(prior, str) and prior.strip().lower() in ("", "none")):
+    if no_prior(given.get("prior", defaults.get("prior"))):
         defaults = {k: v for k, v in defaults.items() if not k.startswith("prior")}
     return defaults
 

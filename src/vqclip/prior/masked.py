@@ -39,7 +39,6 @@ import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior
-from vqclip.prior.loss import window_starts
 from vqclip.prior.resample import GridSampler
 
 Guide = Callable[[torch.Tensor], torch.Tensor]
@@ -98,15 +97,11 @@ class MaskedResampler(GridSampler):
         self.guidance = guidance
         self.device = torch.device(device)
 
-    def _windows(self) -> list[tuple[int, int]]:
-        (h, w), (wh, ww) = self.padded, self.window
-        return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
-
-    def _pad(self, grid: torch.Tensor, fill: int | bool) -> torch.Tensor:
-        """(B, h, w) -> (B, *padded), `fill` around the grid."""
+    def _pad(self, grid: torch.Tensor, fill: float | bool) -> torch.Tensor:
+        """(B, h, w, ...) -> (B, *padded, ...), `fill` around the grid."""
         if self.padded == self.grid:
             return grid
-        out = grid.new_full((grid.shape[0], *self.padded), fill)
+        out = grid.new_full((grid.shape[0], *self.padded, *grid.shape[3:]), fill)
         (y, x), (h, w) = self.offset, self.grid
         out[:, y : y + h, x : x + w] = grid
         return out
@@ -140,7 +135,7 @@ class MaskedResampler(GridSampler):
         wh, ww = self.window
         out = torch.empty(*idx.shape, self.n_codes, device=self.device)
         done = torch.zeros(idx.shape[1:], dtype=torch.bool, device=self.device)
-        for y, x in self._windows():
+        for y, x in self._windows(self.padded):
             lp = self._window_log_probs(idx[:, y : y + wh, x : x + ww])
             new = ~done[y : y + wh, x : x + ww]
             out[:, y : y + wh, x : x + ww][:, new] = lp[:, new]
@@ -180,7 +175,7 @@ class MaskedResampler(GridSampler):
         todo = self._pad(mask.to(self.device, torch.bool), False).clone()
         wh, ww = self.window
         guided = guide is not None and self.guidance != 0
-        for y, x in self._windows():
+        for y, x in self._windows(self.padded):
             chosen = todo[:, y : y + wh, x : x + ww].flatten(1).clone()  # (B, n)
             todo[:, y : y + wh, x : x + ww] = False
             if not chosen.any():
@@ -198,7 +193,8 @@ class MaskedResampler(GridSampler):
                     full = out.clone()
                     filled = torch.where(remaining, tentative, tokens)
                     full[:, y : y + wh, x : x + ww] = filled.view(-1, wh, ww)
-                    bias = self._pad_bias(self._guide_bias(self._crop(full), guide))
+                    # zero around a small grid, where nothing is drawn
+                    bias = self._pad(self._guide_bias(self._crop(full), guide), 0.0)
                     bias = bias[:, y : y + wh, x : x + ww]
                     logits = logits + bias.flatten(1, 2)
                 drawn = self._draw(logits, generator)  # (B, n)
@@ -213,15 +209,6 @@ class MaskedResampler(GridSampler):
                 remaining &= ~commit
             out[:, y : y + wh, x : x + ww] = tokens.view(-1, wh, ww)
         return self._crop(out)
-
-    def _pad_bias(self, bias: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, K) -> (B, *padded, K), zero around the grid (never drawn there)."""
-        if self.padded == self.grid:
-            return bias
-        out = bias.new_zeros(bias.shape[0], *self.padded, bias.shape[-1])
-        (y, x), (h, w) = self.offset, self.grid
-        out[:, y : y + h, x : x + w] = bias
-        return out
 
     def _draw(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         p = F.softmax(logits, dim=-1).flatten(0, 1).cpu()

@@ -34,8 +34,9 @@ class GridSampler:
     def surprisal(self, idx: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _windows(self) -> list[tuple[int, int]]:
-        (h, w), (wh, ww) = self.grid, self.window
+    def _windows(self, grid: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Top-left corners of the windows covering `grid` (default: the sampler's)."""
+        (h, w), (wh, ww) = grid or self.grid, self.window
         return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
 
     def _check(self, idx: torch.Tensor) -> None:
