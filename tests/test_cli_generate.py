@@ -85,6 +85,38 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_same_image(
     assert np.array_equal(pixels(part), pixels(whole))
 
 
+def test_resume_without_o_finishes_the_image_the_run_was_writing(
+    model_files, tmp_path, capsys, monkeypatch
+):
+    """After a stop that printed no resume command (kill -9), `--resume DIR` alone writes the
+    first run's -o, wherever it is run from, not output.png in the working folder."""
+    from vqclip.generate.run import Run
+
+    args = ["a tree", "-i", "4", "-sd", "3", "--checkpoint-every", "1"]
+    whole = tmp_path / "whole.png"
+    assert generate([*args, "-o", str(whole)], model_files, tmp_path, capsys)[0] == 0
+
+    real_step = Run.step
+
+    def interrupt_at_3(self):
+        if self.step_index == 2:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    part = tmp_path / "kept" / "part.png"
+    part.parent.mkdir()
+    monkeypatch.setattr(Run, "step", interrupt_at_3)
+    assert generate([*args, "-o", str(part)], model_files, tmp_path, capsys)[0] == 130
+    monkeypatch.setattr(Run, "step", real_step)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_dir = tmp_path / "kept" / "part.run"
+    assert main(["generate", "--resume", str(run_dir), "--no-progress"]) == 0, capsys.readouterr()
+    assert np.array_equal(pixels(part), pixels(whole))
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

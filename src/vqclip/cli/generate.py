@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vqclip.cli import nerdyrodent
@@ -45,7 +46,12 @@ def add_parser(subparsers) -> None:
         "list`; `toy` runs offline)",
     )
     g = groups["image and run"]
-    g.add_argument("-o", "--output", default="output.png", help="the image: .png or .jpg")
+    g.add_argument(
+        "-o",
+        "--output",
+        help="the image: .png or .jpg (default: output.png; with --resume, the image the run "
+        "was writing)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_options(p, JobOptions, aliases=nerdyrodent.FLAGS)
     g = p.add_argument_group("reproduce and resume")
@@ -180,7 +186,36 @@ def _check_inputs_are_not_the_output(config, outputs: list[Path]) -> None:
                 )
 
 
-_VQCLIP_RUN_FILES = {"state.bin", "config.json", "frames"}
+_VQCLIP_RUN_FILES = {"state.bin", "config.json", "frames", "output.json"}
+# The image a checkpointed run writes, beside its checkpoint: `--resume DIR` alone finishes
+# the image the run was started for (after a kill -9 there is no printed resume command).
+_OUTPUT_RECORD = "output.json"
+
+
+def _output(args: argparse.Namespace) -> Path:
+    """-o, else the image the resumed run was writing, else output.png."""
+    if args.output:
+        return Path(args.output)
+    if args.resume:
+        record = Path(args.resume) / _OUTPUT_RECORD
+        try:
+            return Path(json.loads(record.read_text())["output"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a checkpoint of an older version, or no longer readable: the plain default
+    return Path("output.png")
+
+
+def _record_output(output: Path) -> Callable[[Path], None]:
+    """An on_checkpoint callback writing `output` (absolute) beside the checkpoint."""
+    text = json.dumps({"output": str(output.absolute())})
+
+    def record(run_dir: Path) -> None:
+        from vqclip.atomic import atomic_write_text
+
+        with contextlib.suppress(OSError):  # the checkpoint itself is what matters
+            atomic_write_text(run_dir / _OUTPUT_RECORD, text)
+
+    return record
 
 
 def _check_run_dir(run_dir: Path, given: bool) -> Path:
@@ -253,7 +288,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return main(zoom, models=getattr(args, "models", None))
     options = JobOptions(**given_job_options(args, JobOptions))
     config, state = _settings(args)
-    output = check_writable(Path(args.output))
+    output = check_writable(_output(args))
     _check_inputs_are_not_the_output(config, numbered(output, config.batch_size))
     given_dir = args.checkpoint_dir or args.resume
     run_dir = _check_run_dir(Path(given_dir or output.with_suffix(".run")), bool(given_dir))
@@ -296,6 +331,7 @@ def run_generate(args: argparse.Namespace) -> int:
                 on_start=on_start,
                 on_step=on_step,
                 should_stop=lambda: stop.signal is not None,
+                on_checkpoint=_record_output(output),
             )
         except _StoppedBeforeStart:
             print("stopped before the first step", file=sys.stderr)
