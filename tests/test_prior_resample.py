@@ -145,6 +145,32 @@ def test_resampling_run_is_seeded_and_resumes_bit_for_bit(tiny_vqgan, tiny_clip,
     assert torch.equal(resumed.run(), unbroken)
 
 
+def test_final_passes_redraw_after_the_last_step_only(tiny_vqgan, tiny_clip):
+    """--prior-final-passes N: after the last step the run resamples N times more, from the
+    state the last step left (so 3 passes equal 1 pass plus 2 resamplings by hand), and at no
+    other step; with or without resampling every N steps."""
+    common = dict(prior="tiny", prior_weight=0.0, prior_resample_fraction=0.3, iterations=4)
+    for every in (2, 0):
+        one = make(
+            tiny_vqgan, tiny_clip, prior_resample_every=every, prior_final_passes=1, **common
+        )
+        three = make(
+            tiny_vqgan, tiny_clip, prior_resample_every=every, prior_final_passes=3, **common
+        )
+        for a, _ in zip(one.iterate(), three.iterate(), strict=True):
+            if a.index < 4:  # the same run up to the last step
+                assert torch.equal(one.z, three.z), a.index
+        assert not torch.equal(one.z, three.z)
+        one._resample(), one._resample()
+        assert torch.equal(one.z, three.z)
+    with pytest.raises(ConfigError, match="prior_final_passes=1: needs a token transformer"):
+        GenerateConfig(prompts=("a",), seed=1, prior_final_passes=1)
+    with_candidates = GenerateConfig(
+        prompts=("a",), seed=1, prior="toy_prior", prior_final_passes=1, prior_candidates=4
+    )
+    assert with_candidates.prior_candidates == 4
+
+
 def test_prior_start_is_a_seeded_sample_of_codes(tiny_vqgan, tiny_clip):
     run = make(tiny_vqgan, tiny_clip, prior="tiny", init="prior", iterations=1)
     again = make(tiny_vqgan, tiny_clip, prior="tiny", init="prior", iterations=1)

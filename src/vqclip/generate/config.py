@@ -346,6 +346,17 @@ class GenerateConfig:
         high=10**7,
         metavar="N",
     )
+    prior_final_passes: int = option(
+        0,
+        "--prior-final-passes",
+        help="after the last step, redraw the tokens the --prior finds least likely N more "
+        "times (each pass as a resampling: --prior-resample-fraction, --prior-candidates): "
+        "cleans up what the loop painted since the last resampling (0: none)",
+        group="prior and scales",
+        low=0,
+        high=64,
+        metavar="N",
+    )
     prior_resample_fraction: float = option(
         0.1,
         "--prior-resample-fraction",
@@ -380,8 +391,8 @@ class GenerateConfig:
     prior_draw_steps: int = option(
         8,
         "--prior-draw-steps",
-        help="with a masked prior: rounds in which the drawn tokens are filled in, the most "
-        "confident first (MaskGIT's schedule)",
+        help="with a masked prior: rounds in which the drawn tokens are filled in (a random "
+        "few first, then more: MaskGIT's cosine schedule)",
         group="prior and scales",
         low=1,
         high=256,
@@ -506,18 +517,25 @@ class GenerateConfig:
         for name, used in (
             ("init", self.init == "prior"),
             ("prior_resample_every", self.prior_resample_every > 0),
+            ("prior_final_passes", self.prior_final_passes > 0),
             ("prior_guidance", self.prior_guidance > 0),
         ):
             if used and not self.prior:
                 _fail(name, getattr(self, name), "needs a token transformer: set prior (--prior)")
-        if self.prior_candidates > 1 and not (self.init == "prior" or self.prior_resample_every):
+        if self.prior_candidates > 1 and not (self.init == "prior" or self.redraws):
             _fail(
                 "prior_candidates",
                 self.prior_candidates,
-                "only where the prior draws: with init='prior' or prior_resample_every",
+                "only where the prior draws: with init='prior', prior_resample_every or "
+                "prior_final_passes",
             )
         if self.init == "image" and not self.init_image:
             _fail("init_image", self.init_image, "init='image' needs an init image path")
+
+    @property
+    def redraws(self) -> bool:
+        """Whether the prior redraws tokens during the run (resampling or final passes)."""
+        return bool(self.prior_resample_every or self.prior_final_passes)
 
     def _check_prompts(self) -> None:
         """Prompt syntax errors are reported here, before any model loads."""

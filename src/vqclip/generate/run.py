@@ -205,7 +205,7 @@ class Run:
 
     def _build_resampler(self):
         cfg = self.config
-        if self.prior is None or not (cfg.prior_resample_every or cfg.init == "prior"):
+        if self.prior is None or not (cfg.redraws or cfg.init == "prior"):
             return None
         if self.prior.condition.kind == "masked":
             from vqclip.prior.masked import MaskedResampler
@@ -534,6 +534,9 @@ class Run:
         every = self.config.prior_resample_every
         if every and self.step_index % every == 0:
             self._resample()
+        if self.step_index == self.config.iterations:
+            for _ in range(self.config.prior_final_passes):
+                self._resample()
         if self.stages.stage_at(self.step_index) != self.stage:
             self._enter_stage(self.stages.stage_at(self.step_index), carry=True)
         self.at_step_boundary = True
