@@ -56,15 +56,13 @@ def test_save_every_and_batch_outputs(model_files, tmp_path, capsys):
     assert read_image_metadata(tmp_path / "b_1.png")["image_index"] == 1
 
 
-def test_ctrl_c_checkpoints_and_resume_finishes_the_same_image(
-    model_files, tmp_path, capsys, monkeypatch
-):
+def whole_then_stopped(args, part, model_files, tmp_path, capsys, monkeypatch):
+    """Runs `args` to the end into whole.png, then again into `part` with a Ctrl-C at step 3;
+    returns the whole image's path and the stopped run's (exit code, stderr)."""
     from vqclip.generate.run import Run
 
-    args = ["a tree", "-i", "4", "-sd", "1", "-aug", "Af", "Pe"]
     whole = tmp_path / "whole.png"
     assert generate([*args, "-o", str(whole)], model_files, tmp_path, capsys)[0] == 0
-
     real_step = Run.step
 
     def interrupt_at_3(self):
@@ -72,11 +70,19 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_same_image(
             raise KeyboardInterrupt
         return real_step(self)
 
-    part = tmp_path / "part.png"
     monkeypatch.setattr(Run, "step", interrupt_at_3)
-    code, err = generate([*args, "-o", str(part)], model_files, tmp_path, capsys)
-    assert code == 130 and "--resume" in err
+    stopped = generate([*args, "-o", str(part)], model_files, tmp_path, capsys)
     monkeypatch.setattr(Run, "step", real_step)
+    return whole, stopped
+
+
+def test_ctrl_c_checkpoints_and_resume_finishes_the_same_image(
+    model_files, tmp_path, capsys, monkeypatch
+):
+    args = ["a tree", "-i", "4", "-sd", "1", "-aug", "Af", "Pe"]
+    part = tmp_path / "part.png"
+    whole, (code, err) = whole_then_stopped(args, part, model_files, tmp_path, capsys, monkeypatch)
+    assert code == 130 and "--resume" in err
     assert not part.exists()
     code = main(
         ["generate", "--resume", str(tmp_path / "part.run"), "-o", str(part), "--no-progress"]
@@ -90,24 +96,11 @@ def test_resume_without_o_finishes_the_image_the_run_was_writing(
 ):
     """After a stop that printed no resume command (kill -9), `--resume DIR` alone writes the
     first run's -o, wherever it is run from, not output.png in the working folder."""
-    from vqclip.generate.run import Run
-
     args = ["a tree", "-i", "4", "-sd", "3", "--checkpoint-every", "1"]
-    whole = tmp_path / "whole.png"
-    assert generate([*args, "-o", str(whole)], model_files, tmp_path, capsys)[0] == 0
-
-    real_step = Run.step
-
-    def interrupt_at_3(self):
-        if self.step_index == 2:
-            raise KeyboardInterrupt
-        return real_step(self)
-
     part = tmp_path / "kept" / "part.png"
     part.parent.mkdir()
-    monkeypatch.setattr(Run, "step", interrupt_at_3)
-    assert generate([*args, "-o", str(part)], model_files, tmp_path, capsys)[0] == 130
-    monkeypatch.setattr(Run, "step", real_step)
+    whole, (code, _) = whole_then_stopped(args, part, model_files, tmp_path, capsys, monkeypatch)
+    assert code == 130
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
