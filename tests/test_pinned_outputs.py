@@ -6,6 +6,10 @@ to ~5e-4 across CPU kinds (AMX, AVX-512 and AVX2 kernels were compared, the last
 with ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA), so the tolerances are 2e-3 on pixels and 1e-4
 relative on losses. When a change is meant to alter images (new defaults, another cutout
 draw), rerun this test's `_run()` by hand, paste the new values, and say so in the commit.
+
+The toy pair's final redraw by its token prior is turned off here: it draws discrete tokens, and
+a last-bit difference between CPU kernels flips a draw (on AVX2 kernels the pixels then move by
+0.13), so the slice pins the loop's continuous part, which agrees across kinds.
 """
 
 import pytest
@@ -29,6 +33,7 @@ def _run():
     try:
         config = build_config(
             {"prompt": "a red circle on a blue background", "model": "toy", "iterations": 3}
+            | {"prior_final_passes": 0}
             | {"seed": 0, "threads": 1, "precision": "fp32", "device": "cpu", "cutn": 8}
             | {"size": [64, 64]}
         )

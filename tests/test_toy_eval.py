@@ -77,8 +77,10 @@ def test_variants_override_the_toy_pairs_defaults():
         ["a"], "overview", vqgan="v", clips=["c"], overrides={"prior": None}
     )
     default = EvalSettings().config(["a"], "overview", vqgan="v", clips=["c"])
-    assert default.prior == "toy_masked_prior" and default.prior_resample_every == 25
+    assert default.prior == "toy_masked_prior" and default.prior_resample_every == 50
+    assert default.iterations == 200 and default.prior_final_passes == 1
     assert plain.prior is None and plain.prior_resample_every == 0 and plain.prior_candidates == 1
+    assert plain.prior_final_passes == 0 and plain.iterations == default.iterations
     for bad in ("nolabel", ":x=1", "l:novalue"):
         with pytest.raises(ConfigError, match="--variant"):
             parse_variant(bad)
@@ -175,7 +177,7 @@ def test_every_option_has_help():
     # the loop's flags are generate's, with the eval's own defaults in their help
     flags = {a.dest: a for a in options}
     assert flags["iterations"].option_strings == ["-i", "--iterations"]
-    assert "(default: 100)" in flags["iterations"].help and "(default: 1)" in flags["threads"].help
+    assert "(default: 200)" in flags["iterations"].help and "(default: 1)" in flags["threads"].help
 
 
 @needs_weights

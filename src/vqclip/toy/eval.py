@@ -31,6 +31,7 @@ from vqclip.toy.world import (
     caption_text,
     parse_caption,
 )
+from vqclip.weights.registry import PAIRS
 
 # Cut methods compared, as GenerateConfig overrides.
 METHODS: dict[str, dict] = {
@@ -82,11 +83,16 @@ def named_attributes(prompt: str) -> dict[str, str]:
     return wanted
 
 
+# The eval's step count is the toy pair's, so a default that changes the steps shows in
+# `vqclip eval` with no flags; `--prior none` runs the plain loop for as many steps.
+TOY_ITERATIONS: int = dict(PAIRS["toy"].defaults)["iterations"]
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """Loop settings shared by every method; checked here, before any model loads."""
 
-    iterations: int = 100
+    iterations: int = TOY_ITERATIONS
     cutn: int = 16
     lr: float = 0.1
     tv_weight: float = 0.0
