@@ -119,7 +119,7 @@ def test_shipped_guides_read_every_attribute_zero_shot():
     strict=True,
     reason="known gap (issues 5, 22): the plain loop paints fragments the judge refuses (0 of "
     "60 default prompts right); the toy pair's default clean-up by its masked prior makes single "
-    "objects, but with blobby outlines and drifting backgrounds (5 of 60 right, docs/toy.md); "
+    "objects, but with blobby outlines and drifting backgrounds (10 of 60 right, docs/toy.md); "
     "strict, so CI says when this starts passing",
 )
 def test_text_steers_the_image():
