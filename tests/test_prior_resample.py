@@ -147,8 +147,9 @@ def test_resampling_run_is_seeded_and_resumes_bit_for_bit(tiny_vqgan, tiny_clip,
 
 def test_final_passes_redraw_after_the_last_step_only(tiny_vqgan, tiny_clip):
     """--prior-final-passes N: after the last step the run resamples N times more, from the
-    state the last step left (so 3 passes equal 1 pass plus 2 resamplings by hand), and at no
-    other step; with or without resampling every N steps."""
+    state the last step left (3 passes equal 3 resamplings by hand from that state, which the
+    run keeps), and at no other step; with or without resampling every N steps. The image is
+    the passes' latent."""
     common = dict(prior="tiny", prior_weight=0.0, prior_resample_fraction=0.3, iterations=4)
     for every in (2, 0):
         one = make(
@@ -158,11 +159,37 @@ def test_final_passes_redraw_after_the_last_step_only(tiny_vqgan, tiny_clip):
             tiny_vqgan, tiny_clip, prior_resample_every=every, prior_final_passes=3, **common
         )
         for a, _ in zip(one.iterate(), three.iterate(), strict=True):
-            if a.index < 4:  # the same run up to the last step
-                assert torch.equal(one.z, three.z), a.index
-        assert not torch.equal(one.z, three.z)
-        one._resample(), one._resample()
-        assert torch.equal(one.z, three.z)
+            assert torch.equal(one.z, three.z), a.index  # the loop's own state: the same
+        assert not torch.equal(one.final_z, three.final_z)
+        assert torch.equal(three.image(), three.image(three.final_z))
+        assert not torch.equal(three.image(), three.image(three.z))
+        for _ in range(3):
+            one._resample()
+        assert torch.equal(one.z, three.final_z)
+
+
+def test_a_run_with_final_passes_continued_is_the_longer_run(tiny_vqgan, tiny_clip, tmp_path):
+    """A finished run given more steps (a job's "continue": its checkpoint with a larger total)
+    goes on from its last step, not from its final passes, and ends as the longer run does; a
+    finished run resumed as it is shows its final passes' image."""
+    from vqclip.generate.checkpoint import load_run_state
+
+    common = dict(prior="tiny", prior_weight=0.0, prior_resample_fraction=0.3)
+    common |= dict(prior_resample_every=2, prior_final_passes=2, prior_candidates=2)
+    short = make(tiny_vqgan, tiny_clip, iterations=4, **common)
+    short_image = short.run()
+    state = load_run_state(short.save_checkpoint(tmp_path).parent)
+    same = make(tiny_vqgan, tiny_clip, iterations=4, **common)
+    same.load_state_dict(state)
+    assert torch.equal(same.image(), short_image)
+
+    state["config"] = short.config.replace(iterations=7).to_dict()
+    continued = make(tiny_vqgan, tiny_clip, iterations=7, **common)
+    continued.load_state_dict(state)
+    assert continued.final_z is None and torch.equal(continued.image(), short.image(short.z))
+    longer = make(tiny_vqgan, tiny_clip, iterations=7, **common).run()
+    assert torch.equal(continued.run(), longer)
+    assert not torch.equal(longer, short_image)
     with pytest.raises(ConfigError, match="prior_final_passes=1: needs a token transformer"):
         GenerateConfig(prompts=("a",), seed=1, prior_final_passes=1)
     with_candidates = GenerateConfig(

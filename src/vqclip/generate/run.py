@@ -162,6 +162,7 @@ class Run:
         self._new_optimiser(0)
         self.at_step_boundary = True
         self.last_good_z = self.z.detach().clone()
+        self.final_z: torch.Tensor | None = None  # the final passes' latent (`_finish`)
         self._graphs = None  # (decode, [encode_image]) replayed as CUDA graphs
         if config.cuda_graphs:
             if self.device.type != "cuda":
@@ -260,6 +261,25 @@ class Run:
             moment = self.optimiser.state.get(self.z, {}).get(key)
             if isinstance(moment, torch.Tensor) and moment.shape == self.z.shape:
                 moment.masked_fill_(where, 0)
+
+    @torch.no_grad()
+    def _finish(self) -> None:
+        """The final passes (`prior_final_passes`) after the last step: that many resamplings,
+        whose latent becomes `final_z`, the one `image()` shows. The loop's own state (z, the
+        optimiser's moments, the draws' generator) is put back as the last step left it, so a
+        run continued for more steps goes on as a run asked for that many steps from the start
+        would, and makes its own final passes at its new end."""
+        z, rng = self.z.detach().clone(), self.rng.get_state()
+        moments = {k: v.clone() for k, v in self.optimiser.state.get(self.z, {}).items()}
+        for _ in range(self.config.prior_final_passes):
+            self._resample()
+        self.final_z = self.z.detach().clone()
+        self.z.copy_(z)
+        self.rng.set_state(rng)
+        state = self.optimiser.state.get(self.z, {})
+        for key, value in moments.items():
+            if isinstance(value, torch.Tensor) and isinstance(state.get(key), torch.Tensor):
+                state[key].copy_(value)
 
     def _redraw(
         self, idx: torch.Tensor, mask: torch.Tensor, rng: torch.Generator, index: int | None
@@ -534,9 +554,8 @@ class Run:
         every = self.config.prior_resample_every
         if every and self.step_index % every == 0:
             self._resample()
-        if self.step_index == self.config.iterations:
-            for _ in range(self.config.prior_final_passes):
-                self._resample()
+        if self.step_index == self.config.iterations and self.config.prior_final_passes:
+            self._finish()
         if self.stages.stage_at(self.step_index) != self.stage:
             self._enter_stage(self.stages.stage_at(self.step_index), carry=True)
         self.at_step_boundary = True
@@ -588,8 +607,11 @@ class Run:
 
     @torch.no_grad()
     def image(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """decode(quantise(z)) in [0, 1], (B, 3, H, W): the image the current latent stands for."""
-        z_q, _ = self.vqgan.quantize(self.z if z is None else z)
+        """decode(quantise(z)) in [0, 1], (B, 3, H, W): the image the current latent stands for
+        (after the run's final passes, the latent they made)."""
+        if z is None:
+            z = self.z if self.final_z is None else self.final_z
+        z_q, _ = self.vqgan.quantize(z)
         return self._decode(z_q).add(1).div(2).clamp(0, 1)
 
     def last_good_image(self) -> torch.Tensor:
@@ -602,7 +624,7 @@ class Run:
                 f"the run was stopped inside the update of step {self.step_index + 1}; its state "
                 "is not a step boundary and was not saved"
             )
-        return {
+        state = {
             "format": "vqclip-run",
             "version": 1,
             "config": self.config.to_dict(),
@@ -615,6 +637,9 @@ class Run:
             "failed": self.failed.cpu(),
             "failures": [list(f) for f in self.failures],
         }
+        if self.final_z is not None:  # a finished run's final passes (`_finish`)
+            state["final_z"] = self.final_z.cpu()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state`; CheckpointError (the run untouched) if it does not fit."""
@@ -649,6 +674,14 @@ class Run:
         self.step_index = step
         self.failures = [(int(s), int(i)) for s, i in state.get("failures", [])]
         self.last_good_z = self.z.detach().clone()
+        # the final passes' latent belongs to a run that ends here; one continued for more
+        # steps (its config asks for more) makes its own at its new end
+        final = state.get("final_z")
+        finished = step == self.config.iterations and isinstance(final, torch.Tensor)
+        if finished and final.shape == self.z.shape:
+            self.final_z = final.to(self.device, torch.float32)
+        else:
+            self.final_z = None
 
     def _restore(self, state: dict) -> None:
         with torch.no_grad():
