@@ -270,16 +270,15 @@ class Run:
         run continued for more steps goes on as a run asked for that many steps from the start
         would, and makes its own final passes at its new end."""
         z, rng = self.z.detach().clone(), self.rng.get_state()
-        moments = {k: v.clone() for k, v in self.optimiser.state.get(self.z, {}).items()}
+        state = self.optimiser.state.get(self.z, {})
+        moments = {k: v.clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
         for _ in range(self.config.prior_final_passes):
             self._resample()
         self.final_z = self.z.detach().clone()
         self.z.copy_(z)
         self.rng.set_state(rng)
-        state = self.optimiser.state.get(self.z, {})
-        for key, value in moments.items():
-            if isinstance(value, torch.Tensor) and isinstance(state.get(key), torch.Tensor):
-                state[key].copy_(value)
+        for key, value in moments.items():  # _resample zeroes moments in place
+            state[key].copy_(value)
 
     def _redraw(
         self, idx: torch.Tensor, mask: torch.Tensor, rng: torch.Generator, index: int | None
