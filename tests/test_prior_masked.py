@@ -240,3 +240,123 @@ def test_prior_none_turns_off_a_pair_s_prior_and_the_options_that_need_it():
     plain = build_config({"prompt": "x", "model": "toy", "prior": "none"})
     assert plain.prior is None and plain.prior_resample_every == 0
     assert "--prior none" in generate_command(dataclasses.asdict(plain), "toy")
+
+
+def tiny_classed(side: int = 4, n_codes: int = N_CODES, names=("circle", "square")) -> TokenPrior:
+    """A class-conditional masked prior: class c is token n_codes + 1 + c, before the grid."""
+    torch.manual_seed(5)
+    block = 1 + side * side
+    config = TransformerConfig(n_codes + 1 + len(names), block, 1, 2, 8, n_unmasked=block)
+    gpt = TokenTransformer(config).eval().requires_grad_(False)
+    attn = gpt.blocks[0].attn
+    for weight in (attn.value.weight, attn.proj.weight, gpt.head.weight):
+        weight.mul_(5)  # attention strong enough for the class token to move the draws
+    condition = Condition("masked", mask_token=n_codes, n_classes=len(names), class_names=names)
+    return TokenPrior(gpt, condition, "tiny classed")
+
+
+def test_a_class_conditional_masked_prior_reads_each_row_s_class():
+    prior = tiny_classed()
+    sampler = MaskedResampler(prior, N_CODES, (4, 4), codebook())
+    idx = torch.randint(N_CODES, (1, 4, 4), generator=gen(2)).repeat(2, 1, 1)
+    mixed = sampler.log_probs(idx, [0, 1])
+    assert torch.allclose(mixed[0], sampler.log_probs(idx, [0, 0])[0])
+    assert torch.allclose(mixed[1], sampler.log_probs(idx, [1, 1])[1])
+    assert not torch.allclose(mixed[0], mixed[1], atol=1e-4)  # the class token is read
+    # No class: the mask token stands in the class's place.
+    unknown = sampler.log_probs(idx, None)
+    assert torch.allclose(unknown, sampler.log_probs(idx, [None, None]))
+    quarter = torch.zeros(4, 4, dtype=torch.bool)
+    quarter[::2, ::2] = True
+    tokens = torch.where(quarter, N_CODES, idx[:1]).flatten(1)
+    direct = prior.transformer(torch.cat([torch.tensor([[N_CODES]]), tokens], 1))[0, 1:, :N_CODES]
+    assert torch.allclose(unknown[0][quarter], direct.log_softmax(-1)[quarter.flatten()], atol=1e-5)
+    # The draws follow the class: the same seed draws differently under another class.
+    everywhere = torch.ones_like(idx, dtype=torch.bool)
+    a = sampler.redraw(idx, everywhere, gen(3), labels=[0, 0])
+    b = sampler.redraw(idx, everywhere, gen(3), labels=[1, 1])
+    assert torch.equal(a, sampler.redraw(idx, everywhere, gen(3), labels=[0, 0]))
+    assert not torch.equal(a, b)
+    with pytest.raises(ConfigError, match=r"prior_class=2: must be in \[0, 2\) \(circle, square\)"):
+        sampler.log_probs(idx, [2, 0])
+    with pytest.raises(ConfigError, match="1 prior classes for 2 token grids"):
+        sampler.surprisal(idx, [0])
+    plain = MaskedResampler(tiny_masked(), N_CODES, (4, 4), codebook())
+    with pytest.raises(ConfigError, match="has no classes: leave prior_class unset"):
+        plain.redraw(idx, everywhere, gen(3), labels=[0, 1])
+
+
+def test_class_names_round_trip_and_are_checked(tmp_path):
+    prior = tiny_classed()
+    save_prior(prior, tmp_path / "c.safetensors", half=False)
+    back = load_prior(tmp_path / "c.safetensors")
+    assert back.condition.class_names == ("circle", "square") and back.condition.n_classes == 2
+    with pytest.raises(ConfigError, match="1 names for 2 classes"):
+        Condition("masked", mask_token=3, n_classes=2, class_names=("a",))
+    with pytest.raises(ConfigError, match="expected a list of strings"):
+        Condition("masked", mask_token=3, n_classes=1, class_names=(1,))
+
+
+def test_the_loop_picks_each_image_s_class_from_its_prompt(tiny_vqgan, tiny_clip):
+    """With a prior that names its classes and no prior_class, each image's class is the name
+    its prompt is nearest to under the CLIP ("a square" is "a square"'s own embedding);
+    prior_class, when given, is every image's."""
+    n_codes = tiny_vqgan.codebook.shape[0]
+    prior = tiny_classed(side=16, n_codes=n_codes)
+    settings = dict(
+        FAST,
+        prompts=("a square", "a circle:2|a square"),
+        batch_size=2,
+        prior="tiny",
+        prior_weight=0.0,
+        prior_resample_every=1,
+        prior_candidates=2,
+        iterations=1,
+    )
+    run = Run(GenerateConfig(**settings), vqgan=tiny_vqgan, clips=[tiny_clip], prior=prior)
+    assert run.prior_labels == [1, 0]
+    run.run()  # the resampling reads them, row by row and for each image's candidates
+    fixed = GenerateConfig(**settings, prior_class=0)
+    assert Run(fixed, vqgan=tiny_vqgan, clips=[tiny_clip], prior=prior).prior_labels == [0, 0]
+    negative = GenerateConfig(**{**settings, "prompts": ("a square:-1",), "batch_size": 1})
+    assert Run(negative, vqgan=tiny_vqgan, clips=[tiny_clip], prior=prior).prior_labels == [None]
+
+
+def test_the_shipped_toy_shape_prior_knows_each_world_grid_s_shape():
+    """The shape-conditioned toy prior scores world grids better under their own shape than
+    under another one, and still knows them with the shape unknown."""
+    from vqclip.prior.resolve import load_prior_by_name
+    from vqclip.toy.models import load_toy_models
+    from vqclip.toy.world import SHAPES, sample_images
+    from vqclip.vqgan.quantize import nearest_code
+
+    prior = load_prior_by_name("toy_shape_prior")
+    assert prior.condition.class_names == SHAPES
+    vqgan = load_toy_models().vqgan
+    images, scenes = sample_images(8, gen(321))
+    with torch.no_grad():
+        world = nearest_code(vqgan.float().encode(images * 2 - 1), vqgan.codebook)
+    scorer = MaskedResampler(prior, 512, (16, 16), vqgan.codebook)
+    own = [SHAPES.index(s.shape) for s in scenes]
+    other = [(c + 2) % len(SHAPES) for c in own]
+    right = scorer.surprisal(world, own).mean()
+    assert right + 0.005 < scorer.surprisal(world, other).mean()
+    assert scorer.surprisal(world, None).mean() < 2.0
+
+
+def test_class_guidance_scales_the_change_the_class_makes():
+    """Classifier-free guidance: S = 0 reads as the unknown class, S = 1 as the class, and
+    S = 3 moves the log-probabilities three times as far from the unknown class's logits."""
+    prior = tiny_classed()
+    idx = torch.randint(N_CODES, (2, 4, 4), generator=gen(6))
+
+    def logits(scale, labels):
+        sampler = MaskedResampler(prior, N_CODES, (4, 4), codebook(), class_guidance=scale)
+        return sampler._logits(idx.flatten(1), sampler._prefix(labels, 2))
+
+    free, cond = logits(1.0, None), logits(1.0, [0, 1])
+    assert torch.allclose(logits(0.0, [0, 1]), free, atol=1e-5)
+    assert torch.allclose(logits(3.0, [0, 1]), free + 3 * (cond - free), atol=1e-4)
+    assert torch.allclose(logits(3.0, None), free)  # no class: nothing to scale
+    with pytest.raises(ConfigError, match=r"prior_class_guidance=2\.0: needs a token transformer"):
+        GenerateConfig(prompts=("x",), prior_class_guidance=2.0)

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 
 from research.toy.train_prior import _init_weights, _schedule, adamw, encode_pool
 from vqclip.prior.io import Condition, TokenPrior, load_prior, save_prior
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 from vqclip.toy.models import load_toy_models
+from vqclip.toy.world import SHAPES
 
 
 def corrupt(
@@ -46,6 +48,20 @@ def corrupt(
     return inputs, masked | swap
 
 
+def blobby(images: torch.Tensor, g: torch.Generator, warp: float = 8.0) -> torch.Tensor:
+    """World images (N, 3, H, W) in [0, 1] made like the loop's objects: a smooth random warp of
+    up to `warp` pixels (a 4x4 field of offsets, upsampled) and a blur of sigma 0.5-2.5 px."""
+    N, _, H, W = images.shape
+    strength = torch.rand(N, 1, 1, 1, generator=g) * warp * 2 / W
+    field = (torch.rand(N, 2, 4, 4, generator=g) * 2 - 1) * strength
+    field = F.interpolate(field, size=(H, W), mode="bicubic", align_corners=True)
+    eye = torch.eye(2, 3).expand(N, 2, 3)
+    grid = F.affine_grid(eye, [N, 3, H, W], align_corners=False) + field.permute(0, 2, 3, 1)
+    out = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    sigma = 0.5 + 2 * float(torch.rand(1, generator=g))
+    return gaussian_blur2d(out, (7, 7), (sigma, sigma), border_type="replicate").clamp(0, 1)
+
+
 def train_masked_prior(
     *,
     steps: int,
@@ -59,27 +75,39 @@ def train_masked_prior(
     n_embd: int = 128,
     noise: float = 0.15,
     start_from: Path | None = None,
+    classes: bool = False,
+    class_dropout: float = 0.1,
+    blobs: float = 0.0,
     log=print,
 ) -> tuple[TokenPrior, list[float]]:
     torch.manual_seed(seed)
     vqgan = load_toy_models().vqgan.float().eval()
     start = time.time()
-    _, code_pool = encode_pool(vqgan, pool, seed)
+    degrade = blobby if blobs else None
+    _, code_pool, shape_pool, *rest = encode_pool(
+        vqgan, pool, seed, with_shapes=True, degrade=degrade
+    )
+    blob_pool = rest[0] if rest else None
     log(f"encoded {pool} images in {time.time() - start:.0f} s")
     _, h, w = code_pool.shape
     K = vqgan.codebook.shape[0]
+    n_classes = len(SHAPES) if classes else 0
+    P = 1 if classes else 0  # the class token before the grid
     config = TransformerConfig(
-        vocab_size=K + 1,
-        block_size=h * w,
+        vocab_size=K + 1 + n_classes,
+        block_size=P + h * w,
         n_layer=n_layer,
         n_head=n_head,
         n_embd=n_embd,
-        n_unmasked=h * w,
+        n_unmasked=P + h * w,
     )
     model = TokenTransformer(config)
     model.apply(_init_weights)
     if start_from is not None:  # go on training an earlier run's weights
-        model.load_state_dict(load_prior(start_from).transformer.state_dict())
+        model.load_state_dict(widen(load_prior(start_from).transformer, config).state_dict())
+    condition = Condition(
+        "masked", mask_token=K, n_classes=n_classes, class_names=SHAPES if classes else ()
+    )
     opt = adamw(model, lr)
     g = torch.Generator().manual_seed(seed + 1)
     losses = []
@@ -87,11 +115,24 @@ def train_masked_prior(
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * _schedule(step, steps, warmup)
-        codes = code_pool[torch.randint(pool, (batch,), generator=g)].view(batch, -1)
+        pick = torch.randint(pool, (batch,), generator=g)
+        codes = code_pool[pick].view(batch, -1)
         inputs, target = corrupt(codes, K, noise, g)
+        if blob_pool is not None:  # a share `blobs` of the grids shows the blobbed image's
+            # codes where not masked, and is asked for the clean ones wherever they differ
+            shown = blob_pool[pick].view(batch, -1)
+            use = (torch.rand(batch, 1, generator=g) < blobs) & (inputs != K)
+            target = target | (use & (shown != codes))
+            inputs = torch.where(use, shown, inputs)
+        if classes:  # the shape's token, or (a share `class_dropout`) the unknown class's
+            label = shape_pool[pick].clone()
+            unknown = torch.rand(batch, generator=g) < class_dropout
+            prefix = TokenPrior(model, condition, "").prefix(batch, (h, w), None)
+            prefix = torch.where(unknown[:, None], prefix, K + 1 + label[:, None])
+            inputs = torch.cat([prefix, inputs], 1)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(inputs)
-        logits = logits.float()[..., :K]
+        logits = logits.float()[:, P:, :K]
         loss = F.cross_entropy(logits[target], codes[target])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -102,20 +143,53 @@ def train_masked_prior(
             recent = sum(losses[-100:]) / len(losses[-100:])
             log(f"step {step} loss {recent:.3f} ({time.time() - start:.0f} s)")
     model.eval().requires_grad_(False)
-    prior = TokenPrior(model, Condition("masked", mask_token=K), "toy masked prior")
+    prior = TokenPrior(model, condition, "toy masked prior")
     return prior, losses
 
 
+def widen(old: TokenTransformer, config: TransformerConfig) -> TokenTransformer:
+    """`old`'s weights in a model of `config`, which may have more tokens (class tokens after
+    the old ones, their embeddings and output rows fresh) and positions (a prefix before the old
+    ones: the old positions' embeddings move along, the new ones start at zero)."""
+    new = TokenTransformer(config)
+    new.apply(_init_weights)
+    sd = old.state_dict()
+    extra = config.block_size - old.config.block_size
+    out = {}
+    for key, value in new.state_dict().items():
+        was = sd[key]
+        if key in ("tok_emb.weight", "head.weight"):
+            value = value.clone()
+            value[: was.shape[0]] = was
+        elif key == "pos_emb":
+            value = torch.cat([torch.zeros_like(was[:, :extra]), was], 1)
+        elif key.endswith("attn.mask"):
+            value = value  # every position sees every other, at any size
+        else:
+            value = was
+        out[key] = value
+    new.load_state_dict(out)
+    return new
+
+
 @torch.no_grad()
-def held_out(prior: TokenPrior, n: int = 512, seed: int = 99, ratio: float = 0.5) -> float:
+def held_out(
+    prior: TokenPrior, n: int = 512, seed: int = 99, ratio: float = 0.5, unconditional=False
+) -> float:
     """Nats per masked token of n fresh grids with `ratio` of their tokens masked."""
     vqgan = load_toy_models().vqgan.float().eval()
-    _, codes = encode_pool(vqgan, n, seed)
+    _, codes, shapes = encode_pool(vqgan, n, seed, with_shapes=True)
     codes = codes.view(n, -1)
     g = torch.Generator().manual_seed(seed)
     masked = torch.rand(codes.shape, generator=g) < ratio
     K = prior.condition.mask_token
-    logits = prior.transformer(torch.where(masked, K, codes))[..., :K]
+    inputs = torch.where(masked, K, codes)
+    P = 1 if prior.condition.n_classes else 0
+    if P and not unconditional:
+        inputs = torch.cat([K + 1 + shapes[:, None], inputs], 1)
+    elif P:
+        inputs = torch.cat([prior.prefix(n, (16, 16), None), inputs], 1)
+    logits = prior.transformer(inputs)[:, P:, :K]
     return float(F.cross_entropy(logits[masked], codes[masked]))
 
 
@@ -129,6 +203,19 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start-from", type=Path, help="go on from these weights")
+    parser.add_argument(
+        "--blobs",
+        type=float,
+        default=0.0,
+        help="share of grids whose visible tokens are a warped, blurred copy's, to be named "
+        "back as the clean image's (a prior that re-outlines blobs)",
+    )
+    parser.add_argument(
+        "--classes",
+        action="store_true",
+        help="condition on the object's shape: a class token before the grid (10%% of the "
+        "time the unknown class's, so the prior also draws without one)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
@@ -139,6 +226,8 @@ def main() -> None:
         lr=args.lr,
         seed=args.seed,
         start_from=args.start_from,
+        classes=args.classes,
+        blobs=args.blobs,
     )
     save_prior(prior, args.out)
     nll = held_out(prior)
@@ -151,6 +240,9 @@ def main() -> None:
         "width": args.width,
         "final_train_loss": sum(losses[-100:]) / 100,
         "held_out_nats_per_masked_token_at_half": round(nll, 4),
+        "classes": list(prior.condition.class_names),
+        "blobs": args.blobs,
+        "held_out_without_class": round(held_out(prior, unconditional=True), 4),
         "seconds": round(time.time() - start),
         "threads": args.threads,
     }

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vqclip.prior.io import Condition, TokenPrior
 from vqclip.prior.loss import nearest_neighbour_scale, soft_assignment
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
-from vqclip.toy.world import sample_images
+from vqclip.toy.world import SHAPES, sample_images
 from vqclip.vqgan import VQGAN
 from vqclip.vqgan.quantize import nearest_code
 
@@ -28,19 +28,36 @@ SOS = 0  # taming's default sos_token: it shares the table with code 0
 
 
 @torch.no_grad()
-def encode_pool(vqgan: VQGAN, n: int, seed: int, batch: int = 256) -> tuple[torch.Tensor, ...]:
+def encode_pool(
+    vqgan: VQGAN,
+    n: int,
+    seed: int,
+    batch: int = 256,
+    *,
+    with_shapes: bool = False,
+    degrade=None,
+) -> tuple[torch.Tensor, ...]:
     """Latents (n, C, h, w) and codes (n, h, w) of n clean world images, half of them mirrored
-    left to right (the world is symmetric, the VQGAN's codes need not be)."""
+    left to right (the world is symmetric, the VQGAN's codes need not be); with `with_shapes`
+    also each image's shape (n,), an index into `vqclip.toy.world.SHAPES`; with `degrade` (a
+    function of images and a generator) also the codes (n, h, w) of each image degraded."""
     g = torch.Generator().manual_seed(seed)
-    zs, codes = [], []
+    zs, codes, shapes, worse = [], [], [], []
     for start in range(0, n, batch):
-        images, _ = sample_images(min(batch, n - start), g)
+        images, scenes = sample_images(min(batch, n - start), g)
         flip = torch.rand(len(images), generator=g) < 0.5
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
         z = vqgan.encode(images * 2 - 1)
         zs.append(z)
         codes.append(nearest_code(z, vqgan.codebook))
-    return torch.cat(zs), torch.cat(codes)
+        shapes.append(torch.tensor([SHAPES.index(s.shape) for s in scenes]))
+        if degrade is not None:
+            bad = vqgan.encode(degrade(images, g) * 2 - 1)
+            worse.append(nearest_code(bad, vqgan.codebook))
+    out = (torch.cat(zs), torch.cat(codes))
+    if with_shapes:
+        out = (*out, torch.cat(shapes))
+    return (*out, torch.cat(worse)) if degrade is not None else out
 
 
 def train_prior(

@@ -388,6 +388,17 @@ class GenerateConfig:
         high=1000,
         metavar="G",
     )
+    prior_class_guidance: float = option(
+        1.0,
+        "--prior-class-guidance",
+        help="with a class-conditional masked prior (toy_shape_prior): its logits with the class "
+        "minus without, times S, added to those without (classifier-free guidance; 1: the "
+        "class's own prediction, above 1 the class counts more, 0 ignores it)",
+        group="prior and scales",
+        low=0,
+        high=100,
+        metavar="S",
+    )
     prior_draw_steps: int = option(
         8,
         "--prior-draw-steps",
@@ -412,7 +423,9 @@ class GenerateConfig:
     prior_class: int | None = option(
         None,
         "--prior-class",
-        help="class label of a class-conditional prior (ImageNet's cin transformer: 0-999)",
+        help="class label of a class-conditional prior (ImageNet's cin transformer: 0-999); a "
+        "masked prior that names its classes (toy_shape_prior) takes, when this is not given, "
+        "each image's class from its prompt: the name CLIP finds nearest",
         group="prior and scales",
         low=0,
         metavar="N",
@@ -519,6 +532,7 @@ class GenerateConfig:
             ("prior_resample_every", self.prior_resample_every > 0),
             ("prior_final_passes", self.prior_final_passes > 0),
             ("prior_guidance", self.prior_guidance > 0),
+            ("prior_class_guidance", self.prior_class_guidance != 1),
         ):
             if used and not self.prior:
                 _fail(name, getattr(self, name), "needs a token transformer: set prior (--prior)")

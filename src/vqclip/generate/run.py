@@ -126,6 +126,7 @@ class Run:
 
                 prior = load_prior_by_name(config.prior, config.prior_config)
             self.prior = prior
+        self.prior_labels = self._prior_labels()
         self.prior_loss = self._build_prior_loss()
         self.resampler = self._build_resampler()
 
@@ -200,9 +201,41 @@ class Run:
             self.grid,
             temperature=self.config.prior_temperature,
             label=self.config.prior_class,
+            labels=self.prior_labels,
             context=self.config.prior_context,
             device=self.device,
         )
+
+    def _prior_labels(self) -> list[int | None]:
+        """Each image's class under a class-conditional prior: `prior_class` when given; else,
+        for a masked prior that names its classes, the class named nearest to the image's text
+        prompts (below); else None (a masked prior's unknown class)."""
+        cfg, B = self.config, self.config.batch_size
+        if self.prior is None or cfg.prior_class is not None:
+            return [cfg.prior_class] * B
+        c = self.prior.condition
+        if c.kind != "masked" or not c.class_names:
+            return [None] * B
+        return [self._nearest_class(cfg.prompt_for(b), c.class_names) for b in range(B)]
+
+    @torch.no_grad()
+    def _nearest_class(self, text: str, names: tuple[str, ...]) -> int | None:
+        """The class whose name ("a {name}") the positive text prompts of `text` (every story
+        part) are nearest to: cosine similarity of CLIP text embeddings, summed over the prompts
+        by weight and over the CLIPs by `clip_weights`. None without a positive text prompt."""
+        from vqclip.generate.prompts import parse_prompts
+
+        parts = story_parts(text) if text else []
+        specs = [s for part in parts for s in parse_prompts(part) if s.weight > 0]
+        if not specs:
+            return None
+        weights = torch.tensor([s.weight for s in specs], device=self.device)
+        score = torch.zeros(len(names), device=self.device)
+        for clip, clip_weight in zip(self.clips, self.config.weights_of_clips, strict=True):
+            texts = F.normalize(clip.encode_text_str([s.value for s in specs]).float(), dim=-1)
+            known = F.normalize(clip.encode_text_str([f"a {n}" for n in names]).float(), dim=-1)
+            score += clip_weight * (weights @ (texts @ known.t()))
+        return int(score.argmax())
 
     def _build_resampler(self):
         cfg = self.config
@@ -219,6 +252,7 @@ class Run:
                 temperature=cfg.prior_draw_temperature,
                 steps=cfg.prior_draw_steps,
                 guidance=cfg.prior_guidance,
+                class_guidance=cfg.prior_class_guidance,
                 device=self.device,
             )
         from vqclip.prior.resample import TokenResampler
@@ -242,7 +276,8 @@ class Run:
         moment pair would take after Adam's bias correction has worn off. With
         `prior_candidates` K each image is redrawn K times and the guides keep one (`_pick`)."""
         _, idx = self.vqgan.quantize(self.z)  # (B, h, w)
-        mask = self.resampler.least_likely(idx, self.config.prior_resample_fraction)
+        labels = self.prior_labels if self.prior.condition.kind == "masked" else None
+        mask = self.resampler.least_likely(idx, self.config.prior_resample_fraction, labels)
         mask &= ~self.failed.view(-1, 1, 1)
         K = self.config.prior_candidates
         if K == 1:
@@ -284,10 +319,13 @@ class Run:
         self, idx: torch.Tensor, mask: torch.Tensor, rng: torch.Generator, index: int | None
     ) -> torch.Tensor:
         """The resampler's redraw of `idx` at `mask`; a masked prior's draws are steered by
-        the guides (`prior_guidance`): row r by image `index`'s prompts, or by image r's."""
+        the guides (`prior_guidance`) and read the class (`prior_labels`) of image `index` for
+        every row, or of image r for row r when `index` is None."""
         if self.prior.condition.kind != "masked":
             return self.resampler.redraw(idx, mask, rng)
-        return self.resampler.redraw(idx, mask, rng, lambda grid: self._guide_gradient(grid, index))
+        labels = self.prior_labels if index is None else [self.prior_labels[index]] * len(idx)
+        guide = lambda grid: self._guide_gradient(grid, index)  # noqa: E731
+        return self.resampler.redraw(idx, mask, rng, guide, labels)
 
     def _guide_gradient(self, grid: torch.Tensor, index: int | None) -> torch.Tensor:
         """(N, C, h, w): the gradient of the whole-image prompt loss (`whole_image_loss`) with

@@ -49,22 +49,37 @@ class Condition:
     """What precedes the image tokens: `sos` (one start token, unconditional models), `class`
     (one class-label token, ImageNet's cin transformer; the label picks the token) or `coord`
     (FacesHQ: one token per latent cell of the image's raster position, `n_embed` levels), or
-    `masked`: no prefix; a bidirectional model (every position sees every other) that predicts
-    the tokens at positions holding `mask_token` from all the others (MaskGIT's objective)."""
+    `masked`: a bidirectional model (every position sees every other) that predicts the tokens
+    at positions holding `mask_token` from all the others (MaskGIT's objective); with no
+    prefix, or, when `n_classes` is above 0, one class token first: class c is token
+    `mask_token + 1 + c`, and the mask token there stands for an unknown class (such a prior is
+    trained with the class sometimes hidden, so it draws without one too). `class_names` name
+    the classes of a class-conditional prior, when it knows them (`prior_class` may then be
+    chosen from the prompt)."""
 
     kind: str = "sos"
     sos_token: int = 0
     n_classes: int = 0
     n_embed: int = 0  # coord: quantisation levels of the position
     mask_token: int = -1  # masked: the index standing for "unknown here"
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITIONS:
             raise ConfigError(f"prior condition {self.kind!r}: choose from {', '.join(CONDITIONS)}")
+        names = self.class_names
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"prior class_names {names!r}: expected a list of strings")
+        if names and len(names) != self.n_classes:
+            raise ConfigError(f"prior class_names: {len(names)} names for {self.n_classes} classes")
+        object.__setattr__(self, "class_names", tuple(names))
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("kind", "sos_token", "n_classes", "n_embed")
-        return {k: getattr(self, k) for k in (*keys, "mask_token")}
+        keys = ("kind", "sos_token", "n_classes", "n_embed", "mask_token")
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        if self.class_names:
+            out["class_names"] = list(self.class_names)
+        return out
 
 
 @dataclass
@@ -79,15 +94,19 @@ class TokenPrior:
         """The conditioning tokens (batch, P) of an (h, w) grid of image tokens."""
         c = self.condition
         if c.kind == "masked":
-            return torch.zeros((batch, 0), dtype=torch.long)
+            if not c.n_classes:
+                return torch.zeros((batch, 0), dtype=torch.long)
+            if label is None:  # the unknown class
+                return torch.full((batch, 1), c.mask_token, dtype=torch.long)
+            self._check_label(label)
+            return torch.full((batch, 1), c.mask_token + 1 + label, dtype=torch.long)
         if c.kind == "class":
             if label is None:
                 raise ConfigError(
                     f"prior {self.source} is class-conditional: give prior_class "
                     f"(0..{c.n_classes - 1})"
                 )
-            if not 0 <= label < c.n_classes:
-                raise ConfigError(f"prior_class={label}: must be in [0, {c.n_classes})")
+            self._check_label(label)
             return torch.full((batch, 1), label, dtype=torch.long)
         if c.kind == "coord":
             # taming's CoordStage of a raster-position image (y * W + x) / (H * W), area-pooled
@@ -100,9 +119,18 @@ class TokenPrior:
             return tokens.clamp(max=self.transformer.config.vocab_size - 1).expand(batch, -1)
         return torch.full((batch, 1), c.sos_token, dtype=torch.long)
 
+    def _check_label(self, label: int) -> None:
+        n = self.condition.n_classes
+        if not 0 <= label < n:
+            names = self.condition.class_names
+            known = f" ({', '.join(names)})" if names else ""
+            raise ConfigError(f"prior_class={label}: must be in [0, {n}){known}")
+
     def prefix_length(self, grid: tuple[int, int]) -> int:
-        kind = self.condition.kind
-        return grid[0] * grid[1] if kind == "coord" else 0 if kind == "masked" else 1
+        c = self.condition
+        if c.kind == "masked":
+            return 1 if c.n_classes else 0
+        return grid[0] * grid[1] if c.kind == "coord" else 1
 
 
 def config_path_for(weights: str | os.PathLike) -> Path:

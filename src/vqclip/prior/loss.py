@@ -23,6 +23,7 @@ window flush with the edge, the windows averaged.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,8 @@ def prior_window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
 
 class PriorLoss:
     """Scores latents (B, C, h, w) under `prior`; `label` is the class of a class-conditional
-    prior. Call it for the (B,) loss; the transformer stays frozen."""
+    prior, `labels` (a masked prior's) each image's class where they differ. Call it for the
+    (B,) loss; the transformer stays frozen."""
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class PriorLoss:
         *,
         temperature: float = 1.0,
         label: int | None = None,
+        labels: Sequence[int | None] | None = None,
         context: str = "tokens",
         device: torch.device | str = "cpu",
     ) -> None:
@@ -115,6 +118,8 @@ class PriorLoss:
         self.temperature = temperature * nearest_neighbour_scale(self.codebook)
         self.window = self.masked.window if self.masked else prior_window(prior, grid)
         self.prefix = prior.prefix(1, self.window, label).to(device)  # (1, P)
+        self.labels = labels
+        self.label = label
         self.table = gpt.tok_emb.weight[:n_codes]  # (K, n_embd): image codes' embeddings
 
     def _tiles(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +138,8 @@ class PriorLoss:
         B, K = p.shape[0], p.shape[-1]
         if self.masked is not None:
             with torch.no_grad():
-                log_q = self.masked.log_probs(p.detach().argmax(-1))  # (B, h, w, K)
+                labels = self.labels if self.labels is not None else [self.label] * B
+                log_q = self.masked.log_probs(p.detach().argmax(-1), labels)  # (B, h, w, K)
             return -(p * log_q).sum(-1).flatten(1).mean(1)
         q = self._tiles(p)  # (nB, n, K)
         prefix = self.prefix.expand(q.shape[0], -1)

@@ -27,12 +27,18 @@ Grids larger than the prior's square window are handled window by window (the wi
 coarse stage of `--scales`) is read at the window's centre with mask tokens around it: the
 prior sees the picture as the middle of one of its training grids whose rest is unknown, and
 never draws there. Every random draw comes from the `torch.Generator` passed in.
+
+A class-conditional masked prior (`Condition.n_classes` above 0) reads a class token before the
+grid: `labels` gives each row's class (None: the unknown class, which such a prior is trained
+to draw without), so one batch may hold pictures of different classes. `class_guidance` S
+scales the class's pull as classifier-free guidance does: the logits without the class plus S
+times the change the class makes (one more pass of the transformer per round).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,15 +48,18 @@ from vqclip.prior.io import TokenPrior
 from vqclip.prior.resample import GridSampler
 
 Guide = Callable[[torch.Tensor], torch.Tensor]
+Labels = Sequence[int | None] | None  # each row's class; None: no class (or unknown) for all
 
 
 def masked_window(prior: TokenPrior) -> tuple[int, int]:
-    """The square window a masked prior was trained on (its block as a square)."""
-    side = math.isqrt(prior.transformer.config.block_size)
-    if side * side != prior.transformer.config.block_size:
+    """The square window a masked prior was trained on (its block, less a class token, as a
+    square)."""
+    block = prior.transformer.config.block_size - prior.prefix_length((0, 0))
+    side = math.isqrt(block)
+    if side * side != block:
         raise ConfigError(
-            f"masked prior {prior.source}: block_size {prior.transformer.config.block_size} is "
-            "not a square grid"
+            f"masked prior {prior.source}: block_size {prior.transformer.config.block_size} "
+            f"holds {block} grid tokens, not a square grid"
         )
     return side, side
 
@@ -69,6 +78,7 @@ class MaskedResampler(GridSampler):
         temperature: float = 1.0,
         steps: int = 8,
         guidance: float = 0.0,
+        class_guidance: float = 1.0,
         device: torch.device | str = "cpu",
     ) -> None:
         if prior.condition.kind != "masked":
@@ -84,6 +94,7 @@ class MaskedResampler(GridSampler):
                 f"prior {prior.source}: mask token {self.mask_token} with {gpt.config.vocab_size} "
                 f"tokens does not fit a VQGAN of {n_codes} codes: it was trained for another VQGAN"
             )
+        self.prior = prior
         self.gpt = gpt.to(device)
         self.n_codes = n_codes
         self.grid = grid
@@ -95,6 +106,7 @@ class MaskedResampler(GridSampler):
         self.temperature = temperature
         self.steps = steps
         self.guidance = guidance
+        self.class_guidance = class_guidance
         self.device = torch.device(device)
 
     def _pad(self, grid: torch.Tensor, fill: float | bool) -> torch.Tensor:
@@ -111,11 +123,30 @@ class MaskedResampler(GridSampler):
         (y, x), (h, w) = self.offset, self.grid
         return padded[:, y : y + h, x : x + w]
 
-    def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, n, K) logits over image codes for tokens (B, n) of one window."""
-        return self.gpt(tokens)[..., : self.n_codes].float()
+    def _prefix(self, labels: Labels, batch: int) -> torch.Tensor:
+        """(batch, P): the class token of each row (P = 0 for a prior without classes)."""
+        if labels is None:
+            labels = [None] * batch
+        if len(labels) != batch:
+            raise ConfigError(f"{len(labels)} prior classes for {batch} token grids")
+        if not self.prior.condition.n_classes and any(label is not None for label in labels):
+            raise ConfigError(f"prior {self.prior.source} has no classes: leave prior_class unset")
+        rows = [self.prior.prefix(1, self.window, label) for label in labels]
+        return torch.cat(rows).to(self.device)
 
-    def _window_log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _logits(self, tokens: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, n, K) logits over image codes for tokens (B, n) of one window after `prefix`;
+        with `class_guidance` S other than 1, free + S (cond - free), where `free` are the
+        logits with the class unknown (classifier-free guidance)."""
+        P = prefix.shape[1]
+        logits = self.gpt(torch.cat([prefix, tokens], 1))[:, P:, : self.n_codes].float()
+        if self.class_guidance == 1 or not P:
+            return logits
+        unknown = torch.full_like(prefix, self.mask_token)
+        free = self.gpt(torch.cat([unknown, tokens], 1))[:, P:, : self.n_codes].float()
+        return free + self.class_guidance * (logits - free)
+
+    def _window_log_probs(self, tokens: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """(B, wh, ww, K) log p of each position's code given the others, for tokens (B, wh, ww)."""
         out = torch.empty(*tokens.shape, self.n_codes, device=self.device)
         for dy in (0, 1):
@@ -123,29 +154,32 @@ class MaskedResampler(GridSampler):
                 quarter = torch.zeros(tokens.shape[1:], dtype=torch.bool, device=self.device)
                 quarter[dy::2, dx::2] = True
                 masked = torch.where(quarter, self.mask_token, tokens)
-                lp = F.log_softmax(self._logits(masked.flatten(1)), dim=-1).view(out.shape)
+                logits = self._logits(masked.flatten(1), prefix)
+                lp = F.log_softmax(logits, dim=-1).view(out.shape)
                 out[:, quarter] = lp[:, quarter]
         return out
 
-    def log_probs(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, K): log p(code at each position | the tokens around it), in the first window
-        (raster order) that covers the position. Differentiable in nothing: tokens are indices."""
+    def log_probs(self, idx: torch.Tensor, labels: Labels = None) -> torch.Tensor:
+        """(B, h, w, K): log p(code at each position | the tokens around it, the row's class), in
+        the first window (raster order) that covers the position. Differentiable in nothing:
+        tokens are indices."""
         self._check(idx)
+        prefix = self._prefix(labels, idx.shape[0])
         idx = self._pad(idx.to(self.device), self.mask_token)
         wh, ww = self.window
         out = torch.empty(*idx.shape, self.n_codes, device=self.device)
         done = torch.zeros(idx.shape[1:], dtype=torch.bool, device=self.device)
         for y, x in self._windows(self.padded):
-            lp = self._window_log_probs(idx[:, y : y + wh, x : x + ww])
+            lp = self._window_log_probs(idx[:, y : y + wh, x : x + ww], prefix)
             new = ~done[y : y + wh, x : x + ww]
             out[:, y : y + wh, x : x + ww][:, new] = lp[:, new]
             done[y : y + wh, x : x + ww] = True
         return self._crop(out)
 
     @torch.no_grad()
-    def surprisal(self, idx: torch.Tensor) -> torch.Tensor:
+    def surprisal(self, idx: torch.Tensor, labels: Labels = None) -> torch.Tensor:
         """(B, h, w) nats: -log p of each token of `idx` given the tokens around it."""
-        lp = self.log_probs(idx)
+        lp = self.log_probs(idx, labels)
         return -lp.gather(-1, idx.to(self.device)[..., None])[..., 0]
 
     def _guide_bias(self, grid: torch.Tensor, guide: Guide) -> torch.Tensor:
@@ -164,13 +198,16 @@ class MaskedResampler(GridSampler):
         mask: torch.Tensor,
         generator: torch.Generator,
         guide: Guide | None = None,
+        labels: Labels = None,
     ) -> torch.Tensor:
         """A copy of `idx` (B, h, w) with the tokens where `mask` is True drawn from the prior
-        given the others, window by window; tokens outside `mask` never change. `generator` is
-        a CPU generator; `guide` (used when `guidance` is not 0) steers the draws."""
+        given the others (and each row's class, `labels`), window by window; tokens outside
+        `mask` never change. `generator` is a CPU generator; `guide` (used when `guidance` is
+        not 0) steers the draws."""
         self._check(idx)
         if mask.shape != idx.shape:
             raise ConfigError(f"resample mask of shape {tuple(mask.shape)}; expected {idx.shape}")
+        prefix = self._prefix(labels, idx.shape[0])
         out = self._pad(idx.to(self.device), self.mask_token).clone()
         todo = self._pad(mask.to(self.device, torch.bool), False).clone()
         wh, ww = self.window
@@ -185,7 +222,7 @@ class MaskedResampler(GridSampler):
             remaining = chosen.clone()
             total = chosen.sum(1, keepdim=True).float()  # (B, 1)
             for s in range(self.steps):
-                logits = self._logits(tokens) / self.temperature  # (B, n, K)
+                logits = self._logits(tokens, prefix) / self.temperature  # (B, n, K)
                 if guided:
                     # A tentative grid (the prior's own draw where still masked) to take the
                     # guides' gradient at.
@@ -215,8 +252,12 @@ class MaskedResampler(GridSampler):
         return torch.multinomial(p, 1, generator=generator).view(logits.shape[:2]).to(self.device)
 
     def sample(
-        self, batch: int, generator: torch.Generator, guide: Guide | None = None
+        self,
+        batch: int,
+        generator: torch.Generator,
+        guide: Guide | None = None,
+        labels: Labels = None,
     ) -> torch.Tensor:
         """(batch, h, w) codes drawn from the prior: every token drawn."""
         idx = torch.zeros(batch, *self.grid, dtype=torch.long)
-        return self.redraw(idx, torch.ones_like(idx, dtype=torch.bool), generator, guide)
+        return self.redraw(idx, torch.ones_like(idx, dtype=torch.bool), generator, guide, labels)

@@ -31,7 +31,7 @@ class GridSampler:
     grid: tuple[int, int]
     window: tuple[int, int]
 
-    def surprisal(self, idx: torch.Tensor) -> torch.Tensor:
+    def surprisal(self, idx: torch.Tensor, labels=None) -> torch.Tensor:
         raise NotImplementedError
 
     def _windows(self, grid: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -46,12 +46,12 @@ class GridSampler:
                 f"{self.grid[1]})"
             )
 
-    def least_likely(self, idx: torch.Tensor, fraction: float) -> torch.Tensor:
+    def least_likely(self, idx: torch.Tensor, fraction: float, labels=None) -> torch.Tensor:
         """(B, h, w) bool: the `fraction` of each image's tokens (at least one) that the prior
-        finds least likely."""
+        finds least likely (given each row's class, `labels`, for a masked prior)."""
         if not 0 < fraction <= 1:
             raise ConfigError(f"resample fraction={fraction!r}: must be in (0, 1]")
-        s = self.surprisal(idx).flatten(1)  # (B, h*w)
+        s = self.surprisal(idx, labels).flatten(1)  # (B, h*w)
         k = max(1, round(fraction * s.shape[1]))
         mask = torch.zeros_like(s, dtype=torch.bool)
         mask.scatter_(1, s.topk(k, dim=1).indices, True)
@@ -97,9 +97,12 @@ class TokenResampler(GridSampler):
         return F.log_softmax(logits[:, prefix.shape[1] - 1 :, : self.n_codes].float(), dim=-1)
 
     @torch.no_grad()
-    def surprisal(self, idx: torch.Tensor) -> torch.Tensor:
+    def surprisal(self, idx: torch.Tensor, labels=None) -> torch.Tensor:
         """(B, h, w) nats: -log p of each token of `idx` (B, h, w) given the tokens before it in
-        the first window that covers it."""
+        the first window that covers it. The class is the sampler's own (`label`); per-row
+        `labels` are for masked priors."""
+        if labels is not None:
+            raise ConfigError("per-image prior classes need a masked prior")
         self._check(idx)
         idx = idx.to(self.device)
         (wh, ww), B = self.window, idx.shape[0]

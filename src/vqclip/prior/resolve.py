@@ -17,6 +17,7 @@ PACKAGED_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
 PACKAGED = {  # trained on the toy VQGAN's codes
     "toy_prior": "toy_prior.safetensors",
     "toy_masked_prior": "toy_masked_prior.safetensors",
+    "toy_shape_prior": "toy_shape_prior.safetensors",  # toy_masked_prior told the shape
 }
 
 

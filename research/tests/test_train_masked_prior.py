@@ -1,0 +1,41 @@
+"""Training the masked toy prior told the shape: widening a trained prior for a class token,
+the blobbed copies it learns to re-outline, and a short run's model and condition."""
+
+from __future__ import annotations
+
+import torch
+
+from research.toy.train_masked_prior import blobby, train_masked_prior, widen
+from vqclip.prior.transformer import TokenTransformer, TransformerConfig
+from vqclip.toy.world import SHAPES, sample_images
+
+
+def test_widen_keeps_the_old_weights_and_moves_positions_after_the_class_token():
+    torch.manual_seed(0)
+    old = TokenTransformer(TransformerConfig(17, 16, 1, 2, 8, n_unmasked=16))
+    new = widen(old, TransformerConfig(21, 17, 1, 2, 8, n_unmasked=17))
+    assert torch.equal(new.tok_emb.weight[:17], old.tok_emb.weight)
+    assert torch.equal(new.head.weight[:17], old.head.weight)
+    assert torch.equal(new.pos_emb[:, 1:], old.pos_emb) and not new.pos_emb[:, 0].any()
+    assert torch.equal(new.blocks[0].mlp[0].weight, old.blocks[0].mlp[0].weight)
+    assert new.blocks[0].attn.mask.all()  # every position sees every other
+
+
+def test_blobbed_copies_keep_the_object_roughly_but_not_its_outline():
+    images, _ = sample_images(8, torch.Generator().manual_seed(1))
+    out = blobby(images, torch.Generator().manual_seed(2))
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    change = (out - images).abs().mean((1, 2, 3))
+    assert (change > 0.002).all() and (change < 0.1).all()
+
+
+def test_a_short_run_trains_a_prior_that_names_the_shapes():
+    prior, losses = train_masked_prior(
+        steps=3, batch=4, pool=32, classes=True, blobs=0.5, log=lambda *_: None
+    )
+    config, condition = prior.transformer.config, prior.condition
+    assert config.block_size == config.n_unmasked == 1 + 16 * 16
+    assert config.vocab_size == 512 + 1 + len(SHAPES)
+    assert condition.kind == "masked" and condition.mask_token == 512
+    assert condition.class_names == SHAPES and len(losses) == 3
+    assert all(torch.isfinite(torch.tensor(losses)))
