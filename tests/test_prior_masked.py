@@ -236,7 +236,7 @@ def test_prior_none_turns_off_a_pair_s_prior_and_the_options_that_need_it():
     assert GenerateConfig(prompts=("x",), prior="none").prior is None
     with pytest.raises(ConfigError, match="needs a token transformer"):
         GenerateConfig(prompts=("x",), prior="none", prior_resample_every=5)
-    assert dict(resolve_pair("toy").defaults)["prior"] == "toy_masked_prior"
+    assert dict(resolve_pair("toy").defaults)["prior"] == "toy_shape_prior"
     plain = build_config({"prompt": "x", "model": "toy", "prior": "none"})
     assert plain.prior is None and plain.prior_resample_every == 0
     assert "--prior none" in generate_command(dataclasses.asdict(plain), "toy")
@@ -318,6 +318,11 @@ def test_the_loop_picks_each_image_s_class_from_its_prompt(tiny_vqgan, tiny_clip
     run.run()  # the resampling reads them, row by row and for each image's candidates
     fixed = GenerateConfig(**settings, prior_class=0)
     assert Run(fixed, vqgan=tiny_vqgan, clips=[tiny_clip], prior=prior).prior_labels == [0, 0]
+    with pytest.raises(ConfigError, match=r"prior_class=2: must be in \[0, 2\)"):
+        Run(fixed.replace(prior_class=2), vqgan=tiny_vqgan, clips=[tiny_clip], prior=prior)
+    untold = tiny_masked(16, n_codes)
+    with pytest.raises(ConfigError, match="prior_class=0: prior tiny masked has no classes"):
+        Run(fixed, vqgan=tiny_vqgan, clips=[tiny_clip], prior=untold)
     negative = GenerateConfig(**{**settings, "prompts": ("a square:-1",), "batch_size": 1})
     assert Run(negative, vqgan=tiny_vqgan, clips=[tiny_clip], prior=prior).prior_labels == [None]
 

@@ -77,7 +77,7 @@ def test_variants_override_the_toy_pairs_defaults():
         ["a"], "overview", vqgan="v", clips=["c"], overrides={"prior": None}
     )
     default = EvalSettings().config(["a"], "overview", vqgan="v", clips=["c"])
-    assert default.prior == "toy_masked_prior" and default.prior_resample_every == 50
+    assert default.prior == "toy_shape_prior" and default.prior_resample_every == 50
     assert default.iterations == 200 and default.prior_final_passes == 1
     assert plain.prior is None and plain.prior_resample_every == 0 and plain.prior_candidates == 1
     assert plain.prior_final_passes == 0 and plain.iterations == default.iterations

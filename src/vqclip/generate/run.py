@@ -211,9 +211,16 @@ class Run:
         for a masked prior that names its classes, the class named nearest to the image's text
         prompts (below); else None (a masked prior's unknown class)."""
         cfg, B = self.config, self.config.batch_size
-        if self.prior is None or cfg.prior_class is not None:
+        if self.prior is None:
             return [cfg.prior_class] * B
         c = self.prior.condition
+        if cfg.prior_class is not None:
+            if c.kind == "masked" and not c.n_classes:
+                raise ConfigError(
+                    f"prior_class={cfg.prior_class}: prior {self.prior.source} has no classes"
+                )
+            self.prior.prefix(1, self.grid, cfg.prior_class)  # checks the class, before a step
+            return [cfg.prior_class] * B
         if c.kind != "masked" or not c.class_names:
             return [None] * B
         return [self._nearest_class(cfg.prompt_for(b), c.class_names) for b in range(B)]

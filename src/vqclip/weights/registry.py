@@ -477,8 +477,9 @@ PAIRS: dict[str, ModelPair] = {
         "vqgan_imagenet_f16_16384", ("clip_vit_b32_openai", "clip_vit_b16_openai")
     ),
     # The offline pair trained on the toy world, shipped in the package. Its loop ends with the
-    # late clean-up by the masked token prior, which beats the plain loop on the toy eval
-    # (docs/toy.md); `--prior none` gives the plain loop.
+    # late clean-up by the masked token prior told each image's shape (from its prompt), which
+    # beats the plain loop and the untold masked prior on the toy eval (docs/toy.md);
+    # `--prior none` gives the plain loop.
     "toy": ModelPair(
         "toy_vqgan",
         ("toy_clip_a", "toy_clip_b"),
@@ -487,7 +488,7 @@ PAIRS: dict[str, ModelPair] = {
             ("iterations", 200),
             ("cut_method", "overview"),
             ("cutn", 16),
-            ("prior", "toy_masked_prior"),
+            ("prior", "toy_shape_prior"),
             ("prior_weight", 0.0),
             ("prior_resample_every", 50),
             ("prior_final_passes", 1),
