@@ -20,6 +20,13 @@ def test_layout_changes_keep_every_value_and_give_the_layout_asked(shape):
     assert torch.equal(back, x)
 
 
+AMX = modules.nhwc_bf16_convs()
+needs_amx = pytest.mark.skipif(
+    not AMX, reason="oneDNN runs bf16 NCHW convolutions with its NHWC kernels only with AMX"
+)
+
+
+@needs_amx
 def test_channels_last_conv_matches_the_plain_conv_forward_and_backward():
     dtype = torch.bfloat16
     torch.manual_seed(0)
@@ -41,6 +48,7 @@ def test_channels_last_conv_matches_the_plain_conv_forward_and_backward():
     torch.testing.assert_close(g, g_ref, rtol=0, atol=0)
 
 
+@needs_amx
 def test_bf16_decoder_with_channels_last_convs_is_bit_identical_to_the_plain_one(monkeypatch):
     torch.manual_seed(0)
     config = VQGANConfig(
@@ -92,3 +100,21 @@ def test_fp32_decoder_keeps_pytorchs_own_convolution_path(monkeypatch):
     monkeypatch.setattr(modules, "conv_channels_last", lambda layer, x: used.append(1) or layer(x))
     vqgan.decode(torch.randn(1, 8, 32, 32))
     assert not used
+
+
+def test_without_amx_the_bf16_decoder_keeps_pytorchs_own_convolution_path(monkeypatch):
+    """Where oneDNN's bf16 kernels for NCHW maps are not its NHWC ones (AVX-512 without AMX),
+    the channels-last path would sum in another order: the decoder does not take it."""
+    config = VQGANConfig(
+        ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8,
+        embed_dim=8, n_embed=16, resolution=64,
+    )  # fmt: skip
+    vqgan = VQGAN(config).to(torch.bfloat16).requires_grad_(False)
+    used = []
+    monkeypatch.setattr(modules, "conv_channels_last", lambda layer, x: used.append(1) or layer(x))
+    monkeypatch.setattr(modules, "nhwc_bf16_convs", lambda: False)
+    vqgan.decode(torch.randn(1, 8, 32, 32, dtype=torch.bfloat16))
+    assert not used
+    monkeypatch.setattr(modules, "nhwc_bf16_convs", lambda: True)
+    vqgan.decode(torch.randn(1, 8, 32, 32, dtype=torch.bfloat16))
+    assert used

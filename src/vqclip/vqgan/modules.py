@@ -8,6 +8,8 @@ VQGAN never uses them and its checkpoints hold no weights for them.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -22,11 +24,24 @@ def normalize(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
+@functools.cache
+def nhwc_bf16_convs() -> bool:
+    """Whether oneDNN runs bf16 convolutions of NCHW maps with its NHWC kernels on this CPU
+    (AMX): only there is the channels-last path bit-identical to PyTorch's (the same kernel,
+    without PyTorch's slow copy back). An AVX-512 CPU without AMX sums in another order, so
+    the decoder keeps PyTorch's own path there."""
+    from vqclip.devices import cpu_description
+
+    return cpu_description()["best"] == "amx_bf16"
+
+
 def conv(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`; bf16 maps of 32x32 and more on a CPU run the convolution channels-last
-    (see vqclip.vqgan.layout: PyTorch's copy of oneDNN's NHWC result back to NCHW costs more
-    than the convolution there). fp32 keeps PyTorch's path, so its results do not change."""
-    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.shape[-2] * x.shape[-1] >= 1024:
+    """`layer(x)`; bf16 maps of 32x32 and more on a CPU with AMX run the convolution
+    channels-last (see vqclip.vqgan.layout: PyTorch's copy of oneDNN's NHWC result back to NCHW
+    costs more than the convolution there). fp32, and bf16 elsewhere, keep PyTorch's path, so
+    their results do not change."""
+    big = x.shape[-2] * x.shape[-1] >= 1024
+    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and big and nhwc_bf16_convs():
         return conv_channels_last(layer, x)
     return layer(x)
 
