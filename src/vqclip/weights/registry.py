@@ -494,7 +494,7 @@ PAIRS: dict[str, ModelPair] = {
             ("prior_final_passes", 1),
             ("prior_resample_fraction", 0.5),
             ("prior_guidance", 1.0),
-            ("prior_draw_steps", 16),
+            ("prior_draw_steps", 32),
             ("prior_candidates", 4),
         ),
     ),
