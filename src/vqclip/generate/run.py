@@ -223,13 +223,19 @@ class Run:
             return [cfg.prior_class] * B
         if c.kind != "masked" or not c.class_names:
             return [None] * B
-        return [self._nearest_class(cfg.prompt_for(b), c.class_names) for b in range(B)]
+        with torch.no_grad():  # the class names' embeddings, once per CLIP
+            known = [
+                F.normalize(clip.encode_text_str([f"a {n}" for n in c.class_names]).float(), dim=-1)
+                for clip in self.clips
+            ]
+        return [self._nearest_class(cfg.prompt_for(b), known) for b in range(B)]
 
     @torch.no_grad()
-    def _nearest_class(self, text: str, names: tuple[str, ...]) -> int | None:
-        """The class whose name ("a {name}") the positive text prompts of `text` (every story
-        part) are nearest to: cosine similarity of CLIP text embeddings, summed over the prompts
-        by weight and over the CLIPs by `clip_weights`. None without a positive text prompt."""
+    def _nearest_class(self, text: str, known: list[torch.Tensor]) -> int | None:
+        """The class whose name ("a {name}", embedded in `known`, one (classes, D) tensor per
+        CLIP) the positive text prompts of `text` (every story part) are nearest to: cosine
+        similarity of CLIP text embeddings, summed over the prompts by weight and over the CLIPs
+        by `clip_weights`. None without a positive text prompt."""
         from vqclip.generate.prompts import parse_prompts
 
         parts = story_parts(text) if text else []
@@ -237,11 +243,12 @@ class Run:
         if not specs:
             return None
         weights = torch.tensor([s.weight for s in specs], device=self.device)
-        score = torch.zeros(len(names), device=self.device)
-        for clip, clip_weight in zip(self.clips, self.config.weights_of_clips, strict=True):
+        score = torch.zeros(known[0].shape[0], device=self.device)
+        for clip, names, clip_weight in zip(
+            self.clips, known, self.config.weights_of_clips, strict=True
+        ):
             texts = F.normalize(clip.encode_text_str([s.value for s in specs]).float(), dim=-1)
-            known = F.normalize(clip.encode_text_str([f"a {n}" for n in names]).float(), dim=-1)
-            score += clip_weight * (weights @ (texts @ known.t()))
+            score += clip_weight * (weights @ (texts @ names.t()))
         return int(score.argmax())
 
     def _build_resampler(self):
