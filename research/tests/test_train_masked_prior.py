@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from research.toy.train_masked_prior import blobby, train_masked_prior, widen
+from research.toy.train_masked_prior import blobby, object_weights, train_masked_prior, widen
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 from vqclip.toy.world import SHAPES, sample_images
 
@@ -39,3 +39,16 @@ def test_a_short_run_trains_a_prior_that_names_the_shapes():
     assert condition.kind == "masked" and condition.mask_token == 512
     assert condition.class_names == SHAPES and len(losses) == 3
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_the_object_s_tokens_weigh_more_than_the_background_s():
+    codes = torch.tensor([[5, 5, 5, 7, 5, 9], [1, 2, 2, 2, 3, 2]])
+    w = object_weights(codes, 4.0)
+    assert w.tolist() == [[1, 1, 1, 4, 1, 4], [4, 1, 1, 1, 4, 1]]
+    _, losses = train_masked_prior(
+        steps=2, batch=4, pool=32, classes=True, object_weight=4.0, log=lambda *_: None
+    )
+    _, plain_losses = train_masked_prior(
+        steps=2, batch=4, pool=32, classes=True, log=lambda *_: None
+    )
+    assert losses[0] != plain_losses[0]  # the same batch, weighed otherwise

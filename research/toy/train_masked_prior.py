@@ -62,6 +62,13 @@ def blobby(images: torch.Tensor, g: torch.Generator, warp: float = 8.0) -> torch
     return gaussian_blur2d(out, (7, 7), (sigma, sigma), border_type="replicate").clamp(0, 1)
 
 
+def object_weights(codes: torch.Tensor, weight: float) -> torch.Tensor:
+    """(B, n) loss weights: `weight` at the object's tokens, 1 at the background's (the grid's
+    commonest code; a world image is one object on a plain background)."""
+    background = codes == codes.mode(1).values[:, None]
+    return torch.where(background, 1.0, float(weight))
+
+
 def train_masked_prior(
     *,
     steps: int,
@@ -78,6 +85,7 @@ def train_masked_prior(
     classes: bool = False,
     class_dropout: float = 0.1,
     blobs: float = 0.0,
+    object_weight: float = 1.0,
     log=print,
 ) -> tuple[TokenPrior, list[float]]:
     torch.manual_seed(seed)
@@ -133,7 +141,12 @@ def train_masked_prior(
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(inputs)
         logits = logits.float()[:, P:, :K]
-        loss = F.cross_entropy(logits[target], codes[target])
+        if object_weight == 1.0:
+            loss = F.cross_entropy(logits[target], codes[target])
+        else:
+            weight = object_weights(codes, object_weight)
+            ce = F.cross_entropy(logits[target], codes[target], reduction="none")
+            loss = (ce * weight[target]).sum() / weight[target].sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -216,6 +229,13 @@ def main() -> None:
         help="condition on the object's shape: a class token before the grid (10%% of the "
         "time the unknown class's, so the prior also draws without one)",
     )
+    parser.add_argument(
+        "--object-weight",
+        type=float,
+        default=1.0,
+        help="weight of the object's tokens in the loss (those that are not the grid's "
+        "commonest code, its background), against 1 for the background's",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
@@ -228,6 +248,7 @@ def main() -> None:
         start_from=args.start_from,
         classes=args.classes,
         blobs=args.blobs,
+        object_weight=args.object_weight,
     )
     save_prior(prior, args.out)
     nll = held_out(prior)
@@ -242,6 +263,7 @@ def main() -> None:
         "held_out_nats_per_masked_token_at_half": round(nll, 4),
         "classes": list(prior.condition.class_names),
         "blobs": args.blobs,
+        "object_weight": args.object_weight,
         "held_out_without_class": round(held_out(prior, unconditional=True), 4),
         "seconds": round(time.time() - start),
         "threads": args.threads,
