@@ -3,9 +3,17 @@ the blobbed copies it learns to re-outline, and a short run's model and conditio
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from research.toy.train_masked_prior import blobby, object_weights, train_masked_prior, widen
+from research.toy.train_masked_prior import (
+    blobby,
+    held_out,
+    object_weights,
+    shape_sampling,
+    train_masked_prior,
+    widen,
+)
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 from vqclip.toy.world import SHAPES, sample_images
 
@@ -52,3 +60,29 @@ def test_the_object_s_tokens_weigh_more_than_the_background_s():
         steps=2, batch=4, pool=32, classes=True, log=lambda *_: None
     )
     assert losses[0] != plain_losses[0]  # the same batch, weighed otherwise
+
+
+def test_shape_weights_draw_a_shape_more_often_and_reject_a_wrong_length():
+    shapes = torch.tensor([0, 1, 2, 3] * 25)
+    weights = shape_sampling(shapes, [1, 1, 1, 3])
+    picks = torch.multinomial(weights, 6000, replacement=True, generator=torch.Generator())
+    stars = (shapes[picks] == SHAPES.index("star")).float().mean()
+    assert 0.45 < stars < 0.55  # 3 of 6
+    assert shape_sampling(shapes, None) is None
+    with pytest.raises(ValueError, match="one per"):
+        shape_sampling(shapes, [1, 3])
+    _, losses = train_masked_prior(
+        steps=2, batch=4, pool=32, classes=True, shape_weights=[0, 0, 0, 1], log=lambda *_: None
+    )
+    _, plain_losses = train_masked_prior(
+        steps=2, batch=4, pool=32, classes=True, log=lambda *_: None
+    )
+    assert losses[0] != plain_losses[0]  # other grids drawn
+
+
+def test_held_out_by_shape_averages_to_about_the_whole():
+    prior, _ = train_masked_prior(steps=1, batch=4, pool=32, classes=True, log=lambda *_: None)
+    whole = held_out(prior, n=32)
+    parts = held_out(prior, n=32, by_shape=True)
+    assert set(parts) == set(SHAPES)
+    assert min(parts.values()) - 1e-4 <= whole <= max(parts.values()) + 1e-4

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -69,6 +70,16 @@ def object_weights(codes: torch.Tensor, weight: float) -> torch.Tensor:
     return torch.where(background, 1.0, float(weight))
 
 
+def shape_sampling(shapes: torch.Tensor, weights: Sequence[float] | None) -> torch.Tensor | None:
+    """Per-image sampling weights (N,) from per-shape weights (one per `SHAPES`, in that
+    order), or None for uniform picks: a pool drawn with more of a hard shape's grids."""
+    if weights is None:
+        return None
+    if len(weights) != len(SHAPES) or min(weights) < 0 or max(weights) <= 0:
+        raise ValueError(f"shape weights {list(weights)}: one per {SHAPES}, none negative")
+    return torch.tensor(weights, dtype=torch.float)[shapes]
+
+
 def train_masked_prior(
     *,
     steps: int,
@@ -86,6 +97,7 @@ def train_masked_prior(
     class_dropout: float = 0.1,
     blobs: float = 0.0,
     object_weight: float = 1.0,
+    shape_weights: Sequence[float] | None = None,
     log=print,
 ) -> tuple[TokenPrior, list[float]]:
     torch.manual_seed(seed)
@@ -96,6 +108,7 @@ def train_masked_prior(
         vqgan, pool, seed, with_shapes=True, degrade=degrade
     )
     blob_pool = rest[0] if rest else None
+    sampling = shape_sampling(shape_pool, shape_weights)
     log(f"encoded {pool} images in {time.time() - start:.0f} s")
     _, h, w = code_pool.shape
     K = vqgan.codebook.shape[0]
@@ -123,7 +136,10 @@ def train_masked_prior(
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * _schedule(step, steps, warmup)
-        pick = torch.randint(pool, (batch,), generator=g)
+        if sampling is None:
+            pick = torch.randint(pool, (batch,), generator=g)
+        else:
+            pick = torch.multinomial(sampling, batch, replacement=True, generator=g)
         codes = code_pool[pick].view(batch, -1)
         inputs, target = corrupt(codes, K, noise, g)
         if blob_pool is not None:  # a share `blobs` of the grids shows the blobbed image's
@@ -187,9 +203,15 @@ def widen(old: TokenTransformer, config: TransformerConfig) -> TokenTransformer:
 
 @torch.no_grad()
 def held_out(
-    prior: TokenPrior, n: int = 512, seed: int = 99, ratio: float = 0.5, unconditional=False
-) -> float:
-    """Nats per masked token of n fresh grids with `ratio` of their tokens masked."""
+    prior: TokenPrior,
+    n: int = 512,
+    seed: int = 99,
+    ratio: float = 0.5,
+    unconditional=False,
+    by_shape: bool = False,
+) -> float | dict[str, float]:
+    """Nats per masked token of n fresh grids with `ratio` of their tokens masked (with
+    `by_shape`, one figure per shape of the world)."""
     vqgan = load_toy_models().vqgan.float().eval()
     _, codes, shapes = encode_pool(vqgan, n, seed, with_shapes=True)
     codes = codes.view(n, -1)
@@ -202,8 +224,15 @@ def held_out(
         inputs = torch.cat([K + 1 + shapes[:, None], inputs], 1)
     elif P:
         inputs = torch.cat([prior.prefix(n, (16, 16), None), inputs], 1)
-    logits = prior.transformer(inputs)[:, P:, :K]
-    return float(F.cross_entropy(logits[masked], codes[masked]))
+    with torch.no_grad():
+        logits = prior.transformer(inputs)[:, P:, :K]
+    ce = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")  # (n, tokens)
+    if not by_shape:
+        return float(ce[masked].mean())
+    return {
+        name: round(float(ce[masked & (shapes[:, None] == i)].mean()), 4)
+        for i, name in enumerate(SHAPES)
+    }
 
 
 def main() -> None:
@@ -236,6 +265,12 @@ def main() -> None:
         help="weight of the object's tokens in the loss (those that are not the grid's "
         "commonest code, its background), against 1 for the background's",
     )
+    parser.add_argument(
+        "--shape-weights",
+        type=lambda text: [float(x) for x in text.split(",")],
+        help="how often each shape's grids are drawn, one weight per shape in the order "
+        f"{','.join(SHAPES)} (e.g. 1,1,1,3: stars three times as often)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
@@ -249,6 +284,7 @@ def main() -> None:
         classes=args.classes,
         blobs=args.blobs,
         object_weight=args.object_weight,
+        shape_weights=args.shape_weights,
     )
     save_prior(prior, args.out)
     nll = held_out(prior)
@@ -264,7 +300,9 @@ def main() -> None:
         "classes": list(prior.condition.class_names),
         "blobs": args.blobs,
         "object_weight": args.object_weight,
+        "shape_weights": args.shape_weights,
         "held_out_without_class": round(held_out(prior, unconditional=True), 4),
+        "held_out_by_shape": held_out(prior, by_shape=True),
         "seconds": round(time.time() - start),
         "threads": args.threads,
     }
