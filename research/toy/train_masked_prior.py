@@ -15,6 +15,7 @@ Run: `python -m research.toy.train_masked_prior --out DIR/toy_masked_prior.safet
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -201,6 +202,16 @@ def widen(old: TokenTransformer, config: TransformerConfig) -> TokenTransformer:
     return new
 
 
+@functools.cache
+@torch.no_grad()
+def _held_out_grids(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The toy VQGAN's codes (n, tokens) and shapes (n,) of n fresh world images, encoded once
+    for every held-out figure of a run."""
+    vqgan = load_toy_models().vqgan.float().eval()
+    _, codes, shapes = encode_pool(vqgan, n, seed, with_shapes=True)
+    return codes.view(n, -1), shapes
+
+
 @torch.no_grad()
 def held_out(
     prior: TokenPrior,
@@ -212,9 +223,7 @@ def held_out(
 ) -> float | dict[str, float]:
     """Nats per masked token of n fresh grids with `ratio` of their tokens masked (with
     `by_shape`, one figure per shape of the world)."""
-    vqgan = load_toy_models().vqgan.float().eval()
-    _, codes, shapes = encode_pool(vqgan, n, seed, with_shapes=True)
-    codes = codes.view(n, -1)
+    codes, shapes = _held_out_grids(n, seed)
     g = torch.Generator().manual_seed(seed)
     masked = torch.rand(codes.shape, generator=g) < ratio
     K = prior.condition.mask_token
@@ -224,8 +233,7 @@ def held_out(
         inputs = torch.cat([K + 1 + shapes[:, None], inputs], 1)
     elif P:
         inputs = torch.cat([prior.prefix(n, (16, 16), None), inputs], 1)
-    with torch.no_grad():
-        logits = prior.transformer(inputs)[:, P:, :K]
+    logits = prior.transformer(inputs)[:, P:, :K]
     ce = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")  # (n, tokens)
     if not by_shape:
         return float(ce[masked].mean())
