@@ -149,6 +149,36 @@ def test_model_files_on_the_server_need_the_operators_consent(serve, tmp_path):
     assert allowed.status_code == 201 and allowed.json()["settings"]["vqgan"] == str(weights)
 
 
+def test_a_prior_on_the_server_is_refused_as_a_model_path_is(serve, tmp_path):
+    prior = tmp_path / "prior.ckpt"
+    prior.write_bytes(b"not read")
+    yaml = tmp_path / "prior.yaml"
+    yaml.write_text("model: {}\n")
+    client = serve(workers=0)
+    for body, option in (
+        ({**JOB, "prior": str(prior)}, "prior"),
+        ({**JOB, "prior_config": str(yaml)}, "prior_config"),
+    ):
+        refused = client.post("/api/jobs", json=body)
+        assert refused.status_code == 422, body
+        assert (
+            refused.json()["detail"].startswith(option)
+            and "--allow-model-paths" in (refused.json()["detail"])
+        )
+    assert client.get("/api/jobs").json()["jobs"] == []
+    # the packaged prior is a name, not a path: the toy pair names it and is taken
+    assert client.post("/api/jobs", json={**JOB, "prior": "toy_masked_prior"}).status_code == 201
+
+
+def test_a_registry_prior_is_not_downloaded_on_a_request(serve, monkeypatch, tmp_path):
+    monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "empty-cache"))  # nothing downloaded
+    client = serve(workers=0, allow_downloads=False)
+    refused = client.post("/api/jobs", json={**JOB, "prior": "faceshq"})
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("prior='faceshq'")
+    assert "--allow-downloads" in refused.json()["detail"]
+
+
 def _png(size=(8, 8), colour=(200, 30, 30)):
     import io
 

@@ -45,13 +45,16 @@ def option(
     low: float | None = None,
     above: float | None = None,
     high: float | None = None,
+    refers: str | None = None,
     **cli: Any,
 ) -> Any:
     """A config field with its flags, help and group. `low` and `high`: the smallest and largest
     allowed values; `above`: a bound the value must exceed; `choices`: the allowed strings;
+    `refers`: "model" for a field naming model weights (a registry name or a path), "file" for
+    one naming a model's config file (what a server's policy checks, `model_references`);
     `cli`: extra argparse settings (metavar, nargs, action)."""
     meta = {"flags": flags, "help": help, "group": group, "choices": choices, "low": low}
-    meta.update(above=above, high=high, cli=cli)
+    meta.update(above=above, high=high, refers=refers, cli=cli)
     return field(default=default, metadata=meta)
 
 
@@ -121,6 +124,7 @@ class GenerateConfig:
         help="VQGAN registry name or checkpoint path",
         group="models",
         metavar="NAME",
+        refers="model",
     )
     vqgan_config: str | None = option(
         None,
@@ -128,6 +132,7 @@ class GenerateConfig:
         help="taming YAML for a .ckpt given by path",
         group="models",
         metavar="YAML",
+        refers="file",
     )
     clip: tuple[str, ...] = option(
         ("clip_vit_b32_openai",),
@@ -135,6 +140,7 @@ class GenerateConfig:
         help="CLIP registry names or paths; several = an ensemble",
         group="models",
         metavar="NAME",
+        refers="model",
     )
     clip_weights: tuple[float, ...] = option(
         (), "--clip-weights", help="one loss weight per --clip model", group="models", metavar="W"
@@ -290,6 +296,7 @@ class GenerateConfig:
         "or a registry name whose file holds one (faceshq; its VQGAN must be --vqgan)",
         group="prior and scales",
         metavar="NAME",
+        refers="model",
     )
     prior_config: str | None = option(
         None,
@@ -297,6 +304,7 @@ class GenerateConfig:
         help="taming YAML of a --prior .ckpt given by path (default: the .yaml beside it)",
         group="prior and scales",
         metavar="YAML",
+        refers="file",
     )
     prior_weight: float = option(
         1.0,
@@ -600,6 +608,19 @@ class GenerateConfig:
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GenerateConfig))
+
+
+def model_references(config: Any, refers: str = "model") -> list[tuple[str, str]]:
+    """(option, value) for every value of `config` that names model weights (`refers` "model")
+    or a model's config file ("file"), read off the declaration's `refers`, so a server's
+    policy checks an option that names a model the day it is declared."""
+    out = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("refers") != refers or value is None:
+            continue
+        out += [(f.name, v) for v in (value if isinstance(value, tuple) else (value,))]
+    return out
 
 
 def declaration(name: str, declared: type = GenerateConfig) -> Mapping[str, Any]:

@@ -13,13 +13,6 @@ from pathlib import Path
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior, load_prior
 
-PACKAGED_DIR = Path(__file__).resolve().parent.parent / "toy" / "weights"
-PACKAGED = {  # trained on the toy VQGAN's codes
-    "toy_prior": "toy_prior.safetensors",
-    "toy_masked_prior": "toy_masked_prior.safetensors",
-    "toy_shape_prior": "toy_shape_prior.safetensors",  # toy_masked_prior told the shape
-}
-
 
 def load_prior_by_name(
     name_or_path: str | os.PathLike, config: str | os.PathLike | None = None
@@ -27,7 +20,7 @@ def load_prior_by_name(
     """Load a prior from a packaged name, a path (a taming .ckpt finds its YAML as a VQGAN's
     does, or takes `config`), or a registry name whose checkpoint is a taming transformer."""
     from vqclip.weights.download import ensure_files
-    from vqclip.weights.registry import get_spec
+    from vqclip.weights.registry import PACKAGED, PACKAGED_DIR, get_spec
     from vqclip.weights.resolve import vqgan_config_for
 
     text = str(name_or_path)

@@ -70,11 +70,13 @@ def _video_available() -> bool:
 
 
 def pair_ready(pair) -> bool:
-    """Whether a model pair runs without a download: packaged, cached or converted weights."""
+    """Whether a model pair runs without a download: packaged, cached or converted weights,
+    its prior's too."""
     from vqclip.weights.cache import is_cached, is_converted
     from vqclip.weights.registry import PACKAGED, find_spec
 
-    for name in (pair.vqgan, *pair.clips):
+    prior = dict(pair.defaults).get("prior")
+    for name in (pair.vqgan, *pair.clips, *([prior] if prior else [])):
         spec = find_spec(name)
         if name not in PACKAGED and (spec is None or not (is_cached(spec) or is_converted(spec))):
             return False

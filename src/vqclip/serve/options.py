@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vqclip.errors import ConfigError
-from vqclip.generate.config import GenerateConfig, build_config
+from vqclip.generate.config import GenerateConfig, build_config, model_references
 
 # Keys a job request may hold beside the option names.
 JOB_KEYS = ("prompt", "model", "video")
@@ -142,36 +142,44 @@ class Policy:
         return str(path)
 
     def check_models(self, config: GenerateConfig) -> None:
+        """Every option that names model weights or their config file (the declaration's
+        `refers`, so none is missed): registry or packaged names only, unless the operator
+        allows server paths."""
         if self.allow_model_paths:
             return
         from vqclip.weights.registry import PACKAGED, find_spec
 
-        for option, name in [("vqgan", config.vqgan)] + [("clip", n) for n in config.clip]:
+        for option, name in model_references(config):
             if name not in PACKAGED and find_spec(name) is None:
                 raise ConfigError(
                     f"{option}={name!r}: this server takes registry model names only (see "
-                    "`vqclip models list`); the operator can allow paths with --allow-model-paths"
+                    "`vqclip models list`); the operator can allow paths with --allow-model-paths",
+                    field=option,
                 )
-        if config.vqgan_config is not None:
+        for option, _path in model_references(config, "file"):
             raise ConfigError(
-                "vqgan_config: a config file on the server; the operator can allow it with "
-                "--allow-model-paths"
+                f"{option}: a config file on the server; the operator can allow it with "
+                "--allow-model-paths",
+                field=option,
             )
 
     def check_downloads(self, config: GenerateConfig) -> None:
+        """Registry weights that are not here yet, for any option that names a model, only
+        with `allow_downloads`."""
         if self.allow_downloads:
             return
         from vqclip.weights.cache import is_cached, is_converted
         from vqclip.weights.registry import PACKAGED, find_spec
 
-        for option, name in [("vqgan", config.vqgan)] + [("clip", n) for n in config.clip]:
+        for option, name in model_references(config):
             spec = find_spec(name)
             if name in PACKAGED or spec is None or is_cached(spec) or is_converted(spec):
                 continue
             raise ConfigError(
                 f"{option}={name!r}: its weights are not on this server, and this server does "
                 "not download models on a request; the operator can run `vqclip models "
-                "download` or start the server with --allow-downloads"
+                "download` or start the server with --allow-downloads",
+                field=option,
             )
 
     def job(self, body: Any) -> JobRequest:

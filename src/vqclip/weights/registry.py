@@ -466,6 +466,10 @@ PACKAGED = {
     "toy_vqgan": "toy_vqgan.safetensors",
     "toy_clip_a": "toy_clip_a.safetensors",
     "toy_clip_b": "toy_clip_b.safetensors",
+    # token priors trained on the toy VQGAN's codes
+    "toy_prior": "toy_prior.safetensors",
+    "toy_masked_prior": "toy_masked_prior.safetensors",
+    "toy_shape_prior": "toy_shape_prior.safetensors",  # toy_masked_prior told the shape
 }
 
 PAIRS: dict[str, ModelPair] = {
