@@ -56,6 +56,7 @@ def main() -> int:
     from vqclip.bench import PROMPT, _device_name, build_models
     from vqclip.generate import GenerateConfig, Run
     from vqclip.prior.io import Condition, TokenPrior
+    from vqclip.prior.plugin import extensions_for
     from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 
     layers, channels, heads = (int(v) for v in args.prior_shape.split(","))
@@ -89,7 +90,9 @@ def main() -> int:
     results = []
     device = None
     for label, changes in variants.items():
-        run = Run(base.replace(**changes), vqgan=vqgan, clips=clips, prior=prior)
+        config = base.replace(**changes)
+        extensions = extensions_for(config, prior=prior)
+        run = Run(config, vqgan=vqgan, clips=clips, extensions=extensions)
         device = run.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -106,7 +109,7 @@ def main() -> int:
         for _ in range(2):  # the first also builds the kernels; the second is reported
             sync(device)
             start = time.perf_counter()
-            Run(config, vqgan=vqgan, clips=clips, prior=prior)
+            Run(config, vqgan=vqgan, clips=clips, extensions=extensions_for(config, prior=prior))
             sync(device)
             times.append(time.perf_counter() - start)
         results.append(

@@ -146,6 +146,24 @@ def test_unknown_model_and_missing_weights_offline(tmp_path, capsys, monkeypatch
     assert "http" in err and str(tmp_path / "cache") in err
 
 
+def test_the_maskgit_pair_offline_names_every_missing_file_in_one_message(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("VQCLIP_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VQCLIP_OFFLINE", "1")
+    out = tmp_path / "husky.png"
+    argv = ["generate", "a husky in the snow", "--model", "maskgit", "-o", str(out)]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not out.exists()
+    assert err.count("vqclip: error") == 1 and "offline mode is on (VQCLIP_OFFLINE=1)" in err
+    for name in ("MaskGIT_ImageNet_256.pth", "vqgan_imagenet_f16_1024.ckpt", "clip_vit_b32"):
+        assert name in err
+    assert "/llvictorll/Maskgit-pytorch/resolve/main/MaskGIT_ImageNet_256.pth" in err
+    assert "heibox.uni-heidelberg.de" in err  # the VQGAN's own host
+    assert "Or, once online: vqclip models download maskgit\n" in err
+
+
 def test_nan_loss_keeps_last_good_image(model_files, tmp_path, capsys, monkeypatch):
     from vqclip.generate.run import GenerationError, Run
 

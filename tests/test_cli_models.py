@@ -55,11 +55,17 @@ def test_list_shows_cache_state_hosts_in_order_and_hash_state(capsys):
     assert "  no  " in row(out, "vqgan_imagenet_f16_1024")
     assert row(out, "clip_vit_b32_openai").split()[1] == "clip"
     assert "pinned" in row(out, "vqgan_imagenet_f16_16384")
-    assert "first use" in row(out, "vqgan_imagenet_f16_1024") and "trust on first use" in out
+    assert "partly" in row(out, "vqgan_imagenet_f16_1024")  # the checkpoint pinned, not its YAML
+    assert "first use" in row(out, "maskgit_imagenet_256") and "trust on first use" in out
+    assert row(out, "maskgit_imagenet_256").split()[1] == "prior" and "MIT" in out
     lines = out.splitlines()
-    hosts = lines[lines.index(row(out, "vqgan_imagenet_f16_1024")) + 1]
-    assert hosts.split() == ["hosts:", "1.", "heibox.uni-heidelberg.de", "2.",
-                             "hf:Nehc/vqgan_imagenet_f16_1024@a33b797"]  # fmt: skip
+    at = lines.index(row(out, "vqgan_imagenet_f16_1024"))
+    assert lines[at + 1].split() == ["hosts", "of", "the", "config:", "1.",
+                                     "heibox.uni-heidelberg.de", "2.",
+                                     "hf:Nehc/vqgan_imagenet_f16_1024@a33b797"]  # fmt: skip
+    assert lines[at + 2].split()[4:] == ["1.", "heibox.uni-heidelberg.de", "2.",
+                                         "hf:llvictorll/Maskgit-pytorch@main", "3.",
+                                         "hf:Nehc/vqgan_imagenet_f16_1024@a33b797"]  # fmt: skip
 
     spec = registry.get_spec("vqgan_imagenet_f16_1024")
     ckpt = cache.own_path(spec, spec.file("checkpoint"))

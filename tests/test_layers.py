@@ -7,7 +7,7 @@ from pathlib import Path
 import vqclip
 
 LAYERS = [
-    {"errors", "validation", "atomic", "safeload", "statedict", "attention", "devices"},
+    {"errors", "validation", "declare", "atomic", "safeload", "statedict", "attention", "devices"},
     {"vqgan", "clip"},  # models: strict loaders, no loop code
     {"weights"},  # registry, downloads, cache
     {"generate", "prior"},  # the loop and its parts
@@ -32,3 +32,27 @@ def test_every_import_points_down():
             if RANK.get(target, -1) > RANK[here]:
                 wrong.append(f"{path.relative_to(root)} imports vqclip.{target}")
     assert not wrong, "upward imports:\n" + "\n".join(wrong)
+
+
+def test_the_loop_knows_no_plug_in():
+    """generate/ offers extension points; the prior's code sits behind them in prior/, which
+    has no import cycle."""
+    root = Path(vqclip.__file__).parent
+    loop = [root / "generate" / "run.py", root / "generate" / "extension.py"]
+    assert not [
+        p.name for p in loop if re.search(r"^\s*(from|import) vqclip\.prior\b", p.read_text(), re.M)
+    ]
+    inner = re.compile(r"^\s*from vqclip\.prior\.(\w+) import", re.M)
+    graph = {
+        p.stem: set(
+            inner.findall(re.sub(r"if typing.TYPE_CHECKING:\n(    .*\n)+", "", p.read_text()))
+        )
+        for p in (root / "prior").glob("*.py")
+    }
+
+    def reaches(start, goal, seen=()):
+        return any(
+            n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start]
+        )
+
+    assert not [m for m in graph if reaches(m, m)], graph

@@ -17,6 +17,7 @@ import torch
 
 from vqclip.generate.config import build_config
 from vqclip.generate.run import Run
+from vqclip.prior.plugin import extensions_for
 
 LOSSES = [3.1285884380340576, 3.008241891860962, 3.102759838104248]
 PIXELS = [  # image[0, :, 30, 28:32]
@@ -37,7 +38,7 @@ def _run():
             | {"seed": 0, "threads": 1, "precision": "fp32", "device": "cpu", "cutn": 8}
             | {"size": [64, 64]}
         )
-        run = Run(config)
+        run = Run(config, extensions=extensions_for(config))
         losses = [float(step.total[0]) for step in run.iterate()]
         return losses, run.image()[0]
     finally:

@@ -22,6 +22,7 @@ def test_a_call_is_the_run_of_the_same_settings(pipe):
     from vqclip.generate.config import build_config
     from vqclip.generate.run import Run
     from vqclip.output import to_uint8
+    from vqclip.prior.plugin import extensions_for
 
     images = pipe("a red circle", steps=2, size=32, seed=3, cutn=2)
     assert len(images) == 1 and images[0].size == (32, 32)
@@ -31,7 +32,7 @@ def test_a_call_is_the_run_of_the_same_settings(pipe):
         | {"cutn": 2, "device": "cpu", "precision": "fp32"}
     )
     assert pipe.last_config == config
-    run = Run(config, vqgan=pipe.vqgan, clips=pipe.clips)
+    run = Run(config, vqgan=pipe.vqgan, clips=pipe.clips, extensions=extensions_for(config))
     assert np.array_equal(pixels(images[0]), to_uint8(run.run()[0]))
 
 

@@ -5,9 +5,11 @@ import torch
 import yaml
 
 from vqclip.errors import CheckpointError, ConfigError
+from vqclip.generate.config import GenerateConfig
 from vqclip.prior.io import Condition, TokenPrior, load_prior, save_prior
-from vqclip.prior.loss import PriorLoss, soft_assignment, window_starts
+from vqclip.prior.loss import PriorLoss, soft_assignment
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
+from vqclip.prior.windows import window_starts
 
 TINY = TransformerConfig(vocab_size=16, block_size=17, n_layer=2, n_head=2, n_embd=8)
 
@@ -167,16 +169,15 @@ def test_safetensors_round_trip(tmp_path):
     assert torch.allclose(back.transformer(idx), model(idx), atol=2e-2)  # stored in fp16
 
 
-def _prior_loss(grid=(4, 4), block=17, seed=0, context="tokens"):
+def _prior_loss(grid=(4, 4), block=17, seed=0):
     codebook = torch.randn(16, 4)
     gpt = tiny_gpt(TransformerConfig(16, block, 2, 2, 8), seed)
     prior = TokenPrior(gpt.requires_grad_(False), Condition("sos"), "tiny")
-    return PriorLoss(prior, codebook, grid, temperature=1.0, context=context), codebook
+    return PriorLoss(prior, codebook, grid, temperature=1.0), codebook
 
 
-@pytest.mark.parametrize("context", ["tokens", "soft"])
-def test_prior_loss_has_a_gradient_in_z(context):
-    loss, _ = _prior_loss(context=context)
+def test_prior_loss_has_a_gradient_in_z():
+    loss, _ = _prior_loss()
     z = torch.randn(2, 4, 4, 4, requires_grad=True)
     value = loss(z)
     assert value.shape == (2,) and torch.isfinite(value).all()
@@ -184,20 +185,12 @@ def test_prior_loss_has_a_gradient_in_z(context):
     assert z.grad is not None and z.grad.abs().sum() > 0
 
 
-def test_the_two_contexts_are_different_losses():
-    """ "tokens" reads z's nearest codes (no gradient through the transformer), "soft" reads the
-    soft assignments and differentiates through it: their gradients differ."""
-    loss, codebook = _prior_loss()
-    idx = torch.randint(16, (1, 4, 4))
-    z = codebook[idx].permute(0, 3, 1, 2).clone().requires_grad_(True)
-    loss(z).sum().backward()
-    grad = z.grad.clone()
-    soft, _ = _prior_loss(context="soft")
-    z.grad = None
-    soft(z).sum().backward()
-    assert not torch.allclose(grad, z.grad)  # the soft context also moves earlier cells
-    with pytest.raises(ConfigError, match="context"):
-        _prior_loss(context="nope")
+def test_a_retired_option_in_stored_settings_is_read_only_at_its_one_value():
+    """prior_context was removed ("soft" measured worse); a PNG's stored "tokens" still loads."""
+    stored = {"prompts": ["x"], "prior_context": "tokens"}
+    assert "prior_context" not in GenerateConfig.from_dict(stored).to_dict()
+    with pytest.raises(ConfigError, match="prior_context='soft': this option was removed"):
+        GenerateConfig.from_dict({**stored, "prior_context": "soft"})
 
 
 def test_prior_loss_prefers_what_the_transformer_predicts():

@@ -6,6 +6,7 @@ import torch
 from vqclip.errors import ConfigError
 from vqclip.generate import GenerateConfig, Run
 from vqclip.prior.io import Condition, TokenPrior, save_prior
+from vqclip.prior.plugin import extensions_for
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 
 FAST = dict(size=(32, 32), cutn=4, augments=(), noise_fac=0.0, device="cpu", precision="fp32")
@@ -19,7 +20,9 @@ def tiny_prior() -> TokenPrior:
 
 def make(tiny_vqgan, tiny_clip, model=None, **kwargs):
     config = GenerateConfig(**{**FAST, "prompts": ("a red circle",), "seed": 1, **kwargs})
-    return Run(config, vqgan=tiny_vqgan, clips=[tiny_clip], prior=model)
+    return Run(
+        config, vqgan=tiny_vqgan, clips=[tiny_clip], extensions=extensions_for(config, prior=model)
+    )
 
 
 def test_prior_term_is_in_the_losses_and_ramps_in(tiny_vqgan, tiny_clip):
@@ -47,7 +50,7 @@ def test_the_prior_changes_the_image_and_lowers_its_loss(tiny_vqgan, tiny_clip):
 def test_a_prior_file_is_loaded_by_path(tiny_vqgan, tiny_clip, tmp_path):
     save_prior(tiny_prior(), tmp_path / "p.safetensors")
     run = make(tiny_vqgan, tiny_clip, prior=str(tmp_path / "p.safetensors"), iterations=1)
-    assert run.prior.transformer.config.vocab_size == 16
+    assert run.extensions[0].prior.transformer.config.vocab_size == 16
     with pytest.raises(ConfigError, match="no such file"):
         make(tiny_vqgan, tiny_clip, prior=str(tmp_path / "none.safetensors"), iterations=1)
 

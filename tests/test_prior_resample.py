@@ -6,6 +6,7 @@ import torch
 from vqclip.errors import ConfigError
 from vqclip.generate import GenerateConfig, Run
 from vqclip.prior.io import Condition, TokenPrior
+from vqclip.prior.plugin import extensions_for
 from vqclip.prior.resample import TokenResampler
 from vqclip.prior.transformer import TokenTransformer, TransformerConfig
 
@@ -89,9 +90,9 @@ def test_bad_values_are_clear_errors():
     with pytest.raises(ConfigError, match="temperature=0"):
         TokenResampler(tiny_prior(), 16, (4, 4), temperature=0)
     base = dict(prompts=("a red circle",), seed=1)
-    with pytest.raises(ConfigError, match="prior_resample_every=2: needs a token transformer"):
+    with pytest.raises(ConfigError, match="prior_resample_every=2: needs a token prior"):
         GenerateConfig(**base, prior_resample_every=2)
-    with pytest.raises(ConfigError, match="init='prior': needs a token transformer"):
+    with pytest.raises(ConfigError, match="init='prior': needs a token prior"):
         GenerateConfig(**base, init="prior")
     for fraction in (0, -0.1, 1.5):
         with pytest.raises(ConfigError, match="prior_resample_fraction"):
@@ -104,7 +105,12 @@ def test_bad_values_are_clear_errors():
 
 def make(tiny_vqgan, tiny_clip, **kwargs):
     config = GenerateConfig(**{**FAST, "prompts": ("a red circle",), "seed": 1, **kwargs})
-    return Run(config, vqgan=tiny_vqgan, clips=[tiny_clip], prior=tiny_prior())
+    return Run(
+        config,
+        vqgan=tiny_vqgan,
+        clips=[tiny_clip],
+        extensions=extensions_for(config, prior=tiny_prior()),
+    )
 
 
 def test_resampling_in_the_loop_sets_codes_and_zeroes_their_momentum(tiny_vqgan, tiny_clip):
@@ -114,7 +120,7 @@ def test_resampling_in_the_loop_sets_codes_and_zeroes_their_momentum(tiny_vqgan,
     common = dict(prior="tiny", prior_weight=0.0, iterations=4, batch_size=2)
     plain = make(tiny_vqgan, tiny_clip, **common)
     resampled = make(tiny_vqgan, tiny_clip, prior_resample_every=1, **common)
-    assert plain.prior_loss is None  # weight 0: resampling alone, no loss term
+    assert plain.extensions[0].loss is None  # weight 0: resampling alone, no loss term
     plain.step(), resampled.step()
     changed = (plain.z != resampled.z).any(1)  # (B, h, w)
     n = changed[0].numel()
@@ -164,7 +170,7 @@ def test_final_passes_redraw_after_the_last_step_only(tiny_vqgan, tiny_clip):
         assert torch.equal(three.image(), three.image(three.final_z))
         assert not torch.equal(three.image(), three.image(three.z))
         for _ in range(3):
-            one._resample()
+            one.extensions[0].resample(one)
         assert torch.equal(one.z, three.final_z)
 
 
@@ -190,7 +196,7 @@ def test_a_run_with_final_passes_continued_is_the_longer_run(tiny_vqgan, tiny_cl
     longer = make(tiny_vqgan, tiny_clip, iterations=7, **common).run()
     assert torch.equal(continued.run(), longer)
     assert not torch.equal(longer, short_image)
-    with pytest.raises(ConfigError, match="prior_final_passes=1: needs a token transformer"):
+    with pytest.raises(ConfigError, match="prior_final_passes=1: needs a token prior"):
         GenerateConfig(prompts=("a",), seed=1, prior_final_passes=1)
     with_candidates = GenerateConfig(
         prompts=("a",), seed=1, prior="toy_prior", prior_final_passes=1, prior_candidates=4
@@ -241,7 +247,7 @@ def test_the_key_value_cache_equals_the_whole_sequence(n_unmasked):
 def test_prior_candidates_keep_the_one_the_guides_like_best(tiny_vqgan, tiny_clip):
     run = make(tiny_vqgan, tiny_clip, prior="tiny", init="prior", prior_candidates=6, iterations=1)
     # the run's generator is seeded with the seed and first drawn for the candidates
-    candidates = run.resampler.sample(6, gen(1))
+    candidates = run.extensions[0].sampler.sample(6, gen(1))
     image = run.image(tiny_vqgan.codebook[candidates].permute(0, 3, 1, 2))
     losses = run.whole_image_loss(image, 0)
     assert losses.unique().numel() == 6  # the guides tell the candidates apart
@@ -267,15 +273,15 @@ def test_each_resampling_keeps_the_redraw_the_guides_like_best(tiny_vqgan, tiny_
         prompts=("a red circle", "a blue square"),
     )
     _, before = tiny_vqgan.quantize(run.z.detach())
-    mask = run.resampler.least_likely(before, 0.5)
+    mask = run.extensions[0].sampler.least_likely(before, 0.5)
     state = run.rng.get_state()
-    run._resample()
+    run.extensions[0].resample(run)
     _, after = tiny_vqgan.quantize(run.z.detach())
     assert torch.equal(after[~mask], before[~mask])  # only the chosen tokens change
     g = torch.Generator().manual_seed(0)
     g.set_state(state)
     for b in range(2):
-        draws = run.resampler.redraw(
+        draws = run.extensions[0].sampler.redraw(
             before[b : b + 1].repeat(K, 1, 1), mask[b : b + 1].repeat(K, 1, 1), g
         )
         image = run.image(tiny_vqgan.codebook[draws].permute(0, 3, 1, 2))

@@ -232,15 +232,15 @@ def place(spec: WeightSpec) -> dict[str, Path]:
 
 
 def test_registry_vqgan_prefers_the_converted_copy(fake_models):
-    spec = registry.get_spec("vqgan_imagenet_f16_1024")
+    spec = registry.get_spec("vqgan_wikiart_7mil")  # no pinned hash: the placed files pass
     paths = place(spec)
-    resolve.load_vqgan_by_name("imagenet_1024")
+    resolve.load_vqgan_by_name("wikiart_7mil")
     assert fake_models[-1] == ("vqgan", paths["checkpoint"], paths["config"], "cpu")
 
     weights, config = cache.converted_paths(spec)
     weights.write_bytes(b"converted")
     config.write_text("{}")
-    resolve.load_vqgan_by_name("vqgan_imagenet_f16_1024", device="meta")
+    resolve.load_vqgan_by_name("vqgan_wikiart_7mil", device="meta")
     assert fake_models[-1] == ("vqgan", weights, None, "meta")
 
 

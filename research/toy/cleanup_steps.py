@@ -15,6 +15,7 @@ import argparse
 import torch
 
 from vqclip.generate import Run
+from vqclip.prior.plugin import extensions_for
 from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
@@ -35,7 +36,13 @@ def main() -> None:
         vqgan=str(models.vqgan_path),
         clips=[str(p) for p in models.clip_paths],
     )
-    run = Run(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
+    run = Run(
+        config,
+        vqgan=models.vqgan,
+        clips=models.clips,
+        extensions=extensions_for(config),
+        device="cpu",
+    )
     every, shots = config.prior_resample_every, []
     for step in run.iterate():
         if step.index % every == every - 1:  # the next step ends with a resampling

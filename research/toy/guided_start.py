@@ -16,6 +16,7 @@ import time
 import torch
 
 from vqclip.generate import Run
+from vqclip.prior.plugin import extensions_for
 from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images, summarise
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
@@ -52,7 +53,13 @@ def main() -> None:
             overrides=overrides,
         )
         start = time.perf_counter()
-        run = Run(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
+        run = Run(
+            config,
+            vqgan=models.vqgan,
+            clips=models.clips,
+            extensions=extensions_for(config),
+            device="cpu",
+        )
         seconds = time.perf_counter() - start
         images = run.image().float()
         results = judge_images(models, images, prompts)

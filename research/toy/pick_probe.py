@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vqclip.generate import Run
+from vqclip.prior.plugin import extensions_for
 from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
@@ -84,16 +85,22 @@ def main() -> None:
             prior_draw_temperature=args.temperature,
         ),
     )
-    run = Run(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
+    run = Run(
+        config,
+        vqgan=models.vqgan,
+        clips=models.clips,
+        extensions=extensions_for(config),
+        device="cpu",
+    )
     g = torch.Generator().manual_seed(1)
     totals = {"any": 0, "whole": 0, "cutouts": 0, "whole_read": 0, "cut_read": 0, "named": 0}
     for b, prompt in enumerate(prompts):
         start = time.perf_counter()
         if args.guide_view == "whole":
-            guide = lambda grid, b=b: run._guide_gradient(grid, b)  # noqa: E731
+            guide = lambda grid, b=b: run.prompt_gradient(grid, b)  # noqa: E731
         else:
             guide = lambda grid, b=b: cutout_gradient(run, grid, b, g)  # noqa: E731
-        grids = run.resampler.sample(args.k, run.rng, guide)
+        grids = run.extensions[0].sampler.sample(args.k, run.rng, guide)
         with torch.no_grad():
             z = F.embedding(grids, run.vqgan.codebook.float()).permute(0, 3, 1, 2)
             images = run.vqgan.decode(z).add(1).div(2).clamp(0, 1)

@@ -20,6 +20,7 @@ from PIL import Image
 from vqclip.errors import ConfigError
 from vqclip.generate.config import SEED_LIMIT, GenerateConfig, build_config
 from vqclip.generate.run import Run, Step
+from vqclip.jobs.models import ModelCache
 from vqclip.output import to_uint8
 
 
@@ -32,6 +33,7 @@ class VQGANCLIP:
         self.clips = list(clips)
         self.settings = dict(settings)
         self.last_config: GenerateConfig | None = None  # the last call's, seed and size resolved
+        self.priors = ModelCache(loader=lambda _config: (self.vqgan, self.clips))
 
     @classmethod
     def from_pretrained(
@@ -96,7 +98,8 @@ class VQGANCLIP:
         if seed is not None:
             given["seed"] = seed
         config = GenerateConfig.from_dict(given)
-        return Run(config, vqgan=self.vqgan, clips=self.clips)
+        extensions = self.priors.extensions(config)
+        return Run(config, vqgan=self.vqgan, clips=self.clips, extensions=extensions)
 
     def __call__(
         self,

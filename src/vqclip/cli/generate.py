@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -145,6 +146,21 @@ def _settings(args: argparse.Namespace):
     return GenerateConfig.from_dict(state["config"]), state
 
 
+def _check_weights(config, model: str | None) -> None:
+    """Offline, every missing weight file of the run in one message, before any model loads."""
+    from vqclip.declare import model_references
+    from vqclip.weights.download import check_available
+    from vqclip.weights.registry import PACKAGED, get_spec
+
+    names = [n for _, n in model_references(config) if n not in PACKAGED]
+    # paths are the loaders' to check; a name that is not a registry model is refused here,
+    # with the names it may have meant
+    names = [n for n in names if not (Path(n).suffix or os.sep in n or Path(n).is_file())]
+    specs = list(dict.fromkeys(get_spec(n) for n in names))
+    hint = model if model else " ".join(s.name for s in specs)
+    check_available(specs, hint)
+
+
 def _announce(run) -> None:
     from vqclip import __version__
 
@@ -165,6 +181,16 @@ def _announce(run) -> None:
         f"on {run.device} ({dtype}), {lr}",
         file=sys.stderr,
     )
+    for index in range(config.batch_size):
+        note = run.notes(index)
+        if "prior_class_from" not in note:
+            continue
+        name = note.get("prior_class_name")
+        chosen = f"class {note['prior_class']} ({name})" if name else f"class {note['prior_class']}"
+        if note["prior_class"] is None:
+            chosen = "no class"
+        image = f"image {index}: " if config.batch_size > 1 else ""
+        print(f"prior: {image}{chosen}, from {note['prior_class_from']}", file=sys.stderr)
 
 
 def _check_inputs_are_not_the_output(config, outputs: list[Path]) -> None:
@@ -288,6 +314,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return main(zoom, models=getattr(args, "models", None))
     options = JobOptions(**given_job_options(args, JobOptions))
     config, state = _settings(args)
+    _check_weights(config, args.model)
     output = check_writable(_output(args))
     _check_inputs_are_not_the_output(config, numbered(output, config.batch_size))
     given_dir = args.checkpoint_dir or args.resume

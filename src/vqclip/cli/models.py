@@ -25,6 +25,7 @@ from vqclip.weights.registry import (
     WeightSpec,
     get_spec,
     list_specs,
+    specs_named,
 )
 from vqclip.weights.resolve import convert
 
@@ -233,7 +234,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    specs = [get_spec(name) for name in args.names]  # all names checked before any download
+    # all names checked before any download; a pair's name stands for its models
+    specs = list(dict.fromkeys(s for name in args.names for s in specs_named(name)))
     for spec in specs:
         was_cached = is_cached(spec) and not args.force
         ensure_files(spec, progress=not args.no_progress, force=args.force)

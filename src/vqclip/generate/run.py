@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from vqclip.errors import CheckpointError, ConfigError, VQClipError, VQClipWarning
 from vqclip.generate.config import GenerateConfig
+from vqclip.generate.extension import Extension
 from vqclip.generate.losses import clamp_with_grad, init_anchor_loss, tv_loss
 from vqclip.generate.memory import check_memory
 from vqclip.generate.story import active_part, check_length, story_parts
@@ -67,11 +68,19 @@ class Run:
     """Optimises a batch of VQGAN latents toward the prompts of `config`.
 
     Models are loaded by name through the weights registry unless given (tests and the batch
-    runner pass already-loaded ones to share them between runs).
+    runner pass already-loaded ones to share them between runs). `extensions` are the loop's
+    plug-ins (vqclip.generate.extension), e.g. the config's token prior
+    (`vqclip.prior.plugin.extensions_for`): the loop itself knows none of them.
     """
 
     def __init__(
-        self, config: GenerateConfig, *, vqgan=None, clips=None, prior=None, device=None
+        self,
+        config: GenerateConfig,
+        *,
+        vqgan=None,
+        clips=None,
+        extensions: Sequence[Extension] = (),
+        device=None,
     ) -> None:
         from vqclip.devices import default_size, resolve_device, resolve_precision
         from vqclip.generate.cutouts import CutoutConfig, MakeCutouts
@@ -119,16 +128,14 @@ class Run:
         self.image_size = (self.grid[1] * f, self.grid[0] * f)  # (W, H) actually produced
         full_size = (self.full_grid[1] * f, self.full_grid[0] * f)
         check_memory(config, self.vqgan, self.clips, full_size, self.device)
-        self.prior = None
-        if config.prior:
-            if prior is None:
-                from vqclip.prior.resolve import load_prior_by_name
-
-                prior = load_prior_by_name(config.prior, config.prior_config)
-            self.prior = prior
-        self.prior_labels = self._prior_labels()
-        self.prior_loss = self._build_prior_loss()
-        self.resampler = self._build_resampler()
+        self.extensions = tuple(extensions)
+        missing = [n for n in config.plug_ins if n not in {e.name for e in self.extensions}]
+        if missing:
+            raise ConfigError(
+                f"{missing[0]}={getattr(config, missing[0])!r}: this run was given no {missing[0]} "
+                "plug-in, so the setting would do nothing; pass extensions="
+                "vqclip.prior.plugin.extensions_for(config) (or a ModelCache's extensions)"
+            )
 
         self.rng = torch.Generator(device="cpu").manual_seed(config.seed)
         self.cutouts = [
@@ -145,6 +152,8 @@ class Run:
             for clip in self.clips
         ]
         self.prompts = self._build_prompts()
+        for extension in self.extensions:
+            extension.attach(self)
 
         codebook = self.vqgan.codebook.detach().float()  # (n_embed, e_dim)
         self.z_min = codebook.min(dim=0).values.view(1, -1, 1, 1).to(self.device)
@@ -190,122 +199,29 @@ class Run:
             self.optimiser, lambda i: schedule(i + start)
         )
 
-    def _build_prior_loss(self):
-        if self.prior is None or not self.config.prior_weight:
-            return None
-        from vqclip.prior.loss import PriorLoss
+    def notes(self, index: int) -> dict:
+        """What the extensions chose for image `index` (e.g. a prior's class), for its
+        metadata."""
+        out: dict = {}
+        for extension in self.extensions:
+            out.update(extension.describe(index))
+        return out
 
-        return PriorLoss(
-            self.prior,
-            self.vqgan.codebook,
-            self.grid,
-            temperature=self.config.prior_temperature,
-            label=self.config.prior_class,
-            labels=self.prior_labels,
-            context=self.config.prior_context,
-            device=self.device,
-        )
-
-    def _prior_labels(self) -> list[int | None]:
-        """Each image's class under a class-conditional prior: `prior_class` when given; else,
-        for a masked prior that names its classes, the class named nearest to the image's text
-        prompts (below); else None (a masked prior's unknown class)."""
-        cfg, B = self.config, self.config.batch_size
-        if self.prior is None:
-            return [cfg.prior_class] * B
-        c = self.prior.condition
-        if cfg.prior_class is not None:
-            if c.kind == "masked" and not c.n_classes:
-                raise ConfigError(
-                    f"prior_class={cfg.prior_class}: prior {self.prior.source} has no classes"
-                )
-            self.prior.prefix(1, self.grid, cfg.prior_class)  # checks the class, before a step
-            return [cfg.prior_class] * B
-        if c.kind != "masked" or not c.class_names:
-            return [None] * B
-        with torch.no_grad():  # the class names' embeddings, once per CLIP
-            known = [
-                F.normalize(clip.encode_text_str([f"a {n}" for n in c.class_names]).float(), dim=-1)
-                for clip in self.clips
-            ]
-        return [self._nearest_class(cfg.prompt_for(b), known) for b in range(B)]
+    def tokens(self) -> torch.Tensor:
+        """(B, h, w): the code indices the current latent shows."""
+        return self.vqgan.quantize(self.z)[1]
 
     @torch.no_grad()
-    def _nearest_class(self, text: str, known: list[torch.Tensor]) -> int | None:
-        """The class whose name ("a {name}", embedded in `known`, one (classes, D) tensor per
-        CLIP) the positive text prompts of `text` (every story part) are nearest to: cosine
-        similarity of CLIP text embeddings, summed over the prompts by weight and over the CLIPs
-        by `clip_weights`. None without a positive text prompt."""
-        from vqclip.generate.prompts import parse_prompts
-
-        parts = story_parts(text) if text else []
-        specs = [s for part in parts for s in parse_prompts(part) if s.weight > 0]
-        if not specs:
-            return None
-        weights = torch.tensor([s.weight for s in specs], device=self.device)
-        score = torch.zeros(known[0].shape[0], device=self.device)
-        for clip, names, clip_weight in zip(
-            self.clips, known, self.config.weights_of_clips, strict=True
-        ):
-            texts = F.normalize(clip.encode_text_str([s.value for s in specs]).float(), dim=-1)
-            score += clip_weight * (weights @ (texts @ names.t()))
-        return int(score.argmax())
-
-    def _build_resampler(self):
-        cfg = self.config
-        if self.prior is None or not (cfg.redraws or cfg.init == "prior"):
-            return None
-        if self.prior.condition.kind == "masked":
-            from vqclip.prior.masked import MaskedResampler
-
-            return MaskedResampler(
-                self.prior,
-                self.vqgan.codebook.shape[0],
-                self.grid,
-                self.vqgan.codebook,
-                temperature=cfg.prior_draw_temperature,
-                steps=cfg.prior_draw_steps,
-                guidance=cfg.prior_guidance,
-                class_guidance=cfg.prior_class_guidance,
-                device=self.device,
-            )
-        from vqclip.prior.resample import TokenResampler
-
-        return TokenResampler(
-            self.prior,
-            self.vqgan.codebook.shape[0],
-            self.grid,
-            label=cfg.prior_class,
-            temperature=cfg.prior_draw_temperature,
-            device=self.device,
-        )
-
-    @torch.no_grad()
-    def _resample(self) -> None:
-        """Redraw the tokens the prior finds least likely (vqclip.prior.resample) and set z there
-        to the new codes' vectors; z elsewhere is untouched. The optimiser's first moment
-        (Adam's exp_avg, SGD's momentum) is zeroed at the redrawn positions, since it pointed
-        toward the old code, and its second moment is kept: the gradient's scale there is
-        unchanged, so the new token starts with small steps instead of the 3x-lr step a fresh
-        moment pair would take after Adam's bias correction has worn off. With
-        `prior_candidates` K each image is redrawn K times and the guides keep one (`_pick`)."""
-        _, idx = self.vqgan.quantize(self.z)  # (B, h, w)
-        labels = self.prior_labels if self.prior.condition.kind == "masked" else None
-        mask = self.resampler.least_likely(idx, self.config.prior_resample_fraction, labels)
-        mask &= ~self.failed.view(-1, 1, 1)
-        K = self.config.prior_candidates
-        if K == 1:
-            new = self._redraw(idx, mask, self.rng, index=None)
-        else:  # K redraws of each image, of which the guides keep one
-            new = torch.cat(
-                [
-                    self._pick(self._redraw(row.repeat(K, 1, 1), m.repeat(K, 1, 1), self.rng, b), b)
-                    for b, (row, m) in enumerate(zip(idx[:, None], mask[:, None], strict=True))
-                ]
-            )
-        codes = F.embedding(new, self.vqgan.codebook.float()).permute(0, 3, 1, 2)  # (B, C, h, w)
-        where = mask[:, None]  # (B, 1, h, w)
-        self.z.copy_(torch.where(where, codes, self.z))
+    def set_tokens(self, where: torch.Tensor, codes: torch.Tensor) -> None:
+        """Set the latent at `where` (B, h, w) to the vectors of `codes` (B, h, w); the latent
+        elsewhere and every stopped image are untouched. The optimiser's first moment (Adam's
+        exp_avg, SGD's momentum) is zeroed there, since it pointed toward the old code, and its
+        second moment is kept: the gradient's scale there is unchanged, so the new token starts
+        with small steps instead of the 3x-lr step a fresh moment pair would take after Adam's
+        bias correction has worn off."""
+        where = (where.to(self.device) & ~self.failed.view(-1, 1, 1))[:, None]  # (B, 1, h, w)
+        vectors = F.embedding(codes.to(self.device), self.vqgan.codebook.float())
+        self.z.copy_(torch.where(where, vectors.permute(0, 3, 1, 2), self.z))
         for key in ("exp_avg", "momentum_buffer"):
             moment = self.optimiser.state.get(self.z, {}).get(key)
             if isinstance(moment, torch.Tensor) and moment.shape == self.z.shape:
@@ -313,35 +229,23 @@ class Run:
 
     @torch.no_grad()
     def _finish(self) -> None:
-        """The final passes (`prior_final_passes`) after the last step: that many resamplings,
-        whose latent becomes `final_z`, the one `image()` shows. The loop's own state (z, the
-        optimiser's moments, the draws' generator) is put back as the last step left it, so a
-        run continued for more steps goes on as a run asked for that many steps from the start
-        would, and makes its own final passes at its new end."""
+        """The extensions' `after_last` hooks (a prior's final passes): the latent they leave
+        becomes `final_z`, the one `image()` shows. The loop's own state (z, the optimiser's
+        moments, the draws' generator) is put back as the last step left it, so a run continued
+        for more steps goes on as a run asked for that many steps from the start would, and
+        makes its own final passes at its new end."""
         z, rng = self.z.detach().clone(), self.rng.get_state()
         state = self.optimiser.state.get(self.z, {})
         moments = {k: v.clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
-        for _ in range(self.config.prior_final_passes):
-            self._resample()
-        self.final_z = self.z.detach().clone()
+        changed = [extension.after_last(self) for extension in self.extensions]
+        if any(changed):
+            self.final_z = self.z.detach().clone()
         self.z.copy_(z)
         self.rng.set_state(rng)
-        for key, value in moments.items():  # _resample zeroes moments in place
+        for key, value in moments.items():  # set_tokens zeroes moments in place
             state[key].copy_(value)
 
-    def _redraw(
-        self, idx: torch.Tensor, mask: torch.Tensor, rng: torch.Generator, index: int | None
-    ) -> torch.Tensor:
-        """The resampler's redraw of `idx` at `mask`; a masked prior's draws are steered by
-        the guides (`prior_guidance`) and read the class (`prior_labels`) of image `index` for
-        every row, or of image r for row r when `index` is None."""
-        if self.prior.condition.kind != "masked":
-            return self.resampler.redraw(idx, mask, rng)
-        labels = self.prior_labels if index is None else [self.prior_labels[index]] * len(idx)
-        guide = lambda grid: self._guide_gradient(grid, index)  # noqa: E731
-        return self.resampler.redraw(idx, mask, rng, guide, labels)
-
-    def _guide_gradient(self, grid: torch.Tensor, index: int | None) -> torch.Tensor:
+    def prompt_gradient(self, grid: torch.Tensor, index: int | None) -> torch.Tensor:
         """(N, C, h, w): the gradient of the whole-image prompt loss (`whole_image_loss`) with
         respect to the latent of code grids (N, h, w) at their codes; row r is scored by image
         `index`'s prompts, or by image r's when `index` is None."""
@@ -375,8 +279,6 @@ class Run:
         self.z = z.detach().clone().requires_grad_(True)
         self.last_good_z = self.z.detach().clone()
         self._new_optimiser(self.stages.starts[stage])
-        self.prior_loss = self._build_prior_loss()
-        self.resampler = self._build_resampler()
 
     def _build_prompts(self) -> list[list[tuple[str, torch.nn.Module, int | None, int | None]]]:
         """prompts[clip] -> [(label, Prompt, image index or None for every image, story part or
@@ -435,7 +337,7 @@ class Run:
         codebook = self.vqgan.codebook.detach().float()
         if cfg.init in ("random", "prior"):
             if cfg.init == "prior":
-                idx = self._prior_start().cpu()
+                idx = self._extension_start().cpu()
             else:
                 idx = torch.randint(codebook.shape[0], (B, h, w), generator=self.rng)
             return F.embedding(idx, codebook.cpu()).permute(0, 3, 1, 2).contiguous()  # (B, e, h, w)
@@ -458,22 +360,16 @@ class Run:
             z = self.vqgan.encode(img.to(self.device) * 2 - 1).float()
         return z.cpu()
 
-    @torch.no_grad()
-    def _prior_start(self) -> torch.Tensor:
-        """(B, h, w) codes drawn from the prior: `prior_candidates` grids per image, of which the
-        one whose decoded image has the lowest prompt loss (`whole_image_loss`) is kept."""
-        K, (h, w) = self.config.prior_candidates, self.grid
-        everywhere = torch.ones(K, h, w, dtype=torch.bool)
-        start = torch.zeros(K, h, w, dtype=torch.long)
-        return torch.cat(
-            [
-                self._pick(self._redraw(start, everywhere, self.rng, index=b), b)
-                for b in range(self.config.batch_size)
-            ]
-        )
+    def _extension_start(self) -> torch.Tensor:
+        """(B, h, w) codes of the first extension that offers a start (init "prior")."""
+        for extension in self.extensions:
+            codes = extension.start(self)
+            if codes is not None:
+                return codes
+        raise ConfigError("init='prior': no token prior in this run offers a start; set prior")
 
     @torch.no_grad()
-    def _pick(self, grids: torch.Tensor, index: int) -> torch.Tensor:
+    def best_of(self, grids: torch.Tensor, index: int) -> torch.Tensor:
         """(1, h, w): of candidate grids (K, h, w) for image `index`, the one whose decoded
         image has the lowest prompt loss (`whole_image_loss`)."""
         grids = grids.to(self.device)
@@ -562,11 +458,10 @@ class Run:
             tv = cfg.tv_weight * tv_loss(image if cfg.tv_on == "image" else self.z)
             losses["tv"] = tv.detach()
             total = total + tv
-        if self.prior_loss is not None:
-            ramp = min(1.0, (self.step_index + 1) / cfg.prior_ramp) if cfg.prior_ramp else 1.0
-            prior = cfg.prior_weight * ramp * self.prior_loss(self.z)
-            losses["prior"] = prior.detach()
-            total = total + prior
+        for extension in self.extensions:
+            for label, term in extension.loss_terms(self, self.z).items():
+                losses[label] = term.detach()
+                total = total + term
         return total, losses, image
 
     def story_parts_shown(self) -> dict[int | None, int]:
@@ -595,6 +490,7 @@ class Run:
             self.optimiser.zero_grad(set_to_none=True)
             raise
         self.at_step_boundary = False
+        self.updating = self.step_index + 1  # the step whose update (and hooks) is under way
         lr = self.optimiser.param_groups[0]["lr"]
         self.optimiser.step()
         self.scheduler.step()
@@ -602,10 +498,9 @@ class Run:
             z = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
             self.z.copy_(torch.where(self._failed_4d(), self.last_good_z, z))
         self.step_index += 1
-        every = self.config.prior_resample_every
-        if every and self.step_index % every == 0:
-            self._resample()
-        if self.step_index == self.config.iterations and self.config.prior_final_passes:
+        for extension in self.extensions:
+            extension.after_step(self)
+        if self.step_index == self.config.iterations and self.extensions:
             self._finish()
         if self.stages.stage_at(self.step_index) != self.stage:
             self._enter_stage(self.stages.stage_at(self.step_index), carry=True)
@@ -672,7 +567,7 @@ class Run:
         """Everything a resumed run needs to continue as if it never stopped."""
         if not self.at_step_boundary:
             raise CheckpointError(
-                f"the run was stopped inside the update of step {self.step_index + 1}; its state "
+                f"the run was stopped inside the update of step {self.updating}; its state "
                 "is not a step boundary and was not saved"
             )
         state = {

@@ -20,7 +20,6 @@ Folder layout:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -33,9 +32,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vqclip import declare
 from vqclip.atomic import atomic_write_bytes, atomic_write_text
+from vqclip.declare import option, validate_fields
 from vqclip.errors import CheckpointError, ConfigError
-from vqclip.generate.config import SEED_LIMIT, GenerateConfig, option, validate_fields
+from vqclip.generate.config import SEED_LIMIT, GenerateConfig
 from vqclip.generate.story import active_part, check_length, story_parts
 
 SETTINGS_FILE = "animation.json"
@@ -99,19 +100,11 @@ class Animation:
         validate_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        return declare.to_mapping(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> Animation:
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"animation must be a JSON object of animation settings, got {data!r}"
-            )
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown animation settings {unknown}; known: {sorted(names)}")
-        return cls(**data)
+        return declare.from_mapping(cls, data, "animation settings")
 
     def total_steps(self, config: GenerateConfig) -> int:
         return config.iterations + (self.frames - 1) * self.steps_per_frame

@@ -155,8 +155,9 @@ def execute_job(
         config = config.replace(threads=state["config"].get("threads"))
     config = with_threads(config, workers)
     use_threads(config.threads)
-    vqgan, clips = (models or ModelCache()).get(config)
-    run = Run(config, vqgan=vqgan, clips=clips, device=device)
+    models = models or ModelCache()
+    vqgan, clips = models.get(config)
+    run = Run(config, vqgan=vqgan, clips=clips, extensions=models.extensions(config), device=device)
     if state is not None:
         run.load_state_dict(state)
     config = run.config
@@ -175,6 +176,7 @@ def execute_job(
             "step": run.step_index,
             "size": list(run.image_size),
         }
+        meta.update(run.notes(index))  # e.g. the class a prior took from the prompt
         stopped = run.stopped_images.get(index)
         if stopped is not None:
             meta["stopped_at_step"] = stopped  # its loss became NaN: its last good image

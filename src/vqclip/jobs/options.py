@@ -7,12 +7,11 @@ These options change which files appear, never the image: they are not stored in
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from vqclip.errors import ConfigError
-from vqclip.generate.config import option, validate_fields
+from vqclip import declare
+from vqclip.declare import option, option_names, validate_fields
 
 GROUP = "job files"
 
@@ -65,17 +64,11 @@ class JobOptions:
         return self.frame_every or max(1, iterations // 100)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return declare.to_mapping(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> JobOptions:
-        if not isinstance(data, dict):
-            raise ConfigError(f"job options must be a JSON object, got {data!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown job options {unknown}; known: {sorted(names)}")
-        return cls(**data)
+        return declare.from_mapping(cls, data, "job options")
 
 
-JOB_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(JobOptions))
+JOB_OPTION_NAMES = option_names(JobOptions)

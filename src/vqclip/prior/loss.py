@@ -5,15 +5,12 @@ token sequences and still get a gradient, each latent vector becomes a soft code
 p = softmax(-||z - e_k||^2 / (T * s)) over the codebook (s: the codebook's mean squared distance
 between nearest neighbours, so a temperature T means the same for every VQGAN).
 
-By default (context "tokens") the transformer reads the tokens the decoder shows (z's nearest
+The transformer reads the tokens the decoder shows (z's nearest
 codes) after its conditioning prefix, frozen and not differentiated, and predicts each next
 token; the loss is the cross-entropy of each soft assignment under that prediction, in nats per
 token, so each latent vector is pulled toward the codes the prior expects after the actual
 tokens before it. It is low for token layouts like the training images' and high for, say, an
 isolated token of object colour in a background, which is what the guides alone accept.
-Context "soft" feeds the soft assignments themselves (p @ tok_emb) and differentiates through
-the transformer; on the toy probe that loss fell by moving z between codes while the picture
-stayed a noisy texture (research/toy-log.md).
 
 Grids with more tokens than the transformer's block are scored in windows of at most a block
 (16x16 for taming's 256-token models, as taming samples large images), tiled with the last
@@ -22,7 +19,7 @@ window flush with the edge, the windows averaged.
 
 from __future__ import annotations
 
-import math
+import typing
 from collections.abc import Sequence
 
 import torch
@@ -30,8 +27,10 @@ import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior
+from vqclip.prior.windows import prior_window, window_starts
 
-CONTEXTS = ("tokens", "soft")
+if typing.TYPE_CHECKING:
+    from vqclip.prior.masked import MaskedResampler
 
 
 def nearest_neighbour_scale(codebook: torch.Tensor) -> float:
@@ -51,35 +50,11 @@ def soft_assignment(z: torch.Tensor, codebook: torch.Tensor, temperature: float)
     return F.softmax(-dist / temperature, dim=-1)
 
 
-def window_starts(length: int, window: int) -> list[int]:
-    """Starts of windows of `window` tiling [0, length), the last flush with the end."""
-    starts = list(range(0, length - window + 1, window))
-    if starts[-1] + window < length:
-        starts.append(length - window)
-    return starts
-
-
-def prior_window(prior: TokenPrior, grid: tuple[int, int]) -> tuple[int, int]:
-    """The (h, w) window of tokens the prior scores at once: the whole grid when its prefix and
-    all but the last token fit in the block, else the largest square that does."""
-    block = prior.transformer.config.block_size
-    h, w = grid
-
-    def fits(n: int) -> bool:
-        return prior.prefix_length((1, n)) + n - 1 <= block
-
-    if fits(h * w):
-        return grid
-    side = math.isqrt(block)
-    while side > 1 and not fits(side * side):
-        side -= 1
-    return (min(h, side), min(w, side))
-
-
 class PriorLoss:
     """Scores latents (B, C, h, w) under `prior`; `label` is the class of a class-conditional
     prior, `labels` (a masked prior's) each image's class where they differ. Call it for the
-    (B,) loss; the transformer stays frozen."""
+    (B,) loss; the transformer stays frozen. A masked prior is read through `sampler` (the
+    run's one `MaskedResampler`; one is built when not given)."""
 
     def __init__(
         self,
@@ -90,37 +65,30 @@ class PriorLoss:
         temperature: float = 1.0,
         label: int | None = None,
         labels: Sequence[int | None] | None = None,
-        context: str = "tokens",
         device: torch.device | str = "cpu",
+        sampler: MaskedResampler | None = None,
     ) -> None:
-        gpt = prior.transformer
         n_codes = codebook.shape[0]
-        if gpt.config.vocab_size < n_codes:
-            raise ConfigError(
-                f"prior {prior.source} knows {gpt.config.vocab_size} tokens but the VQGAN has "
-                f"{n_codes} codes: it was trained for another VQGAN"
-            )
-        if context not in CONTEXTS:
-            raise ConfigError(f"prior context {context!r}: choose from {', '.join(CONTEXTS)}")
-        self.context = context
         self.masked = None
-        if prior.condition.kind == "masked":
+        if getattr(prior, "condition", None) is None or prior.condition.kind == "masked":
             # A masked prior predicts each token from the tokens around it (four passes).
             from vqclip.prior.masked import MaskedResampler
 
-            if context != "tokens":
+            self.masked = sampler or MaskedResampler(prior, n_codes, grid, codebook, device=device)
+        else:
+            gpt = prior.transformer
+            if gpt.config.vocab_size < n_codes:
                 raise ConfigError(
-                    f"prior context {context!r}: a masked prior reads tokens, not soft ones"
+                    f"prior {prior.source} knows {gpt.config.vocab_size} tokens but the VQGAN "
+                    f"has {n_codes} codes: it was trained for another VQGAN"
                 )
-            self.masked = MaskedResampler(prior, n_codes, grid, codebook, device=device)
-        self.gpt = gpt.to(device)
+            self.gpt = gpt.to(device)
+            self.window = prior_window(prior, grid)
+            self.prefix = prior.prefix(1, self.window, label).to(device)  # (1, P)
         self.codebook = codebook.detach().float().to(device)
         self.temperature = temperature * nearest_neighbour_scale(self.codebook)
-        self.window = self.masked.window if self.masked else prior_window(prior, grid)
-        self.prefix = prior.prefix(1, self.window, label).to(device)  # (1, P)
         self.labels = labels
         self.label = label
-        self.table = gpt.tok_emb.weight[:n_codes]  # (K, n_embd): image codes' embeddings
 
     def _tiles(self, x: torch.Tensor) -> torch.Tensor:
         """(B, h, w, ...) -> (windows * B, wh * ww, ...), windows in raster order."""
@@ -143,16 +111,13 @@ class PriorLoss:
             return -(p * log_q).sum(-1).flatten(1).mean(1)
         q = self._tiles(p)  # (nB, n, K)
         prefix = self.prefix.expand(q.shape[0], -1)
-        if self.context == "soft":
-            logits = self.gpt(prefix, q[:, :-1] @ self.table)  # through the soft tokens
-        else:
-            # The transformer reads the tokens the decoder shows (z's nearest codes) and is
-            # not differentiated: each soft assignment is pulled toward what the prior expects
-            # after the actual tokens before it. Feeding it soft tokens instead lets the
-            # loss fall by moving z between codes without changing the picture.
-            with torch.no_grad():
-                idx = self._tiles(p.detach().argmax(-1)[..., None])[..., 0]  # (nB, n)
-                logits = self.gpt(torch.cat([prefix, idx[:, :-1]], dim=1))
+        # The transformer reads the tokens the decoder shows (z's nearest codes) and is not
+        # differentiated: each soft assignment is pulled toward what the prior expects after
+        # the actual tokens before it. Fed soft tokens instead, the loss falls by moving z
+        # between codes without changing the picture.
+        with torch.no_grad():
+            idx = self._tiles(p.detach().argmax(-1)[..., None])[..., 0]  # (nB, n)
+            logits = self.gpt(torch.cat([prefix, idx[:, :-1]], dim=1))
         log_q = F.log_softmax(logits[:, prefix.shape[1] - 1 :].float(), dim=-1)[..., :K]
         nll = -(q * log_q).sum(-1).mean(-1)  # (nB,) nats per token
         return nll.view(-1, B).mean(0)

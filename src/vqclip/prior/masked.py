@@ -23,7 +23,7 @@ only those above and to its left, and redraw a stray fragment as what its surrou
   that move the picture toward the prompt, among those the prior finds plausible there.
 
 Grids larger than the prior's square window are handled window by window (the windows of
-`vqclip.prior.loss.window_starts`). A grid smaller than the window (a small image, or the
+`vqclip.prior.windows.window_starts`). A grid smaller than the window (a small image, or the
 coarse stage of `--scales`) is read at the window's centre with mask tokens around it: the
 prior sees the picture as the middle of one of its training grids whose rest is unknown, and
 never draws there. Every random draw comes from the `torch.Generator` passed in.
@@ -39,16 +39,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior
-from vqclip.prior.resample import GridSampler
+from vqclip.prior.maskgit import arccos_schedule, gumbel_confidence
+from vqclip.prior.windows import GridSampler
 
 Guide = Callable[[torch.Tensor], torch.Tensor]
-Labels = Sequence[int | None] | None  # each row's class; None: no class (or unknown) for all
+Labels = Sequence[int | None] | None
+RULES = ("vqclip", "maskgit")  # each row's class; None: no class (or unknown) for all
 
 
 def masked_window(prior: TokenPrior) -> tuple[int, int]:
@@ -64,13 +67,74 @@ def masked_window(prior: TokenPrior) -> tuple[int, int]:
     return side, side
 
 
+class MaskedModel(Protocol):
+    """What the masked sampler reads of a masked token model: the codes it predicts
+    (`n_codes`, below `mask_token`), the square `window` of tokens it reads at once, its
+    classes (`class_names` when it knows them), and `logits`."""
+
+    source: str
+    n_codes: int
+    mask_token: int
+    window: tuple[int, int]
+    n_classes: int
+    class_names: tuple[str, ...]
+
+    def logits(self, tokens: torch.Tensor, labels: Sequence[int | None]) -> torch.Tensor:
+        """(B, n, n_codes) float logits of tokens (B, n) of one window (the mask token where
+        unknown), each row told its class (None: no class, or the class unknown)."""
+        ...
+
+    def to(self, device: torch.device | str) -> MaskedModel: ...
+
+
+class PrefixMaskedModel:
+    """vqclip's own masked priors (`Condition("masked")`, e.g. the toy priors): the GPT of
+    vqclip.prior.transformer read bidirectionally, a class token before the grid (class c is
+    token `mask_token + 1 + c`; the mask token there stands for an unknown class)."""
+
+    def __init__(self, prior: TokenPrior) -> None:
+        c = prior.condition
+        if c.kind != "masked":
+            raise ConfigError(f"prior {prior.source} is not a masked prior")
+        self.prior = prior
+        self.source = prior.source
+        self.mask_token = c.mask_token
+        self.n_codes = c.mask_token  # the tokens below the mask token are codes
+        self.n_classes = c.n_classes
+        self.class_names = c.class_names
+        self.window = masked_window(prior)
+        if not self.mask_token < prior.transformer.config.vocab_size:
+            raise ConfigError(
+                f"prior {prior.source}: mask token {self.mask_token} is outside its "
+                f"{prior.transformer.config.vocab_size} tokens"
+            )
+
+    def to(self, device: torch.device | str) -> PrefixMaskedModel:
+        self.prior.transformer.to(device)
+        return self
+
+    def logits(self, tokens: torch.Tensor, labels: Sequence[int | None]) -> torch.Tensor:
+        rows = [self.prior.prefix(1, self.window, label) for label in labels]
+        prefix = torch.cat(rows).to(tokens.device)  # (B, P)
+        P = prefix.shape[1]
+        out = self.prior.transformer(torch.cat([prefix, tokens], 1))[:, P:, : self.n_codes]
+        return out.float()
+
+
+def as_masked_model(prior: TokenPrior | MaskedModel) -> MaskedModel:
+    """A masked model as the sampler reads it (vqclip's own priors wrapped)."""
+    if isinstance(prior, TokenPrior):
+        return PrefixMaskedModel(prior)
+    return prior
+
+
 class MaskedResampler(GridSampler):
     """Scores and redraws (B, h, w) grids of a VQGAN with `n_codes` codes under a masked prior;
     draws at `temperature`, in `steps` rounds, with `guidance` times the guides' pull."""
 
     def __init__(
         self,
-        prior: TokenPrior,
+        prior: TokenPrior | MaskedModel,
         n_codes: int,
         grid: tuple[int, int],
         codebook: torch.Tensor,
@@ -79,32 +143,35 @@ class MaskedResampler(GridSampler):
         steps: int = 8,
         guidance: float = 0.0,
         class_guidance: float = 1.0,
+        rule: str = "vqclip",
+        gumbel_temperature: float = 4.5,
         device: torch.device | str = "cpu",
     ) -> None:
-        if prior.condition.kind != "masked":
-            raise ConfigError(f"prior {prior.source} is not a masked prior")
+        model = as_masked_model(prior)
+        if rule not in RULES:
+            raise ConfigError(f"draw rule {rule!r}: choose from {', '.join(RULES)}")
         if not temperature > 0:
             raise ConfigError(f"draw temperature={temperature!r}: must be above 0")
         if steps < 1:
             raise ConfigError(f"draw steps={steps!r}: must be at least 1")
-        gpt = prior.transformer
-        self.mask_token = prior.condition.mask_token
-        if not n_codes <= self.mask_token < gpt.config.vocab_size:
+        self.mask_token = model.mask_token
+        if n_codes > model.n_codes:
             raise ConfigError(
-                f"prior {prior.source}: mask token {self.mask_token} with {gpt.config.vocab_size} "
-                f"tokens does not fit a VQGAN of {n_codes} codes: it was trained for another VQGAN"
+                f"prior {model.source} predicts {model.n_codes} codes but the VQGAN has "
+                f"{n_codes}: it was trained for another VQGAN"
             )
-        self.prior = prior
-        self.gpt = gpt.to(device)
+        self.model = model.to(device)
         self.n_codes = n_codes
         self.grid = grid
-        self.window = masked_window(prior)
+        self.window = model.window
         # A grid smaller than the window sits at its centre, mask tokens around it.
         self.padded = (max(grid[0], self.window[0]), max(grid[1], self.window[1]))
         self.offset = ((self.padded[0] - grid[0]) // 2, (self.padded[1] - grid[1]) // 2)
         self.codebook = codebook.detach().float().to(device)
         self.temperature = temperature
         self.steps = steps
+        self.rule = rule
+        self.gumbel_temperature = gumbel_temperature
         self.guidance = guidance
         self.class_guidance = class_guidance
         self.device = torch.device(device)
@@ -123,30 +190,52 @@ class MaskedResampler(GridSampler):
         (y, x), (h, w) = self.offset, self.grid
         return padded[:, y : y + h, x : x + w]
 
-    def _prefix(self, labels: Labels, batch: int) -> torch.Tensor:
-        """(batch, P): the class token of each row (P = 0 for a prior without classes)."""
+    def _labels(self, labels: Labels, batch: int) -> list[int | None]:
+        """Each row's class (None: no class)."""
         if labels is None:
             labels = [None] * batch
         if len(labels) != batch:
             raise ConfigError(f"{len(labels)} prior classes for {batch} token grids")
-        if not self.prior.condition.n_classes and any(label is not None for label in labels):
-            raise ConfigError(f"prior {self.prior.source} has no classes: leave prior_class unset")
-        rows = [self.prior.prefix(1, self.window, label) for label in labels]
-        return torch.cat(rows).to(self.device)
+        if not self.model.n_classes and any(label is not None for label in labels):
+            raise ConfigError(f"prior {self.model.source} has no classes: leave prior_class unset")
+        return list(labels)
 
-    def _logits(self, tokens: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """(B, n, K) logits over image codes for tokens (B, n) of one window after `prefix`;
-        with `class_guidance` S other than 1, free + S (cond - free), where `free` are the
-        logits with the class unknown (classifier-free guidance)."""
-        P = prefix.shape[1]
-        logits = self.gpt(torch.cat([prefix, tokens], 1))[:, P:, : self.n_codes].float()
-        if self.class_guidance == 1 or not P:
+    def _logits(
+        self, tokens: torch.Tensor, labels: list[int | None], scale: float | None = None
+    ) -> torch.Tensor:
+        """(B, n, K) logits over image codes for tokens (B, n) of one window, each row told its
+        class; with a class guidance S (`scale`, default `class_guidance`) other than 1,
+        free + S (cond - free), where `free` are the logits without a class (classifier-free
+        guidance)."""
+        scale = self.class_guidance if scale is None else scale
+        logits = self.model.logits(tokens, labels)[..., : self.n_codes].float()
+        if scale == 1 or not self.model.n_classes:
             return logits
-        unknown = torch.full_like(prefix, self.mask_token)
-        free = self.gpt(torch.cat([unknown, tokens], 1))[:, P:, : self.n_codes].float()
-        return free + self.class_guidance * (logits - free)
+        free = self.model.logits(tokens, [None] * len(labels))[..., : self.n_codes].float()
+        return free + scale * (logits - free)
 
-    def _window_log_probs(self, tokens: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    def _class_scale(self, s: int) -> float:
+        """The class guidance of round `s`: constant, or with MaskGIT's rule growing linearly
+        from 1 (the class's own prediction) at the first round to `class_guidance` at the
+        last, as their (1 + w') c - w' u with w' rising from 0 to w."""
+        if self.rule != "maskgit" or self.steps < 2:
+            return self.class_guidance
+        return 1 + (self.class_guidance - 1) * s / (self.steps - 1)
+
+    def _left(self, total: torch.Tensor, s: int) -> torch.Tensor:
+        """(B, 1): tokens of each row left masked after round `s` of the draw: a cosine
+        schedule, or MaskGIT's arccos one (their counts per round, for each row's total)."""
+        if self.rule != "maskgit":
+            return (total * math.cos(math.pi / 2 * (s + 1) / self.steps)).floor()
+        if s + 1 >= self.steps:
+            return torch.zeros_like(total)
+        left = []
+        for t in total.flatten().tolist():
+            counts = arccos_schedule(int(t), self.steps) if t >= 1 else [0] * self.steps
+            left.append(max(0, int(t) - sum(counts[: s + 1])))
+        return torch.tensor(left, dtype=total.dtype, device=total.device).view_as(total)
+
+    def _window_log_probs(self, tokens: torch.Tensor, labels: list[int | None]) -> torch.Tensor:
         """(B, wh, ww, K) log p of each position's code given the others, for tokens (B, wh, ww)."""
         out = torch.empty(*tokens.shape, self.n_codes, device=self.device)
         for dy in (0, 1):
@@ -154,7 +243,7 @@ class MaskedResampler(GridSampler):
                 quarter = torch.zeros(tokens.shape[1:], dtype=torch.bool, device=self.device)
                 quarter[dy::2, dx::2] = True
                 masked = torch.where(quarter, self.mask_token, tokens)
-                logits = self._logits(masked.flatten(1), prefix)
+                logits = self._logits(masked.flatten(1), labels)
                 lp = F.log_softmax(logits, dim=-1).view(out.shape)
                 out[:, quarter] = lp[:, quarter]
         return out
@@ -164,13 +253,13 @@ class MaskedResampler(GridSampler):
         the first window (raster order) that covers the position. Differentiable in nothing:
         tokens are indices."""
         self._check(idx)
-        prefix = self._prefix(labels, idx.shape[0])
+        labels = self._labels(labels, idx.shape[0])
         idx = self._pad(idx.to(self.device), self.mask_token)
         wh, ww = self.window
         out = torch.empty(*idx.shape, self.n_codes, device=self.device)
         done = torch.zeros(idx.shape[1:], dtype=torch.bool, device=self.device)
         for y, x in self._windows(self.padded):
-            lp = self._window_log_probs(idx[:, y : y + wh, x : x + ww], prefix)
+            lp = self._window_log_probs(idx[:, y : y + wh, x : x + ww], labels)
             new = ~done[y : y + wh, x : x + ww]
             out[:, y : y + wh, x : x + ww][:, new] = lp[:, new]
             done[y : y + wh, x : x + ww] = True
@@ -207,7 +296,7 @@ class MaskedResampler(GridSampler):
         self._check(idx)
         if mask.shape != idx.shape:
             raise ConfigError(f"resample mask of shape {tuple(mask.shape)}; expected {idx.shape}")
-        prefix = self._prefix(labels, idx.shape[0])
+        labels = self._labels(labels, idx.shape[0])
         out = self._pad(idx.to(self.device), self.mask_token).clone()
         todo = self._pad(mask.to(self.device, torch.bool), False).clone()
         wh, ww = self.window
@@ -222,7 +311,7 @@ class MaskedResampler(GridSampler):
             remaining = chosen.clone()
             total = chosen.sum(1, keepdim=True).float()  # (B, 1)
             for s in range(self.steps):
-                logits = self._logits(tokens, prefix) / self.temperature  # (B, n, K)
+                logits = self._logits(tokens, labels, self._class_scale(s)) / self.temperature
                 if guided:
                     # A tentative grid (the prior's own draw where still masked) to take the
                     # guides' gradient at.
@@ -235,10 +324,8 @@ class MaskedResampler(GridSampler):
                     bias = bias[:, y : y + wh, x : x + ww]
                     logits = logits + bias.flatten(1, 2)
                 drawn = self._draw(logits, generator)  # (B, n)
-                # The positions kept this round are a random choice among those still masked.
-                order = torch.rand(drawn.shape, generator=generator).to(self.device)
-                conf = torch.where(remaining, order, -1.0)
-                left = (total * math.cos(math.pi / 2 * (s + 1) / self.steps)).floor()
+                conf = torch.where(remaining, self._order(logits, drawn, s, generator), -math.inf)
+                left = self._left(total, s)
                 commit_n = remaining.sum(1, keepdim=True) - left  # (B, 1), >= 0
                 rank = conf.argsort(1, descending=True).argsort(1)
                 commit = remaining & (rank < commit_n)
@@ -246,6 +333,20 @@ class MaskedResampler(GridSampler):
                 remaining &= ~commit
             out[:, y : y + wh, x : x + ww] = tokens.view(-1, wh, ww)
         return self._crop(out)
+
+    def _order(
+        self, logits: torch.Tensor, drawn: torch.Tensor, s: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """(B, n): which draws are kept first. vqclip's rule: a random order (with the toy
+        prior, keeping the most confident fills the grid with background first); MaskGIT's:
+        the drawn token's log-probability plus Gumbel noise whose temperature falls linearly to
+        none at the last round."""
+        if self.rule != "maskgit":
+            return torch.rand(drawn.shape, generator=generator).to(self.device)
+        log_p = F.log_softmax(logits, dim=-1).gather(-1, drawn[..., None])[..., 0]
+        if self.steps < 2:
+            return log_p.double()
+        return gumbel_confidence(log_p, s, self.steps, self.gumbel_temperature, generator)
 
     def _draw(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         p = F.softmax(logits, dim=-1).flatten(0, 1).cpu()

@@ -7,7 +7,7 @@ tokens with the highest surprisal are redrawn one after another in raster order,
 the prior's prediction given the tokens before it (already redrawn ones included), so a
 redrawn token follows what the prior expects after its context: a stray fragment after a
 plain background is mostly redrawn as background. Grids larger than the transformer's block are
-handled in the windows the prior loss uses (vqclip.prior.loss.prior_window): a token belongs
+handled in the windows the prior loss uses (vqclip.prior.windows.prior_window): a token belongs
 to the first window, in raster order, that covers it. The same routine with every token
 chosen draws a whole grid from the prior (a start the prior agrees with).
 
@@ -21,41 +21,7 @@ import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
 from vqclip.prior.io import TokenPrior
-from vqclip.prior.loss import prior_window, window_starts
-
-
-class GridSampler:
-    """What the causal and the masked samplers share: a (h, w) `grid` scored and redrawn in
-    `window`s, and the choice of the tokens to redraw from `surprisal` (B, h, w)."""
-
-    grid: tuple[int, int]
-    window: tuple[int, int]
-
-    def surprisal(self, idx: torch.Tensor, labels=None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _windows(self, grid: tuple[int, int] | None = None) -> list[tuple[int, int]]:
-        """Top-left corners of the windows covering `grid` (default: the sampler's)."""
-        (h, w), (wh, ww) = grid or self.grid, self.window
-        return [(y, x) for y in window_starts(h, wh) for x in window_starts(w, ww)]
-
-    def _check(self, idx: torch.Tensor) -> None:
-        if idx.dim() != 3 or tuple(idx.shape[1:]) != self.grid:
-            raise ConfigError(
-                f"token grid of shape {tuple(idx.shape)}: expected (batch, {self.grid[0]}, "
-                f"{self.grid[1]})"
-            )
-
-    def least_likely(self, idx: torch.Tensor, fraction: float, labels=None) -> torch.Tensor:
-        """(B, h, w) bool: the `fraction` of each image's tokens (at least one) that the prior
-        finds least likely (given each row's class, `labels`, for a masked prior)."""
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"resample fraction={fraction!r}: must be in (0, 1]")
-        s = self.surprisal(idx, labels).flatten(1)  # (B, h*w)
-        k = max(1, round(fraction * s.shape[1]))
-        mask = torch.zeros_like(s, dtype=torch.bool)
-        mask.scatter_(1, s.topk(k, dim=1).indices, True)
-        return mask.view(idx.shape)
+from vqclip.prior.windows import GridSampler, prior_window
 
 
 class TokenResampler(GridSampler):

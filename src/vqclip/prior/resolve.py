@@ -1,4 +1,5 @@
-"""A prior by name: the shipped toy prior, a file, or a registry transformer checkpoint.
+"""A prior by name: the shipped toy priors, a file, or a registry checkpoint (MaskGIT's masked
+transformers, or a taming transformer).
 
 taming's Net2NetTransformer files in the registry (`vqgan_faceshq`, `vqgan_coco`, `vqgan_sflckr`)
 hold the VQGAN and the transformer together: `--vqgan faceshq --prior faceshq` reads both parts
@@ -31,6 +32,29 @@ def load_prior_by_name(
         return load_prior(path, vqgan_config_for(path, config))
     if path.suffix or os.sep in text:
         raise ConfigError(f"prior: no such file: {path}")
+    spec = get_spec(text)
+    if spec.kind == "prior":
+        return _load_registry_prior(spec.preset, ensure_files(spec)["checkpoint"])
     spec = get_spec(text, kind="vqgan")
     files = ensure_files(spec)
     return load_prior(files["checkpoint"], config or files["config"])
+
+
+# A prompt's class is taken only when CLIP's zero-shot probability of it (over the 1000 classes)
+# is at least this; below it the image draws with MaskGIT's "no class" token. Chosen from the
+# spread of zero-shot probabilities (a clear class name takes most of the mass; a scene that
+# names none spreads it over hundreds), not yet measured with the real weights.
+IMAGENET_CLASS_THRESHOLD = 0.2
+
+
+def _load_registry_prior(preset: str | None, path: Path):
+    if preset == "maskgit":
+        from vqclip.prior.imagenet import ENSEMBLE, imagenet_class_names
+        from vqclip.prior.maskgit import load_maskgit
+
+        prior = load_maskgit(path)
+        prior.class_names = imagenet_class_names()
+        prior.class_templates = ENSEMBLE
+        prior.class_threshold = IMAGENET_CLASS_THRESHOLD
+        return prior
+    raise ConfigError(f"registry prior format {preset!r} is not known to this vqclip")

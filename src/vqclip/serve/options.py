@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vqclip.declare import model_references
 from vqclip.errors import ConfigError
-from vqclip.generate.config import GenerateConfig, build_config, model_references
+from vqclip.generate.config import GenerateConfig, build_config
 
 # Keys a job request may hold beside the option names.
 JOB_KEYS = ("prompt", "model", "video")
@@ -25,9 +26,11 @@ JOB_KEYS = ("prompt", "model", "video")
 
 def _json_type(hint: Any) -> dict[str, Any]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if args and type(None) in args and origin is not tuple:
-        (inner,) = (a for a in args if a is not type(None))
-        return {"anyOf": [_json_type(inner), {"type": "null"}]}
+    if args and origin is not tuple:  # X | None, or int | str | None (a number or a name)
+        # a name first: the page's form shows the first branch, and a text box takes both
+        kinds = sorted((a for a in args if a is not type(None)), key=lambda a: a is not str)
+        inner = [_json_type(a) for a in kinds]
+        return {"anyOf": inner + ([{"type": "null"}] if type(None) in args else [])}
     if origin is tuple:
         items = _json_type(args[0])
         if args[-1] is Ellipsis:
@@ -40,10 +43,12 @@ def _json_type(hint: Any) -> dict[str, Any]:
 def _constrain(schema: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
     """Ranges and choices on the innermost value schema (the items of a list)."""
     if "anyOf" in schema:
-        return {"anyOf": [_constrain(schema["anyOf"][0], meta), schema["anyOf"][1]]}
+        return {"anyOf": [_constrain(option, meta) for option in schema["anyOf"]]}
     if schema["type"] == "array":
         return {**schema, "items": _constrain(schema["items"], meta)}
     out = dict(schema)
+    if schema["type"] == "null":
+        return out
     if meta["choices"] is not None:
         out["enum"] = list(meta["choices"])
     if schema["type"] in ("integer", "number"):

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from vqclip.clip import CLIP
 from vqclip.errors import ConfigError
 from vqclip.generate import GenerateConfig, GenerationError, Run
+from vqclip.prior.plugin import extensions_for
 from vqclip.toy.judge import Verdict
 from vqclip.toy.models import ToyModels
 from vqclip.toy.world import (
@@ -228,7 +229,13 @@ def generate_images(
     # Timed from the run's construction: a start drawn from a prior (--init prior) is part of
     # a lever's cost.
     start = time.perf_counter()
-    run = Run(config, vqgan=models.vqgan, clips=models.clips, device="cpu")
+    run = Run(
+        config,
+        vqgan=models.vqgan,
+        clips=models.clips,
+        extensions=extensions_for(config),
+        device="cpu",
+    )
     error = None
     try:
         for _ in tqdm(run.iterate(), total=config.iterations, desc=method, disable=not progress):

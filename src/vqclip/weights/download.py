@@ -133,6 +133,41 @@ def ensure_files(
     return paths
 
 
+def check_available(specs: Sequence[WeightSpec], hint: str) -> None:
+    """When downloads cannot happen (offline mode), one WeightsNotFoundError naming every file
+    of `specs` not in the cache, its hosts, and `vqclip models download <hint>`, before any
+    model loads; nothing otherwise (online, a missing file is downloaded when loaded)."""
+    from vqclip.weights.cache import is_converted
+
+    offline = offline_reason()
+    if not offline:
+        return
+    missing = [
+        (spec, todo)
+        for spec in specs
+        if not is_converted(spec)
+        and (todo := [f for f in spec.files if find_file(spec, f) is None])
+    ]
+    if not missing:
+        return
+    count = sum(len(todo) for _, todo in missing)
+    lines = [f"{count} weight file(s) are not in the cache and offline mode is on ({offline})."]
+    problem = cache_problem()
+    if problem is not None:  # no use telling the user to put files where none can go
+        lines.append(f"The weights cache cannot hold them: {problem}.")
+        lines.append("Point VQCLIP_HOME at a folder you can write to, then fetch them again.")
+        raise WeightsNotFoundError("\n".join(lines))
+    lines.append("Fetch them on a machine with network access and put them here:")
+    for spec, todo in missing:
+        for f in todo:
+            urls = source_urls(f)
+            lines.append(f"  {own_path(spec, f)}  ({spec.name} {f.role})")
+            lines.append(f"      from {urls[0]}")
+            lines.extend(f"      or   {u}" for u in urls[1:])
+    lines.append(f"Or, once online: vqclip models download {hint}")
+    raise WeightsNotFoundError("\n".join(lines))
+
+
 class _AllHostsFailed(Exception):
     """Every host of a file failed; args[0] lists why, one line per host."""
 

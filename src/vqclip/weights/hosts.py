@@ -34,6 +34,13 @@ NEHC = (
     "model.yaml (645 B); no hash published, so not known to be byte-identical to heibox"
 )
 
+MASKGIT_REPO = "llvictorll/Maskgit-pytorch"
+MASKGIT = (
+    "llvictorll/Maskgit-pytorch on the Hub: the weights of valeoai's MaskGIT reproduction "
+    "(code: github.com/llvictorll/MaskGIT-pytorch, MIT), with its tokenizer, taming's ImageNet "
+    "f16 1024 VQGAN; fetched at branch main (no commit recorded here)"
+)
+
 
 def hf(repo: str, path: str, revision: str, note: str) -> Host:
     return Host(hf_repo=repo, hf_filename=path, revision=revision, note=note)

@@ -137,6 +137,7 @@ def _clip(
 
 
 _TAMING = "MIT (taming-transformers)"
+_MASKGIT = "MIT (MaskGIT-pytorch, valeoai); trained on ImageNet"
 _OPENAI = "MIT (OpenAI CLIP)"
 _OPENCLIP = "MIT (OpenCLIP)"
 _COMMUNITY = "unknown (community fine-tune on WikiArt)"
@@ -155,14 +156,36 @@ _BATBOT_NOTE = (
 )
 _PYTTI_SOURCES = "pytti-core's Somnai manifest and PyTTI Portable's pxlpshr table"
 
+
 # Host order: where the hash is pinned, the Hub mirror at a fixed commit comes first (fast, a
 # CDN, and the pinned hash proves it serves the same bytes as the original); where it is not,
 # the original host comes first, so the hash recorded on first use is the original's.
+def _maskgit(name: str, filename: str, size_bytes: int, pixels: int) -> WeightSpec:
+    """MaskGIT's class-conditional masked transformer (valeoai's PyTorch reproduction, arXiv
+    2202.04200) on vqgan_imagenet_f16_1024's codes; one .pth on the Hub."""
+    host = hosts.hf(hosts.MASKGIT_REPO, filename, "main", hosts.MASKGIT)
+    ckpt = FileSpec(
+        "checkpoint", filename, hosts=(host,), size_bytes=size_bytes, sha256_note=_NO_HASH_HF
+    )
+    return WeightSpec(
+        name,
+        "prior",
+        (ckpt,),
+        _MASKGIT,
+        f"MaskGIT's masked token prior for ImageNet's 1000 classes, {pixels} px "
+        f"({pixels // 16}x{pixels // 16} tokens of vqgan_imagenet_f16_1024)",
+        (f"maskgit{pixels}", f"maskgit_{pixels}"),
+        preset="maskgit",
+    )
+
+
 _SPECS = (
     _vqgan(
         "vqgan_imagenet_f16_1024", "vqgan_imagenet_f16_1024",
         ckpt_hosts=(
             hosts.direct(_heibox(_IMAGENET_1024, _CKPT), hosts.HEIBOX),
+            hosts.hf(hosts.MASKGIT_REPO, "pretrained_maskgit/VQGAN/last.ckpt", "main",
+                hosts.MASKGIT),
             hosts.hf("Nehc/vqgan_imagenet_f16_1024", "ckpts/last.ckpt",
                 "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", hosts.NEHC),
         ),
@@ -171,8 +194,16 @@ _SPECS = (
             hosts.hf("Nehc/vqgan_imagenet_f16_1024", "configs/model.yaml",
                 "a33b7978ed3ba9d9ccce7eb90e44c435bfe26865", hosts.NEHC),
         ),
+        ckpt_sha256="e38a3aed8c86e8d47436f611325b3a23888cab70a0cc56c13cd84e8d4aab6e71",
+        sha256_note=hosts.pinned(
+            "the checkpoint: the Hub's LFS sha256 of MaskGIT-pytorch's copy of it (its "
+            "tokenizer) and a public download script that checks taming's heibox file against "
+            "the same value; the YAML: no second source, so its first download's hash is "
+            "recorded"
+        ),
         size_bytes=958_000_000, licence=_TAMING,
-        description="VQGAN ImageNet f16, 1024 codes (Crowson's notebook default)",
+        description="VQGAN ImageNet f16, 1024 codes (Crowson's notebook default; MaskGIT's "
+        "tokenizer)",
         aliases=("imagenet_1024", "imagenet_f16_1024"),
     ),
     _vqgan(
@@ -393,6 +424,8 @@ _SPECS = (
         aliases=("ViT-L-14/laion2b_s32b_b82k", "laion2b_s32b_b82k"),
         mean=INCEPTION_MEAN, std=INCEPTION_STD,
     ),
+    _maskgit("maskgit_imagenet_256", "MaskGIT_ImageNet_256.pth", 2_090_306_069, 256),
+    _maskgit("maskgit_imagenet_512", "MaskGIT_ImageNet_512.pth", 2_116_055_573, 512),
 )  # fmt: skip
 
 
@@ -472,6 +505,27 @@ PACKAGED = {
     "toy_shape_prior": "toy_shape_prior.safetensors",  # toy_masked_prior told the shape
 }
 
+
+def _maskgit_defaults(
+    prior: str, size: int, *, steps: int, gumbel: float, guidance: float
+) -> tuple[tuple[str, object], ...]:
+    return (
+        ("size", (size, size)),
+        ("cut_method", "overview"),
+        ("prior", prior),
+        ("prior_weight", 0.0),
+        ("prior_resample_every", 125),
+        ("prior_final_passes", 1),
+        ("prior_resample_fraction", 0.5),
+        ("prior_guidance", 1.0),
+        ("prior_candidates", 4),
+        ("prior_sampler", "maskgit"),
+        ("prior_draw_steps", steps),
+        ("prior_gumbel_temperature", gumbel),
+        ("prior_class_guidance", 1 + guidance),
+    )
+
+
 PAIRS: dict[str, ModelPair] = {
     "default": ModelPair("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai",)),
     "imagenet1024": ModelPair("vqgan_imagenet_f16_1024", ("clip_vit_b32_openai",)),
@@ -479,6 +533,20 @@ PAIRS: dict[str, ModelPair] = {
     "wikiart": ModelPair("vqgan_wikiart_f16_16384", ("clip_vit_b32_openai",)),
     "ensemble": ModelPair(
         "vqgan_imagenet_f16_16384", ("clip_vit_b32_openai", "clip_vit_b16_openai")
+    ),
+    # MaskGIT's class-conditional masked prior on its VQGAN, in the loop as the toy pair's prior
+    # is (redraws of the least likely half, the guides steering the draws and keeping the best
+    # of 4), drawn by MaskGIT's own rule with its rounds, Gumbel noise and class guidance (3,
+    # as (1 + w) c - w u: S = 1 + w) at each size; the class comes from the prompt (CLIP).
+    "maskgit": ModelPair(
+        "vqgan_imagenet_f16_1024",
+        ("clip_vit_b32_openai",),
+        _maskgit_defaults("maskgit_imagenet_256", 256, steps=8, gumbel=4.5, guidance=3.0),
+    ),
+    "maskgit512": ModelPair(
+        "vqgan_imagenet_f16_1024",
+        ("clip_vit_b32_openai",),
+        _maskgit_defaults("maskgit_imagenet_512", 512, steps=15, gumbel=7.0, guidance=2.8),
     ),
     # The offline pair trained on the toy world, shipped in the package. Its loop ends with the
     # late clean-up by the masked token prior told each image's shape (from its prompt), which
@@ -512,3 +580,18 @@ def resolve_pair(name: str) -> ModelPair:
     close = difflib.get_close_matches(name, list(PAIRS), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(f"unknown model pair {name!r}; pairs: {', '.join(PAIRS)}.{hint}")
+
+
+def pair_model_names(pair: ModelPair) -> list[str]:
+    """The models a pair names: its VQGAN, CLIPs and the prior its defaults use."""
+    prior = dict(pair.defaults).get("prior")
+    return [pair.vqgan, *pair.clips, *([prior] if isinstance(prior, str) else [])]
+
+
+def specs_named(name: str) -> list[WeightSpec]:
+    """The registry models `name` stands for: a model, or every registry model of a pair (its
+    packaged ones need no download)."""
+    if name in PAIRS and find_spec(name) is None:
+        found = [find_spec(n) for n in pair_model_names(PAIRS[name])]
+        return list(dict.fromkeys(s for s in found if s is not None))
+    return [get_spec(name)]

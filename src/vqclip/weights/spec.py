@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from vqclip.errors import ConfigError
 
-KINDS = ("vqgan", "clip")
+KINDS = ("vqgan", "clip", "prior")
+PRIOR_FORMATS = ("maskgit",)  # how a registry prior's checkpoint is read
 # Names the converter writes into a model's cache folder; a download must never use them.
 CONVERTED_FILENAMES = ("model.safetensors", "model.json")
 
@@ -158,6 +159,11 @@ class WeightSpec:
         clip_fields = (self.preset, self.input_size, self.mean, self.std)
         if self.kind == "vqgan" and (any(v is not None for v in clip_fields) or self.quick_gelu):
             raise ConfigError(f"WeightSpec {self.name}: CLIP fields set on a VQGAN")
+        if self.kind == "prior" and self.preset not in PRIOR_FORMATS:
+            raise ConfigError(
+                f"WeightSpec {self.name}: a prior's preset names its format, one of "
+                f"{PRIOR_FORMATS}, got {self.preset!r}"
+            )
         if self.kind == "clip":
             if not self.preset:
                 raise ConfigError(f"WeightSpec {self.name}: preset is required for CLIP")
