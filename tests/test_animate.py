@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from extras import needs_video
 from vqclip.cli import main
 from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
@@ -65,6 +66,7 @@ def test_zoom_moves_things_away_from_the_centre():
 
 
 @pytest.mark.slow
+@needs_video
 def test_an_animation_writes_its_frames_and_video(models, tmp_path):
     animation = Animation(frames=3, steps_per_frame=2, zoom=1.1, fps=5)
     result = run_animation(config(), animation, tmp_path / "film", models=models)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from extras import needs_video
 from vqclip.cli import main
 from vqclip.output import read_image_metadata
 
@@ -181,6 +182,7 @@ def test_nan_loss_keeps_last_good_image(model_files, tmp_path, capsys, monkeypat
     assert read_image_metadata(out)["step"] == 1
 
 
+@needs_video
 def test_video_of_the_progress(model_files, tmp_path, capsys):
     out = tmp_path / "v.png"
     code, err = generate(["x", "-i", "3", "--video", "-o", str(out)], model_files, tmp_path, capsys)
@@ -194,10 +196,12 @@ def test_video_without_imageio_ffmpeg_says_how_to_install(
     model_files, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setitem(__import__("sys").modules, "imageio_ffmpeg", None)
+    before = set(tmp_path.iterdir())
     code, err = generate(
-        ["x", "-i", "1", "--video", "-o", str(tmp_path / "v.png")], model_files, tmp_path, capsys
+        ["x", "-i", "5", "--video", "-o", str(tmp_path / "v.png")], model_files, tmp_path, capsys
     )
     assert code == 2 and "vqclip[video]" in err
+    assert set(tmp_path.iterdir()) == before  # refused before the first step: no run, no image
 
 
 def test_init_image_is_encoded_and_anchored(model_files, tmp_path, capsys):

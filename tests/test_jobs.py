@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from extras import needs_video
 from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.run import GenerationError, Run
@@ -24,6 +25,7 @@ def pixels(path):
     return np.asarray(Image.open(path))
 
 
+@needs_video
 def test_a_job_writes_its_image_settings_and_video(models, tmp_path):
     options = JobOptions(video=True, frame_every=1)
     result = execute_job(config(), tmp_path / "job", models=models, options=options)
@@ -124,7 +126,7 @@ def test_job_options_are_checked_where_declared():
         JobOptions(checkpoint_every=-1)
     with pytest.raises(ConfigError, match="unknown job options"):
         JobOptions.from_dict({"chekpoint_every": 3})
-    assert JobOptions(video=True).frames_every(500) == 5
+    assert JobOptions(frame_every=7).frames_every(500) == 7
     assert JobOptions().frames_every(500) == 0
 
 

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqclip.generate.config import OPTION_NAMES, GenerateConfig
-from vqclip.output import read_image_metadata
-from vqclip.serve.app import create_app
-from vqclip.serve.service import ServeSettings
-from vqclip.serve.store import JobStore
+from extras import require
+
+require("fastapi", "web")
+require("uvicorn", "web")
+
+from vqclip.generate.config import OPTION_NAMES, GenerateConfig  # noqa: E402
+from vqclip.output import read_image_metadata  # noqa: E402
+from vqclip.serve.app import create_app  # noqa: E402
+from vqclip.serve.service import ServeSettings  # noqa: E402
+from vqclip.serve.store import JobStore  # noqa: E402
 
 with warnings.catch_warnings():  # starlette's note that it prefers httpx2
     warnings.simplefilter("ignore")
@@ -285,6 +290,15 @@ def test_continue_goes_on_from_the_last_step_to_the_image_of_a_longer_run(serve)
     )
     bad = client.post(f"/api/jobs/{first['id']}/continue", json={"iterations": 0})
     assert bad.status_code == 422
+    # a job whose saved run is gone: said in the page's words, no server path or CLI flag
+    import shutil
+
+    shutil.rmtree(client.app.state.service.job_dir(first["id"]) / "run")
+    gone = client.post(f"/api/jobs/{first['id']}/continue", json={"iterations": 3})
+    assert gone.status_code == 409, gone.text
+    detail = gone.json()["detail"]
+    assert "cannot be continued" in detail and "/" not in detail.replace(first["id"], "")
+    assert "--" not in detail and "state.bin" not in detail
 
 
 def test_a_job_stopped_by_a_shutdown_resumes_at_the_next_start(serve):
@@ -340,6 +354,26 @@ def test_loopback_servers_refuse_other_hosts_and_cross_site_changes(serve):
     assert cross.status_code == 403
     same = client.post("/api/jobs", json=JOB, headers={**local, "Origin": "http://localhost:8000"})
     assert same.status_code == 201
+    # the scheme is part of the origin: an https page is not this http server's
+    https = {**local, "Origin": "https://localhost:8000"}
+    assert client.post("/api/jobs", json=JOB, headers=https).status_code == 403
+    # unless a TLS proxy in front says the page's scheme is https
+    proxied = {**https, "X-Forwarded-Proto": "https"}
+    assert client.post("/api/jobs", json=JOB, headers=proxied).status_code == 201
+
+
+def test_a_change_signed_in_by_the_cookie_must_carry_the_page_s_origin(serve):
+    token = "a-token-of-16+chars"
+    client = serve(workers=0, token=token)
+    client.cookies.set("vqclip_token", token)
+    assert client.get("/api/jobs").status_code == 200  # reading with the cookie is fine
+    no_origin = client.post("/api/jobs", json=JOB)
+    assert no_origin.status_code == 403 and "Origin" in no_origin.json()["detail"]
+    page = client.post("/api/jobs", json=JOB, headers={"Origin": "http://testserver"})
+    assert page.status_code == 201
+    client.cookies.clear()  # a script with the token in its header needs no Origin
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/jobs", json=JOB, headers=bearer).status_code == 201
 
 
 def test_the_schema_and_the_page_read_every_option_from_the_config(serve):

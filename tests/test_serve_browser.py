@@ -11,7 +11,12 @@ import shutil
 
 import pytest
 
-from test_serve_crash import ServerProcess
+from extras import require
+
+require("fastapi", "web")
+require("uvicorn", "web")
+
+from test_serve_crash import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from extras import require
+
+require("fastapi", "web")
+require("uvicorn", "web")
+
 CLI = "from vqclip.cli import console; console()"
 
 

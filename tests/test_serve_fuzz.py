@@ -13,6 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from extras import require
+
+require("fastapi", "web")
+require("uvicorn", "web")
+
 pytestmark = pytest.mark.slow
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -7,10 +7,15 @@ import zipfile
 
 import pytest
 
-from test_serve_api import JOB, serve, wait  # noqa: F401 (the fixture)
-from vqclip.errors import ConfigError
-from vqclip.generate.config import build_config
-from vqclip.serve.gallery import stream_zip
+from extras import require
+
+require("fastapi", "web")
+require("uvicorn", "web")
+
+from test_serve_api import JOB, serve, wait  # noqa: E402, F401 (the fixture)
+from vqclip.errors import ConfigError  # noqa: E402
+from vqclip.generate.config import build_config  # noqa: E402
+from vqclip.serve.gallery import stream_zip  # noqa: E402
 
 TOKEN = "a-token-of-16+chars"
 # 30 words of one CLIP token each
@@ -236,3 +241,13 @@ def test_cancel_all_queued_leaves_running_jobs_and_delete_failed_removes_only_fa
         "failed": 0,
         "cancelled": 3,
     }
+
+
+def test_the_prompt_reading_takes_known_clip_names_only(serve):  # noqa: F811
+    client = serve(workers=0)
+    for name in ("/etc/passwd", "../toy_clip_a.safetensors", "vqgan_imagenet_f16_1024"):
+        answer = parse(client, {"prompt": "a red barn", "clip": [name]})
+        assert answer.status_code == 422, name
+        assert "not a CLIP this server knows" in answer.json()["detail"]
+    assert parse(client, {"prompt": "a red barn", "clip": ["toy_clip_a"]}).status_code == 200
+    assert parse(client, {"prompt": "a red barn", "clip": ["ViT-B/32"]}).status_code == 200

@@ -6,8 +6,13 @@ import shlex
 
 import pytest
 
-from test_serve_api import JOB, serve, wait  # noqa: F401 (the fixture)
-from vqclip.generate.config import build_config
+from extras import require
+
+require("fastapi", "web")
+require("uvicorn", "web")
+
+from test_serve_api import JOB, serve, wait  # noqa: E402, F401 (the fixture)
+from vqclip.generate.config import build_config  # noqa: E402
 
 
 def test_every_answer_carries_the_security_headers(serve):  # noqa: F811

@@ -100,6 +100,9 @@ class BenchConfig:
     warmup: int = 2
     peak_size: int = 2048  # side of the square bf16 matrix products of the peak probe
     peak_seconds: float = 1.0
+    # a registry prior (maskgit_imagenet_256 / _512): its pair's loop (its VQGAN, the prior's
+    # settings) with random weights of its size, and one redraw timed beside the steps
+    prior: str | None = None
 
     def __post_init__(self) -> None:
         from vqclip.clip import CLIP_PRESETS
@@ -109,6 +112,8 @@ class BenchConfig:
                 raise ConfigError(f"clip={name!r}: choose from {', '.join(CLIP_PRESETS)}")
         if self.steps < 1 or self.warmup < 0:
             raise ConfigError(f"steps={self.steps}, warmup={self.warmup}: need steps >= 1")
+        if self.prior is not None:
+            pair_for_prior(self.prior)
         if self.peak_size < 1 or not self.peak_seconds > 0:
             raise ConfigError(
                 f"peak_size={self.peak_size}, peak_seconds={self.peak_seconds}: need both > 0"
@@ -142,15 +147,39 @@ def matrix_peak_flops(
                 return 2 * size**3 * count / elapsed
 
 
-def build_models(clip_names: tuple[str, ...]):
-    """The real architectures with random weights: VQGAN ImageNet f16 16384 and CLIP presets."""
+def build_models(clip_names: tuple[str, ...], n_embed: int = 16384):
+    """The real architectures with random weights: VQGAN ImageNet f16 (16384 codes, or
+    `n_embed`) and CLIP presets."""
     from vqclip.clip import CLIP, clip_preset
     from vqclip.vqgan import VQGAN, VQGANConfig
 
     torch.manual_seed(0)
-    vqgan = VQGAN(VQGANConfig())  # the defaults are ImageNet f16 16384
+    vqgan = VQGAN(VQGANConfig(n_embed=n_embed))  # the other defaults are ImageNet f16's
     clips = [CLIP(clip_preset(name, quick_gelu=True)) for name in clip_names]
     return vqgan, clips
+
+
+def pair_for_prior(name: str):
+    """The model pair whose default prior is registry prior `name` (MaskGIT's)."""
+    from vqclip.weights.registry import PAIRS, get_spec
+
+    spec = get_spec(name)
+    for pair in PAIRS.values():
+        if dict(pair.defaults).get("prior") == spec.name and spec.preset == "maskgit":
+            return pair
+    raise ConfigError(f"prior={name!r}: bench times MaskGIT's priors (maskgit_imagenet_256/512)")
+
+
+def random_maskgit(grid: int):
+    """MaskGIT's transformer at its real size for a `grid` x `grid` window, random weights."""
+    from vqclip.prior.imagenet import imagenet_class_names
+    from vqclip.prior.maskgit import MaskGITConfig, MaskGITPrior, MaskGITTransformer
+
+    torch.manual_seed(0)
+    model = MaskGITTransformer(MaskGITConfig(grid=grid)).eval().requires_grad_(False)
+    prior = MaskGITPrior(model, f"random MaskGIT {grid}x{grid}")
+    prior.class_names = imagenet_class_names()
+    return prior
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -167,8 +196,13 @@ def run_bench(config: BenchConfig, models=None) -> dict:
 
     from vqclip.generate import GenerateConfig, Run
 
-    vqgan, clips = models if models is not None else build_models(config.clip)
+    pair = pair_for_prior(config.prior) if config.prior else None
+    n_embed = 1024 if pair else 16384  # MaskGIT's tokenizer: ImageNet f16 1024
+    vqgan, clips = models if models is not None else build_models(config.clip, n_embed)
     total_steps = config.warmup + config.steps + 1
+    prior_settings = {k: v for k, v in pair.defaults if k.startswith("prior")} if pair else {}
+    if pair:  # the class is given: choosing it from the prompt is a one-off cost, not a redraw's
+        prior_settings.update(prior="maskgit", prior_class=0)
     gen_config = GenerateConfig(
         prompts=(PROMPT,),
         size=config.size,
@@ -181,8 +215,15 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         checkpoint_decoder=config.checkpoint_decoder,
         iterations=total_steps,
         seed=0,
+        **prior_settings,
     )
-    run = Run(gen_config, vqgan=vqgan, clips=clips)
+    extensions = []
+    if pair:
+        from vqclip.prior.plugin import extensions_for
+
+        grid = config.size[0] // vqgan.downsample_factor
+        extensions = extensions_for(gen_config, prior=random_maskgit(min(grid, 32)))
+    run = Run(gen_config, vqgan=vqgan, clips=clips, extensions=extensions)
     device = run.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -202,8 +243,16 @@ def run_bench(config: BenchConfig, models=None) -> dict:
     )
     peak_mb = _peak_memory_mb(device)
 
+    redraw_s = None
+    if extensions:  # one redraw as the pair's loop makes it (candidates, guided rounds)
+        start = timer.now()
+        extensions[0].resample(run)
+        redraw_s = timer.now() - start
+
     # Graph replays are invisible to the FLOP counter: count an eager step (the same work).
-    eager = Run(gen_config.replace(cuda_graphs=False), vqgan=vqgan, clips=clips)
+    eager = Run(
+        gen_config.replace(cuda_graphs=False), vqgan=vqgan, clips=clips, extensions=extensions
+    )
     with FlopCounterMode(display=False) as counter:
         eager.step()
     flops = counter.get_total_flops()
@@ -233,6 +282,8 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         "peak_bf16_tflops": peak / 1e12,
         "peak_fraction": flops / s_per_it / peak,
         "stage_s": stage_s,
+        "prior": config.prior,
+        "redraw_s": redraw_s,
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "config": asdict(config),
@@ -267,4 +318,11 @@ def format_table(results: list[dict]) -> str:
             f"{r['peak_bf16_tflops']:.2f} | {st['decode']:.3f} | {st['cutouts']:.3f} | "
             f"{st['clip']:.3f} | {st['optimiser']:.4f} |"
         )
+    for r in results:
+        if r.get("redraw_s") is not None:
+            rows.append(
+                f"\none redraw by {r['prior']} at {r['size'][0]}x{r['size'][1]} "
+                f"({r['precision']}): {r['redraw_s']:.2f} s = {r['redraw_s'] / r['s_per_it']:.1f} "
+                "plain steps"
+            )
     return "\n".join(rows)

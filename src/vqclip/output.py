@@ -219,6 +219,16 @@ def _not_a_file(path: Path) -> str:
     return "is not a regular file"
 
 
+def video_missing() -> str | None:
+    """Why a video cannot be written here (imageio-ffmpeg, the optional `video` extra, is not
+    installed), or None."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return "needs imageio-ffmpeg: pip install 'vqclip[video]' (or imageio-ffmpeg)"
+    return None
+
+
 class VideoWriter:
     """Frames to an mp4 through imageio-ffmpeg (the optional `video` extra)."""
 

@@ -52,6 +52,12 @@ def add_parser(subparsers) -> None:
     g.add_argument(
         "--peak-seconds", type=float, default=1.0, help="how long the matrix-peak probe runs"
     )
+    g.add_argument(
+        "--prior",
+        metavar="NAME",
+        help="time the pair of this prior instead (maskgit_imagenet_256 or _512: its VQGAN, its "
+        "prior settings, random MaskGIT weights of its size) and one redraw beside the steps",
+    )
     g.add_argument("--json", help="also write the result as JSON to this file")
     p.set_defaults(func=run_bench_command)
 
@@ -77,6 +83,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         peak_size=args.peak_size,
         peak_seconds=args.peak_seconds,
+        prior=args.prior,
     )
     use_threads(checked.threads)
     # main(models=...) hands in models (tests); else random weights of the named architectures

@@ -12,6 +12,7 @@ from typing import Any
 
 from vqclip import declare
 from vqclip.declare import option, option_names, validate_fields
+from vqclip.errors import ConfigError
 
 GROUP = "job files"
 
@@ -56,6 +57,12 @@ class JobOptions:
 
     def __post_init__(self) -> None:
         validate_fields(self)
+        if self.video:  # refused before the first step, not after the last
+            from vqclip.output import video_missing
+
+            why = video_missing()
+            if why:
+                raise ConfigError(f"video: {why}", field="video")
 
     def frames_every(self, iterations: int) -> int:
         """Steps between the progress frames the video is made of; 0 without a video."""

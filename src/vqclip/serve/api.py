@@ -280,8 +280,13 @@ def build_router(service: Service, policy: Policy, info: Callable[[], dict[str, 
         folder = service.job_dir(child)
         try:
             config = continuation.continue_job(service.job_dir(job_id), folder, more, frames=video)
-        except CheckpointError as e:
-            raise APIError(409, f"job {job_id} cannot be continued: {e}")
+        except CheckpointError:
+            # The reason names the server's folders and the CLI's flags: not the page's words.
+            raise APIError(
+                409,
+                f"job {job_id} cannot be continued: its saved run is missing or unreadable; "
+                "start a new job from its settings instead",
+            )
         except ConfigError as e:  # the new total is past the declared bound
             raise APIError(422, str(e), field=e.field)
         try:

@@ -124,7 +124,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path, method = scope["path"], scope["method"]
         send = _with_security_headers(send, csp=path not in _NO_CSP)
-        refusal = self._refusal(headers, path, method)
+        refusal = self._refusal(headers, path, method, scope.get("scheme", "http"))
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -161,19 +161,26 @@ class Guard:
 
         await self.app(scope, replay, send)
 
-    def _refusal(self, headers: dict[str, str], path: str, method: str):
+    def _refusal(self, headers: dict[str, str], path: str, method: str, scheme: str):
         trusted = self.settings.trusted_hosts
         host = _hostname(headers.get("host", ""))
         if trusted is not None and host not in trusted:
             return problem(421, f"this server answers to {', '.join(trusted)} only (Host {host!r})")
         origin = headers.get("origin")
-        cross_site = origin is not None and _hostport(origin) != headers.get("host", "").lower()
+        cross_site = origin is not None and not _same_origin(origin, headers, scheme)
         if method not in _SAFE_METHODS and cross_site:
             return problem(403, "cross-origin requests that change jobs are refused")
         token = self.settings.token
         if token is None or not _needs_token(path):
             return None
-        given = _bearer(headers.get("authorization", "")) or _cookie(headers.get("cookie", ""))
+        bearer = _bearer(headers.get("authorization", ""))
+        if method not in _SAFE_METHODS and origin is None and bearer is None:
+            # A browser sends Origin with every change it asks for: a change that signs in with
+            # the page's cookie and has none did not come from this server's page.
+            return problem(
+                403, "a change signed in by the page's cookie must come from the page (Origin)"
+            )
+        given = bearer or _cookie(headers.get("cookie", ""))
         if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             return None
         response = problem(
@@ -211,8 +218,14 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _hostport(origin: str) -> str:
-    return urlsplit(origin.strip().lower()).netloc
+def _same_origin(origin: str, headers: dict[str, str], scheme: str) -> bool:
+    """Whether `origin` is this server's own: the same scheme and the same host and port."""
+    parts = urlsplit(origin.strip().lower())
+    # Behind a TLS proxy the page is https while this server hears http: the proxy says so. A
+    # page elsewhere cannot set the header (a custom header needs a preflight this server
+    # never grants).
+    forwarded = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return parts.scheme in (scheme, forwarded) and parts.netloc == headers.get("host", "").lower()
 
 
 def _bearer(value: str) -> str | None:

@@ -28,7 +28,7 @@ from vqclip.generate.story import story_parts
 from vqclip.serve.api import parse_json_body
 from vqclip.serve.problems import APIError
 from vqclip.serve.problems import responses as _errors
-from vqclip.weights.registry import PACKAGED, PACKAGED_DIR, PAIRS
+from vqclip.weights.registry import PACKAGED, PACKAGED_DIR, PAIRS, find_spec
 
 # CLIP reads some 300 characters; CLIP's BPE takes time quadratic in a word's length (9 s for
 # 10,000 random letters), so what is read here is capped well above what matters.
@@ -189,6 +189,15 @@ def _request(body: Any) -> tuple[list[str], list[str]]:
         or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in clips)
     ):
         raise APIError(422, f"clip={clips!r}: give 1 to {MAX_CLIPS} CLIP names")
+    for name in clips:
+        spec = find_spec(name)
+        if name not in PACKAGED and (spec is None or spec.kind != "clip"):
+            raise APIError(
+                422,
+                f"clip={name!r}: not a CLIP this server knows; give a registry name (vqclip "
+                "models list)",
+                field="clip",
+            )
     return prompts, clips
 
 
