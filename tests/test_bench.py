@@ -110,3 +110,20 @@ def test_bench_takes_generates_declared_flags_and_checks(capsys):
     assert "cutn=0: must be at least 1" in capsys.readouterr().err
     assert main(["bench", "--threads", "0", "--device", "cpu"]) == 2
     assert "threads=0: must be at least 1" in capsys.readouterr().err
+
+
+def test_bench_rejects_a_prior_it_cannot_time():
+    with pytest.raises(ConfigError, match="bench times MaskGIT's priors"):
+        BenchConfig(prior="vqgan_faceshq")
+
+
+@pytest.mark.slow
+def test_bench_times_maskgit_s_pair_and_one_redraw():
+    """Random weights at MaskGIT's real size (a tiny image keeps it quick)."""
+    config = BenchConfig(
+        prior="maskgit_imagenet_256", size=(32, 32), cutn=2, steps=1, warmup=0,
+        device="cpu", precision="fp32", peak_size=64, peak_seconds=0.05,
+    )  # fmt: skip
+    result = run_bench(config)
+    assert result["prior"] == "maskgit_imagenet_256" and result["redraw_s"] > 0
+    assert "one redraw by maskgit_imagenet_256 at 32x32" in format_table([result])

@@ -11,6 +11,7 @@ from PIL import Image
 from vqclip.cli import main
 from vqclip.errors import ConfigError
 from vqclip.generate.checkpoint import STATE_FILE
+from vqclip.generate.config import build_config
 from vqclip.generate.run import Run
 from vqclip.output import read_image_metadata
 
@@ -67,6 +68,27 @@ def test_the_output_may_not_be_the_init_image(model_files, tmp_path, capsys):
     code, err = generate([*ARGS, "-ii", str(init), "-o", str(init)], model_files, capsys)
     assert code == 2 and "init image" in err and "overwrite" in err
     assert init.read_bytes() == before
+
+
+def test_the_output_may_not_be_the_png_whose_settings_are_reused(model_files, tmp_path, capsys):
+    first = tmp_path / "first.png"
+    assert generate([*ARGS, "-o", str(first)], model_files, capsys)[0] == 0
+    before = first.read_bytes()
+    code = main(["generate", "--from-png", str(first), "-o", str(first), "--no-progress"])
+    assert code == 2 and "--from-png" in capsys.readouterr().err
+    assert first.read_bytes() == before
+
+
+def test_a_prompt_with_a_byte_that_is_not_utf8_is_refused_before_the_run(
+    model_files, tmp_path, capsys
+):
+    out = tmp_path / "o.png"
+    bad = "a red \udcff circle"  # how Python hands over argv's byte 0xff
+    code, err = generate([bad, "-i", "2", "-o", str(out)], model_files, capsys)
+    assert code == 2 and "b'\\xff'" in err and "not UTF-8" in err and "Traceback" not in err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["models"]
+    with pytest.raises(ConfigError, match="not UTF-8"):  # every door builds this config
+        build_config({"model": "toy", "prompt": bad})
 
 
 def test_the_output_may_not_be_an_image_prompt(model_files, tmp_path, capsys):

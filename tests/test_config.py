@@ -127,3 +127,12 @@ def test_no_seed_draws_one_and_records_it():
 def test_bad_prompt_syntax_is_caught_when_the_config_is_made():
     with pytest.raises(ConfigError, match=r"'\|'"):
         GenerateConfig(prompts=("a cat|",))
+
+
+def test_an_init_image_beside_another_start_is_refused():
+    from vqclip.errors import ConfigError
+
+    assert GenerateConfig(prompts=("x",), init_image="a.png").init == "image"
+    for init in ("pixels", "gradient", "prior"):
+        with pytest.raises(ConfigError, match="init image"):
+            GenerateConfig(prompts=("x",), init=init, init_image="a.png", prior="toy_prior")

@@ -150,3 +150,12 @@ def test_one_device_allocator_for_every_door():
     assert worker_devices(names=["cpu", "cpu"]) == ["cpu", "cpu"]
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         worker_devices(names=["cpu", "cuda:1"])
+
+
+def test_a_thread_count_beyond_the_machine_is_refused():
+    from vqclip.jobs.threads import thread_limit, with_threads
+
+    config = GenerateConfig(prompts=("x",), threads=thread_limit())
+    assert with_threads(config).threads == thread_limit()
+    with pytest.raises(ConfigError, match="at most"):
+        with_threads(config.replace(threads=thread_limit() + 1))

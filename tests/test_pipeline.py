@@ -29,11 +29,17 @@ def test_a_call_is_the_run_of_the_same_settings(pipe):
     assert pipe.last_config.cut_method == "overview"  # the toy pair's own setting is kept
     config = build_config(
         {"model": "toy", "prompt": "a red circle", "iterations": 2, "size": [32, 32], "seed": 3}
-        | {"cutn": 2, "device": "cpu", "precision": "fp32"}
+        | {"cutn": 2, "device": "cpu", "precision": "fp32", "threads": 1}
     )
-    assert pipe.last_config == config
+    assert pipe.last_config == config  # the thread count the image was made with, recorded
     run = Run(config, vqgan=pipe.vqgan, clips=pipe.clips, extensions=extensions_for(config))
     assert np.array_equal(pixels(images[0]), to_uint8(run.run()[0]))
+
+
+def test_prior_none_gives_the_plain_loop_as_the_command_line_does(pipe):
+    images = pipe("a red circle", steps=2, size=32, seed=3, cutn=2, prior="none")
+    assert len(images) == 1 and pipe.last_config.prior is None
+    assert pipe.last_config.prior_resample_every == 0 and pipe.last_config.prior_candidates == 1
 
 
 def test_generator_and_seed(pipe):

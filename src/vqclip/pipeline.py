@@ -21,7 +21,9 @@ from vqclip.errors import ConfigError
 from vqclip.generate.config import SEED_LIMIT, GenerateConfig, build_config
 from vqclip.generate.run import Run, Step
 from vqclip.jobs.models import ModelCache
+from vqclip.jobs.threads import use_threads, with_threads
 from vqclip.output import to_uint8
+from vqclip.prior.options import no_prior
 
 
 class VQGANCLIP:
@@ -89,7 +91,12 @@ class VQGANCLIP:
             raise ConfigError("give seed or generator, not both")
         if generator is not None:
             seed = int(torch.randint(SEED_LIMIT - 1, (), generator=generator))
-        given: dict[str, Any] = {**self.settings, **options}
+        settings = self.settings
+        if no_prior(options.get("prior", settings.get("prior"))):
+            # prior=None (or "none") alone gives the plain loop, as --prior none does: the
+            # pair's prior options go with its prior
+            settings = {k: v for k, v in settings.items() if not k.startswith("prior")}
+        given: dict[str, Any] = {**settings, **options}
         given["prompts"] = [prompt] if isinstance(prompt, str) else list(prompt)
         if steps is not None:
             given["iterations"] = steps
@@ -98,6 +105,10 @@ class VQGANCLIP:
         if seed is not None:
             given["seed"] = seed
         config = GenerateConfig.from_dict(given)
+        if config.threads is None:  # recorded as the process runs it: on a CPU it makes the image
+            config = config.replace(threads=torch.get_num_threads())
+        else:
+            use_threads(with_threads(config).threads)
         extensions = self.priors.extensions(config)
         return Run(config, vqgan=self.vqgan, clips=self.clips, extensions=extensions)
 

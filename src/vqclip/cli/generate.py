@@ -193,11 +193,16 @@ def _announce(run) -> None:
         print(f"prior: {image}{chosen}, from {note['prior_class_from']}", file=sys.stderr)
 
 
-def _check_inputs_are_not_the_output(config, outputs: list[Path]) -> None:
-    """-o naming the init image or an image prompt would overwrite the user's own picture."""
+def _check_inputs_are_not_the_output(
+    config, outputs: list[Path], from_png: str | None = None
+) -> None:
+    """-o naming the init image, an image prompt or the --from-png image would overwrite the
+    user's own picture."""
     from vqclip.generate.prompts import parse_image_prompts
 
     inputs = [("the init image (-ii)", config.init_image)] if config.init_image else []
+    if from_png:
+        inputs.append(("the image whose settings --from-png reads", from_png))
     for item in config.image_prompts:
         inputs += [("an image prompt (-ip)", str(p.value)) for p in parse_image_prompts(item)]
     for label, source in inputs:
@@ -316,7 +321,7 @@ def run_generate(args: argparse.Namespace) -> int:
     config, state = _settings(args)
     _check_weights(config, args.model)
     output = check_writable(_output(args))
-    _check_inputs_are_not_the_output(config, numbered(output, config.batch_size))
+    _check_inputs_are_not_the_output(config, numbered(output, config.batch_size), args.from_png)
     given_dir = args.checkpoint_dir or args.resume
     run_dir = _check_run_dir(Path(given_dir or output.with_suffix(".run")), bool(given_dir))
     files = JobFiles.around(output, run_dir)

@@ -56,7 +56,10 @@ _MISSING_OPTIMISER = (
     "(rectified Adam, from torch)"
 )
 
-GROUP = "nerdyrodent/VQGAN-CLIP flags (accepted, translated to vqclip's; README has the table)"
+GROUP = (
+    "nerdyrodent/VQGAN-CLIP flags (accepted, translated to vqclip's; docs/nerdyrodent.md has the "
+    "table)"
+)
 
 
 def _flag_bool(value: str) -> bool:

@@ -329,6 +329,8 @@ class GenerateConfig(PriorConfig, LoopConfig):
             object.__setattr__(self, "seed", secrets.randbelow(2**31))
         if len(self.prompts) > 1 and self.batch_size == 1:
             object.__setattr__(self, "batch_size", len(self.prompts))
+        if self.init_image and self.init in ("pixels", "gradient", "prior"):
+            fail("init", self.init, "an init image (-ii) is a start of its own; give one of them")
         if self.init_image and self.init != "image":
             object.__setattr__(self, "init", "image")
         self._check_prompts()
@@ -381,6 +383,16 @@ class GenerateConfig(PriorConfig, LoopConfig):
                 if not text.strip():
                     why = 'a prompt is empty; write some text, e.g. "a lighthouse"'
                     fail("prompts", text, why)
+                try:  # a byte that is not UTF-8 reaches Python as a lone surrogate
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    bad = text.encode("utf-8", "surrogateescape")[e.start : e.end]
+                    fail(
+                        "prompts",
+                        text.encode("utf-8", "replace").decode(),
+                        f"holds the byte(s) {bad!r} at character {e.start}, which are not UTF-8 "
+                        "text; write the prompt in UTF-8 (the image's metadata stores it)",
+                    )
                 for part in story_parts(text):
                     parse_prompts(part)
         counts = [len(story_parts(text)) for text in self.prompts]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
 
 
@@ -39,9 +40,27 @@ def default_threads(workers: int = 1) -> int:
     return max(1, physical_cores() // max(1, workers))
 
 
+def thread_limit() -> int:
+    """The most threads a job may ask for here: 4 per CPU this process may use (at least 8).
+    More only spin against each other (1000 threads on 2 cores put the load at 245)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(8, 4 * cpus)
+
+
 def with_threads(config: GenerateConfig, workers: int = 1) -> GenerateConfig:
-    """`config` with its thread count resolved (kept when it names one)."""
+    """`config` with its thread count resolved (kept when it names one, up to the machine's
+    bound: ConfigError above it)."""
     if config.threads is not None:
+        limit = thread_limit()
+        if config.threads > limit:
+            raise ConfigError(
+                f"threads={config.threads}: this machine takes at most {limit} (4 per CPU); "
+                "an image made with more threads reproduces only on a machine that can run them",
+                field="threads",
+            )
         return config
     return config.replace(threads=default_threads(workers))
 

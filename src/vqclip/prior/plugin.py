@@ -12,10 +12,11 @@ its prompt names (vqclip.prior.classes), else none.
 from __future__ import annotations
 
 import typing
+import warnings
 
 import torch
 
-from vqclip.errors import ConfigError
+from vqclip.errors import ConfigError, VQClipWarning
 from vqclip.generate.extension import Extension
 from vqclip.prior.imagenet import class_index
 from vqclip.prior.io import TokenPrior
@@ -52,6 +53,15 @@ class PriorExtension(Extension):
 
     def attach(self, run: Run) -> None:
         self._check_levers()
+        every, steps = self.settings.prior_resample_every, run.config.iterations
+        if every > steps:
+            passes = self.settings.prior_final_passes
+            after = f"only the {passes} final pass(es) redraw" if passes else "it never redraws"
+            warnings.warn(
+                f"prior_resample_every={every} is more than the {steps} steps: {after}",
+                VQClipWarning,
+                stacklevel=2,
+            )
         self.labels = self._labels(run)
         self._parts(run)
 

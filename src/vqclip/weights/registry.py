@@ -174,7 +174,7 @@ def _maskgit(name: str, filename: str, size_bytes: int, pixels: int) -> WeightSp
         _MASKGIT,
         f"MaskGIT's masked token prior for ImageNet's 1000 classes, {pixels} px "
         f"({pixels // 16}x{pixels // 16} tokens of vqgan_imagenet_f16_1024)",
-        (f"maskgit{pixels}", f"maskgit_{pixels}"),
+        (f"maskgit_{pixels}",),  # "maskgit" and "maskgit512" are the pairs
         preset="maskgit",
     )
 
@@ -591,7 +591,7 @@ def pair_model_names(pair: ModelPair) -> list[str]:
 def specs_named(name: str) -> list[WeightSpec]:
     """The registry models `name` stands for: a model, or every registry model of a pair (its
     packaged ones need no download)."""
-    if name in PAIRS and find_spec(name) is None:
+    if name in PAIRS:
         found = [find_spec(n) for n in pair_model_names(PAIRS[name])]
         return list(dict.fromkeys(s for s in found if s is not None))
     return [get_spec(name)]

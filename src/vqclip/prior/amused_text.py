@@ -1,0 +1,194 @@
+"""aMUSEd's text condition from vqclip's CLIP text tower: the penultimate layer's hidden states
+(what its U-ViT cross-attends to) and the projected pooled embedding (what modulates it).
+
+What aMUSEd's pipeline does (diffusers 0.42.1 `pipelines/deprecated/amused/pipeline_amused.py`,
+with transformers' `CLIPTextModelWithProjection`), and how it is done here:
+- Tokens: its CLIPTokenizer with padding="max_length", truncation=True, max_length=77: the start
+  token, the text's tokens cut to 75, the end token, then the pad token to 77 (no attention mask
+  is passed: the padding is read like any token, through CLIP's causal attention only).
+- The pad token of aMUSEd's tokenizer is "!" (id 0), as in LAION's CLIP tokenizers on the Hub.
+  Read off indirectly: the repositories' tokenizer/special_tokens_map.json is 460 bytes, the size
+  of that map with "pad_token": "!" in transformers' layout (with "<|endoftext|>" it would be
+  472). vqclip's tokenizer pads with 0 too. A special token is split out of the text before BPE,
+  so a "!" typed in the prompt is the pad token there, not the word-final "!" of CLIP's
+  vocabulary; `amused_tokens` does the same.
+- `hidden_states[-2]`: the output of the last block but one (11 of 12 for L/14), before the last
+  block and the final LayerNorm: (1, 77, 768).
+- `text_embeds`: the final LayerNorm of the last block's output at the end token, times the
+  projection: (1, 768). Its text config keeps eos_token_id 2, transformers' legacy rule: the end
+  token is the row's largest id, as vqclip's CLIP pools.
+- Classifier-free guidance compares the prompt's condition with the empty prompt's ("").
+
+aMUSEd's text encoder (the Hub repositories' `text_encoder/`, config: 12 layers, width 768,
+quick_gelu, projection 768) has CLIP ViT-L/14's text tower in transformers' names;
+`clip_text_state_dict` renames it to OpenAI's, and `load_text_tower` loads it, strictly, into the
+text tower of a vqclip CLIP.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from vqclip.clip.model import CLIP
+from vqclip.clip.tokenizer import default_tokenizer
+from vqclip.errors import CheckpointError, ConfigError
+from vqclip.prior.amused import AmusedPrior
+from vqclip.statedict import load_strict
+
+CONTEXT_LENGTH = 77
+PAD_TOKEN = "!"
+
+_LAYER = re.compile(r"text_model\.encoder\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
+_LAYER_PARTS = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_QKV = {"self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_proj": "v"}
+_RENAMED = {
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+# transformers' position ids: arange(77), derived, saved by older versions
+_DERIVED = ("text_model.embeddings.position_ids",)
+
+
+# helper functions
+
+
+def amused_tokens(prompt: str, *, pad: str = PAD_TOKEN) -> torch.Tensor:
+    """(1, 77) token ids of `prompt` as aMUSEd's tokenizer gives them: start, the text's tokens
+    (the pad token's text is split out of it and stands for the pad token), cut to 75, end, then
+    the pad token."""
+    tokenizer = default_tokenizer()
+    if not isinstance(prompt, str):
+        raise ConfigError(f"aMUSEd prompt must be a string, got {type(prompt).__name__}")
+    if pad not in tokenizer.encoder:
+        raise ConfigError(f"aMUSEd pad token {pad!r} is not one of CLIP's tokens")
+    pad_id = tokenizer.encoder[pad]
+    ids: list[int] = []
+    for i, piece in enumerate(prompt.split(pad)):
+        if i:
+            ids.append(pad_id)  # the pad token's text, split out of the prompt
+        ids.extend(tokenizer.encode(piece))
+    ids = [tokenizer.sot_id, *ids[: CONTEXT_LENGTH - 2], tokenizer.eot_id]
+    out = torch.full((1, CONTEXT_LENGTH), pad_id, dtype=torch.long)
+    out[0, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+@torch.no_grad()
+def text_condition(clip: CLIP, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden (B, L, width), pooled (B, embed_dim)), float32, of token ids (B, L) through
+    `clip`'s text tower: the states before its last block (no final LayerNorm), and the final
+    LayerNorm of the last block's output at the end token (the row's largest id), projected."""
+    c = clip.config
+    if tokens.ndim != 2 or tokens.shape[1] != c.context_length or tokens.is_floating_point():
+        raise ConfigError(
+            f"aMUSEd text: token ids of shape (B, {c.context_length}), got "
+            f"{tuple(tokens.shape)} {tokens.dtype}"
+        )
+    blocks = clip.transformer.resblocks
+    if len(blocks) < 2:
+        raise ConfigError("aMUSEd text: the CLIP text tower needs at least 2 blocks")
+    tokens = tokens.to(clip.token_embedding.weight.device)
+    x = clip.token_embedding(tokens) + clip.positional_embedding  # (B, L, C)
+    for block in blocks[:-1]:
+        x = block(x)
+    hidden = x  # hidden_states[-2]
+    x = clip.ln_final(blocks[-1](x))
+    eot = tokens.argmax(dim=-1)  # the end token has the largest id
+    pooled = x[torch.arange(x.shape[0], device=x.device), eot] @ clip.text_projection
+    return hidden.float(), pooled.float()
+
+
+def amused_text_condition(clip: CLIP, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """aMUSEd's text condition of `prompt` by `clip` (its text tower: aMUSEd's, CLIP ViT-L/14):
+    hidden states (1, 77, 768) and pooled embedding (1, 768), float32, on the CLIP's device."""
+    if clip.config.context_length != CONTEXT_LENGTH:
+        raise ConfigError(
+            f"aMUSEd reads {CONTEXT_LENGTH} text tokens; this CLIP's context is "
+            f"{clip.config.context_length}"
+        )
+    return text_condition(clip, amused_tokens(prompt))
+
+
+def set_prompt(
+    prior: AmusedPrior,
+    clip: CLIP,
+    prompt: str,
+    negative: str = "",
+    micro: torch.Tensor | None = None,
+) -> None:
+    """Condition an AmusedPrior on `prompt` (label 0) and on `negative` (label None; the empty
+    prompt by default, the pipeline's unconditional text), with micro-conditions `micro` (1, 5)
+    (None: the prior's default)."""
+    prior.set_text(*amused_text_condition(clip, prompt), micro)
+    prior.set_unconditional(*amused_text_condition(clip, negative), micro)
+
+
+# loading aMUSEd's text encoder into a vqclip CLIP
+
+
+def clip_text_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' CLIPTextModelWithProjection weights in OpenAI's CLIP names: q, k and v
+    projections stacked (in that order) into `in_proj_weight`/`in_proj_bias`, the projection
+    transposed (Linear's (out, in) to OpenAI's (width, embed_dim)). Raises CheckpointError listing
+    the names it does not know."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, value in state_dict.items():
+        if key in _DERIVED:
+            continue
+        if key in _RENAMED:
+            out[_RENAMED[key]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.t()
+        elif (m := _LAYER.fullmatch(key)) and m[2] in _QKV:
+            qkv.setdefault((m[1], m[3]), {})[_QKV[m[2]]] = value
+        elif m and m[2] in _LAYER_PARTS:
+            out[f"transformer.resblocks.{m[1]}.{_LAYER_PARTS[m[2]]}.{m[3]}"] = value
+        else:
+            unknown.append(key)
+    for (i, kind), parts in qkv.items():
+        if sorted(parts) != ["k", "q", "v"]:  # a projection of the three is missing
+            unknown.extend(
+                f"text_model.encoder.layers.{i}.self_attn.{p}_proj.{kind}" for p in parts
+            )
+            continue
+        out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]]
+        )
+    if unknown:
+        raise CheckpointError(
+            f"not a CLIP text tower in transformers' names: {len(unknown)} weights unknown or "
+            f"incomplete: {', '.join(sorted(unknown)[:20])}"
+        )
+    return out
+
+
+class _TextTower(nn.Module):
+    """The text parameters of a CLIP (shared, not copied) under OpenAI's names."""
+
+    def __init__(self, clip: CLIP) -> None:
+        super().__init__()
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+
+
+def load_text_tower(clip: CLIP, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load aMUSEd's text encoder (transformers' names) into `clip`'s text tower, strictly; the
+    image tower is left as it is."""
+    load_strict(_TextTower(clip), clip_text_state_dict(state_dict), source=source)
