@@ -11,11 +11,11 @@ only those above and to its left, and redraw a stray fragment as what its surrou
   neighbours), so a token is never scored by a pass that shows it.
 - `redraw`: the chosen positions are masked and filled in `steps` rounds; each round draws a
   token for every position still masked and keeps a random share of them (a cosine schedule:
-  few at first, then more), so early tokens shape what later ones are drawn given. MaskGIT keeps
-  the most confident draws instead; with the toy prior that fills the grid with background
-  first and leaves the object's tokens to the end, when the background around them calls for
-  more background: 0 of 64 draws judged one clean object at 8 rounds, 1 of 48 at 32, against
-  12 of 48 in a random order at 64 rounds (research/toy-log.md).
+  few at first, then more), so early tokens shape what later ones are drawn given. MaskGIT's
+  own rule (`rule="maskgit"`) keeps the most confident draws first, with Gumbel noise that falls
+  over the rounds, on an arccos schedule; a prior whose likeliest token is background fills the
+  grid with background first that way and leaves the object's tokens to the end, which is why
+  the random order is the default (research/toy-log.md).
 - Guidance: with `guide` (a function of a (B, h, w) code grid returning the gradient of the
   guides' loss with respect to the latent, (B, C, h, w)), each round adds to the logits of token
   k at position i the first-order fall of the loss when that position shows code e_k,

@@ -41,7 +41,6 @@ from vqclip.serve.service import ServeSettings, Service, downloads_allowed
 log = logging.getLogger("vqclip.serve")
 
 COOKIE = "vqclip_token"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "

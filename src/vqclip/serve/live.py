@@ -1,8 +1,9 @@
 """What running jobs are doing now, for the Server-Sent Events streams.
 
-Workers are threads; the streams are coroutines on the server's event loop. A worker updates a
-job's `Progress` (plain attribute writes) and calls `notify`, which wakes that job's streams on
-the loop; `notify_all` is for changes that move the queue (a job starts, ends, is cancelled), on
+Workers are processes of their own; their messages reach the server through pipes, read by the
+server's threads, and the streams are coroutines on its event loop. A reader updates a job's
+`Progress` (plain attribute writes) and calls `notify`, which wakes that job's streams on the
+loop; `notify_all` is for changes that move the queue (a job starts, ends, is cancelled), on
 which every stream reads the store again. A stream takes its wake-up event *before* reading the
 state, so an update that lands in between is never missed.
 """

@@ -20,9 +20,6 @@ from vqclip.declare import model_references
 from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig, build_config
 
-# Keys a job request may hold beside the option names.
-JOB_KEYS = ("prompt", "model", "video")
-
 
 def _json_type(hint: Any) -> dict[str, Any]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
