@@ -116,3 +116,18 @@ def test_a_hub_copy_that_is_not_the_pinned_file_is_passed_over(server, tmp_path)
 def test_a_missing_hub_repository_is_a_clear_failure(server):
     with pytest.raises(WeightsNotFoundError, match="org/clip"):
         ensure_files(clip_spec(), progress=False, retry=FAST)
+
+
+def test_a_machine_that_cannot_resolve_the_hub_is_told_at_once(monkeypatch):
+    """Without DNS the Hub client would retry for about 25 s a host; the lookup is asked first."""
+    import socket
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(hub.HubFetchFailed, match="cannot resolve huggingface.co.*no network"):
+        hub.fetch(Host(hf_repo="org/clip", hf_filename="open_clip_model.safetensors"))
+    with pytest.raises(WeightsNotFoundError, match="cannot resolve huggingface.co"):
+        ensure_files(clip_spec(), progress=False, retry=FAST)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,10 +78,27 @@ def blob_sha256(path: Path) -> str | None:
     return name if _SHA256.fullmatch(name) else None
 
 
+def unresolvable(url: str) -> str | None:
+    """Why `url`'s host has no address (a machine without network or DNS), or None. Checked
+    before a Hub download, whose client retries a failed lookup for about 25 s."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as e:
+        return f"cannot resolve {host} ({e.strerror}): no network?"
+    return None
+
+
 def fetch(host: Host, *, progress: bool = True, force: bool = False) -> Path:
     """Download a Hub file into the shared cache (or find it there) and return its path."""
     hub = _require_hub()
     from huggingface_hub import errors
+
+    why = unresolvable(hf_endpoint())
+    if why:
+        raise HubFetchFailed(why)
 
     try:
         with _progress_bars(progress and sys.stderr.isatty()):
