@@ -127,7 +127,7 @@ def test_a_machine_that_cannot_resolve_the_hub_is_told_at_once(monkeypatch):
 
     monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    with pytest.raises(hub.HubFetchFailed, match="cannot resolve huggingface.co.*no network"):
+    with pytest.raises(hub.HubFetchFailed, match=r"cannot resolve huggingface\.co.*no network"):
         hub.fetch(Host(hf_repo="org/clip", hf_filename="open_clip_model.safetensors"))
-    with pytest.raises(WeightsNotFoundError, match="cannot resolve huggingface.co"):
+    with pytest.raises(WeightsNotFoundError, match=r"cannot resolve huggingface\.co"):
         ensure_files(clip_spec(), progress=False, retry=FAST)
