@@ -228,3 +228,12 @@ def test_a_prior_for_fewer_codes_is_refused():
     prior = TokenPrior(gpt, Condition("sos"), "tiny")
     with pytest.raises(ConfigError, match="another VQGAN"):
         PriorLoss(prior, torch.randn(32, 4), (4, 4))
+
+
+def test_a_prior_checkpoint_without_its_yaml_names_the_prior_s_flag(tmp_path):
+    from vqclip.prior.resolve import load_prior_by_name
+
+    ckpt = tmp_path / "transformer.ckpt"
+    ckpt.write_bytes(b"not read")
+    with pytest.raises(ConfigError, match="--prior-config"):
+        load_prior_by_name(ckpt)

@@ -29,7 +29,10 @@ def load_prior_by_name(
         return load_prior(PACKAGED_DIR / PACKAGED[text])
     path = Path(text).expanduser()
     if path.is_file():
-        return load_prior(path, vqgan_config_for(path, config))
+        beside = [path.with_suffix(x) for x in (".yaml", ".yml")]
+        if config is None and path.suffix in (".pth", ".pt") and not any(map(Path.is_file, beside)):
+            return _load_registry_prior("maskgit", path)  # MaskGIT's own files carry no YAML
+        return load_prior(path, vqgan_config_for(path, config, flag="--prior-config"))
     if path.suffix or os.sep in text:
         raise ConfigError(f"prior: no such file: {path}")
     spec = get_spec(text)

@@ -57,7 +57,9 @@ def _local_file(name_or_path: PathLike) -> Path | None:
     return None
 
 
-def vqgan_config_for(checkpoint: Path, config: PathLike | None = None) -> Path | None:
+def vqgan_config_for(
+    checkpoint: Path, config: PathLike | None = None, flag: str = "--vqgan-config"
+) -> Path | None:
     """The config to load a VQGAN checkpoint with: `config`, or one found beside the checkpoint.
 
     Our .safetensors carry their JSON beside them (the loader finds it), so they need none. For a
@@ -81,7 +83,7 @@ def vqgan_config_for(checkpoint: Path, config: PathLike | None = None) -> Path |
             return found[-1]
     raise ConfigError(
         f"no config found for {checkpoint}: looked for {checkpoint.with_suffix('.yaml').name} "
-        "beside it. Pass the taming YAML with --vqgan-config (vqclip models: --config; config= "
+        f"beside it. Pass the taming YAML with {flag} (vqclip models: --config; config= "
         "in Python)."
     )
 
