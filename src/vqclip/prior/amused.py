@@ -22,7 +22,8 @@ The model (amused-256's sizes; every linear and conv without bias, `use_bias=Fal
 5. 22 `transformer_layers` over the h*w positions, 1024 wide, 16 heads: AdaLN-continuous RMSNorm +
    self-attention, AdaLN RMSNorm + cross-attention to the text, AdaLN LayerNorm + GEGLU (2816).
 6. `up_block` (as 4; amused-512: RMSNorm, 2x2 stride-2 transposed conv) and `mlm_layer`: 1x1 conv
-   to 768, RMSNorm, 1x1 conv to the logits over the 8192 codes, (B, 8192, h, w).
+   to 768, RMSNorm, 1x1 conv to the logits over the 8192 codes, (B, 8192, h, w) (none for the
+   mask token); the scheduler reads them as (B, h*w, 8192), as `AmusedPrior.logits` returns them.
 amused-512 reads a 32x32 grid and works at 16x16 inside; amused-256 reads 16x16.
 
 The pipeline masks with the scheduler's `mask_token_id`, which its training script takes as
@@ -462,8 +463,10 @@ class UViT2D(nn.Module):
 def micro_conditions(
     width: int, height: int, crop: tuple[int, int] = (0, 0), aesthetic: float = 6.0
 ) -> torch.Tensor:
-    """(1, 5) float32: aMUSEd's micro-conditions in its pipeline's order, [width, height, crop x,
-    crop y, aesthetic score] (the pipeline's defaults: the image's size, no crop, score 6)."""
+    """(1, 5) float32: aMUSEd's micro-conditions in its pipeline's order, [width, height, crop
+    top, crop left, aesthetic score]: the original image's size (width first), the crop's
+    (top, left) corner (its training script's order), the LAION aesthetic score. The pipeline's
+    defaults: the image's own size, no crop, score 6."""
     return torch.tensor([[width, height, crop[0], crop[1], aesthetic]], dtype=torch.float32)
 
 
@@ -497,24 +500,36 @@ class AmusedPrior:
         h, w = self.window
         return micro_conditions(w * VQ_FACTOR, h * VQ_FACTOR)
 
-    def _text(
-        self, text: torch.Tensor, pooled: torch.Tensor, micro: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _set(
+        self,
+        label: int | None,
+        text: torch.Tensor,
+        pooled: torch.Tensor,
+        micro: torch.Tensor | None,
+    ) -> None:
         c = self.model.config
         micro = self.default_micro() if micro is None else micro
-        length = text.shape[1] if text.ndim == 3 else 77  # any text length (CLIP's: 77)
-        expected = {
-            "hidden states": (text, (1, length, c.encoder_hidden_size)),
-            "pooled embedding": (pooled, (1, c.cond_embed_dim)),
-            "micro-conditions": (micro, (1, c.n_micro_conds)),
-        }
-        for what, (t, shape) in expected.items():
-            if tuple(t.shape) != shape or not t.is_floating_point():
+        expected = (
+            ("hidden states", text, (1, None, c.encoder_hidden_size)),  # None: any length
+            ("pooled embedding", pooled, (1, c.cond_embed_dim)),
+            ("micro-conditions", micro, (1, c.n_micro_conds)),
+        )
+        for what, t, shape in expected:
+            fits = t.ndim == len(shape) and all(
+                n in (None, m) for n, m in zip(shape, t.shape, strict=True)
+            )
+            if not fits or not t.is_floating_point():
                 raise ConfigError(
                     f"aMUSEd {self.source}: the text's {what} must be a float tensor of shape "
-                    f"{shape}, got {tuple(t.shape)} {t.dtype}"
+                    f"{shape} (None: any), got {tuple(t.shape)} {t.dtype}"
                 )
-        return text.detach(), pooled.detach(), micro.detach().float()
+        other = self._texts.get(None if label == 0 else 0)
+        if other is not None and other[0].shape[1] != text.shape[1]:
+            raise ConfigError(
+                f"aMUSEd {self.source}: a text of {text.shape[1]} tokens beside one of "
+                f"{other[0].shape[1]}: the prompt and the empty prompt must have the same length"
+            )
+        self._texts[label] = (text.detach(), pooled.detach(), micro.detach().float())
 
     def set_text(
         self, text: torch.Tensor, pooled: torch.Tensor, micro: torch.Tensor | None = None
@@ -522,14 +537,14 @@ class AmusedPrior:
         """The prompt's condition (label 0): CLIP's penultimate hidden states (1, 77, 768), its
         projected pooled embedding (1, 768) and the micro-conditions (1, 5) (default: the
         pipeline's, `default_micro`)."""
-        self._texts[0] = self._text(text, pooled, micro)
+        self._set(0, text, pooled, micro)
 
     def set_unconditional(
         self, text: torch.Tensor, pooled: torch.Tensor, micro: torch.Tensor | None = None
     ) -> None:
         """The condition without the prompt (label None): the empty prompt's text, as the
         pipeline's classifier-free guidance uses it (same micro-conditions as the prompt's)."""
-        self._texts[None] = self._text(text, pooled, micro)
+        self._set(None, text, pooled, micro)
 
     def _rows(self, labels: Sequence[int | None], batch: int) -> list[int | None]:
         if len(labels) != batch:

@@ -6,12 +6,14 @@ with transformers' `CLIPTextModelWithProjection`), and how it is done here:
 - Tokens: its CLIPTokenizer with padding="max_length", truncation=True, max_length=77: the start
   token, the text's tokens cut to 75, the end token, then the pad token to 77 (no attention mask
   is passed: the padding is read like any token, through CLIP's causal attention only).
-- The pad token of aMUSEd's tokenizer is "!" (id 0), as in LAION's CLIP tokenizers on the Hub.
-  Read off indirectly: the repositories' tokenizer/special_tokens_map.json is 460 bytes, the size
-  of that map with "pad_token": "!" in transformers' layout (with "<|endoftext|>" it would be
-  472). vqclip's tokenizer pads with 0 too. A special token is split out of the text before BPE,
-  so a "!" typed in the prompt is the pad token there, not the word-final "!" of CLIP's
-  vocabulary; `amused_tokens` does the same.
+- The pad token of aMUSEd's tokenizer is taken to be "!" (id 0), as in the LAION CLIP tokenizers
+  SDXL uses. Read off indirectly, not from the file's text: amused-512's
+  tokenizer/special_tokens_map.json is listed at 460 bytes, the size of that map with
+  "pad_token": "!" in transformers' layout (with "<|endoftext|>", OpenAI's, it would be 472).
+  vqclip's tokenizer pads with 0 too. transformers splits special tokens out of the text before
+  BPE, so a "!" typed in the prompt becomes the pad token there, not CLIP's word-final "!";
+  `amused_tokens` does the same. `PAD_TOKEN` is the one place to change should the file say
+  otherwise.
 - `hidden_states[-2]`: the output of the last block but one (11 of 12 for L/14), before the last
   block and the final LayerNorm: (1, 77, 768).
 - `text_embeds`: the final LayerNorm of the last block's output at the end token, times the
@@ -19,8 +21,8 @@ with transformers' `CLIPTextModelWithProjection`), and how it is done here:
   token is the row's largest id, as vqclip's CLIP pools.
 - Classifier-free guidance compares the prompt's condition with the empty prompt's ("").
 
-aMUSEd's text encoder (the Hub repositories' `text_encoder/`, config: 12 layers, width 768,
-quick_gelu, projection 768) has CLIP ViT-L/14's text tower in transformers' names;
+aMUSEd's text encoder (the Hub repositories' `text_encoder/`; amused-512's config: 12 layers,
+width 768, quick_gelu, projection 768) is a CLIP ViT-L/14 text tower in transformers' names;
 `clip_text_state_dict` renames it to OpenAI's, and `load_text_tower` loads it, strictly, into the
 text tower of a vqclip CLIP.
 """

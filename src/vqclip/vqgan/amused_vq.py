@@ -215,11 +215,11 @@ class AmusedVQ(VQGAN):
         self.decoder.mid.attn_1 = nn.Identity()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Image (B, 3, H, W) in [-1, 1] -> z (B, embed_dim, H/16, W/16), before quantisation."""
+        """Image (B, 3, H, W) in [-1, 1] -> z (B, embed_dim, H/f, W/f), before quantisation."""
         return super().encode((x + 1) / 2)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        """Latents (B, embed_dim, h, w) -> image (B, 3, 16h, 16w), roughly in [-1, 1]."""
+        """Latents (B, embed_dim, h, w) -> image (B, 3, h*f, w*f), roughly in [-1, 1]."""
         return super().decode(z_q) * 2 - 1
 
 
