@@ -391,9 +391,20 @@ def test_the_schema_and_the_page_read_every_option_from_the_config(serve):
     )
     info = client.get("/api/info").json()
     assert info["pairs"]["toy"]["ready"] and info["pairs"]["toy"]["defaults"]["size"] == [64, 64]
+    assert not info["pairs"]["maskgit"]["ready"]  # the test's cache is empty
+    assert info["pairs"]["maskgit"]["defaults"]["prior"] == "maskgit_imagenet_256"
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_a_pair_is_ready_only_with_its_prior_here_too():
+    from vqclip.serve.app import pair_ready
+    from vqclip.weights.registry import ModelPair
+
+    toy = ("toy_vqgan", ("toy_clip_a",))
+    assert pair_ready(ModelPair(*toy, (("prior", "toy_shape_prior"),)))
+    assert not pair_ready(ModelPair(*toy, (("prior", "maskgit_imagenet_256"),)))
 
 
 def test_the_store_puts_interrupted_jobs_back_and_gives_up_on_repeat_offenders(tmp_path):

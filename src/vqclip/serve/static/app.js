@@ -195,11 +195,15 @@ function buildForm() {
   for (const [name, pair] of ready) {
     const label = pair.ready ? name
       : state.info.allow_downloads ? `${name} (downloads weights)` : `${name} (weights not on this server)`;
-    model.append(el("option", { value: name, text: label }));
+    const option = el("option", { value: name, text: label });
+    // a pair this server can neither find nor fetch is shown, but cannot be picked
+    option.disabled = !pair.ready && !state.info.allow_downloads;
+    model.append(option);
   }
   const last = saved.get("vqclip.model");
   const firstReady = ready.find(([, p]) => p.ready && p.vqgan.startsWith("vqgan_"));
-  model.value = last && state.info.pairs[last] ? last : firstReady ? firstReady[0] : "toy";
+  const usable = (n) => state.info.pairs[n] && (state.info.pairs[n].ready || state.info.allow_downloads);
+  model.value = last && usable(last) ? last : firstReady ? firstReady[0] : "toy";
   const cut = $("cut_method");
   cut.append(el("option", { value: "", text: "default" }));
   const cutField = state.fields.find((f) => f.name === "cut_method");
