@@ -163,6 +163,28 @@ def claim_folder_of(cfg, animation):
     check_animation(cfg, Animation.from_dict(animation))
 
 
+def test_video_is_one_option_for_jobs_and_animations_whose_default_is_the_door_s(capsys):
+    from vqclip.declare import declaration
+
+    assert dict(declaration("video", Animation)) == dict(declaration("video", JobOptions))
+    assert Animation().video is True and JobOptions().video is False
+    with pytest.raises(SystemExit):
+        main(["animate", "--help"])
+    text = capsys.readouterr().out
+    assert text.count("--video, --no-video") == 1 and "(default: on)" in text
+    assert text.count("job files:") == 1  # with --checkpoint-every, under one heading
+
+
+def test_an_animation_video_without_imageio_ffmpeg_is_refused_naming_both_ways_out(monkeypatch):
+    from vqclip.jobs.animation import check_animation
+
+    monkeypatch.setitem(__import__("sys").modules, "imageio_ffmpeg", None)
+    with pytest.raises(ConfigError, match=r"vqclip\[video\].*--no-video") as refused:
+        check_animation(config(), Animation())
+    assert refused.value.field == "video"
+    check_animation(config(), Animation(video=False))
+
+
 def test_unknown_animation_settings_are_named():
     with pytest.raises(ConfigError, match="unknown animation settings \\['zooom'\\]"):
         Animation.from_dict({"zooom": 1.1})

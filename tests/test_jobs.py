@@ -11,6 +11,7 @@ from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.run import GenerationError, Run
 from vqclip.jobs import JobFiles, JobOptions, ModelCache, execute_job, image_names
+from vqclip.jobs.files import RUN_FILES
 from vqclip.jobs.threads import default_threads, physical_cores
 from vqclip.output import read_image_metadata
 
@@ -52,6 +53,16 @@ def test_a_stopped_job_resumes_to_the_unbroken_image(models, tmp_path):
     )
     assert seen == [2, 3, 4] and again.status == "done"
     assert np.array_equal(pixels(again.images[0]), pixels(whole.images[0]))
+
+
+def test_a_run_folder_holds_only_the_files_vqclip_counts_as_its_own(models, tmp_path):
+    """`generate --checkpoint-dir` refuses a folder holding any other file, so a file the run
+    checkpoint writes that RUN_FILES does not name would make its own folder refused."""
+    files = JobFiles.around(tmp_path / "out.png", tmp_path / "run")
+    options = JobOptions(frame_every=1, checkpoint_every=1)
+    stopped = execute_job(config(), files, models=models, options=options, should_stop=lambda: True)
+    assert stopped.status == "stopped" and files.has_checkpoint()
+    assert {p.name for p in (tmp_path / "run").iterdir()} <= RUN_FILES
 
 
 def test_a_batch_job_writes_one_image_each(models, tmp_path):

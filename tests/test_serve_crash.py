@@ -200,3 +200,39 @@ def test_a_graceful_stop_after_a_worker_was_replaced_keeps_the_jobs_checkpoint(t
     store.close()
     assert row.status == "queued" and 8 <= row.step < 40, row
     assert (data / "jobs" / job / RUN_DIR / "state.bin").is_file()
+
+
+def test_an_idempotency_key_of_200_kb_gets_a_422_not_a_reset_connection(tmp_path):
+    """A request head past uvicorn's default 16 KB was answered 400 while the client still
+    sent it, which the client saw as a reset connection; the key's own check answers now."""
+    import http.client
+    import json
+
+    with ServerProcess(tmp_path / "data", "--workers", "0") as server:
+        conn = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        headers = {"Content-Type": "application/json", "Idempotency-Key": "k" * 200_000}
+        conn.request("POST", "/api/jobs", body=json.dumps(JOB), headers=headers)
+        answer = conn.getresponse()
+        assert answer.status == 422
+        assert "Idempotency-Key" in json.loads(answer.read())["detail"]
+        conn.close()
+        assert server.http.get("/api/jobs").json()["jobs"] == []  # no job was made
+
+
+def test_a_shutdown_ends_the_event_streams_at_once_without_a_traceback(tmp_path):
+    """An open page's event stream does not hold a SIGTERM for the grace period (5 s) and
+    then die as a cancelled task: it ends, and the server with it."""
+    import http.client
+
+    with ServerProcess(tmp_path / "data", "--workers", "0") as server:
+        conn = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        conn.request("GET", "/api/events")
+        stream = conn.getresponse()
+        assert stream.read1(1000).startswith(b"event: jobs")
+        asked = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(30)
+        assert time.monotonic() - asked < 4
+        stream.read()  # the stream ended whole (a truncated one raises IncompleteRead)
+        log = server.output()
+    assert "Traceback" not in log and "Cancel" not in log

@@ -1,9 +1,16 @@
 """The page's helpers in the API: how a prompt is read (`POST /api/prompts/parse`, the package's
 own parser and CLIP's tokenizer), and the gallery's routes: search by prompt, jobs by id, a zip
-of a selection (streamed), cancel all queued, delete failed."""
+of a selection (streamed, whole even when its jobs are deleted or the server stops while it is
+sent), cancel all queued, delete failed."""
 
+import http.client
 import io
+import os
+import signal
+import socket
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +20,12 @@ require("fastapi", "web")
 require("uvicorn", "web")
 
 from test_serve_api import JOB, serve, wait  # noqa: E402, F401 (the fixture)
+from test_serve_crash import ServerProcess  # noqa: E402
 from vqclip.errors import ConfigError  # noqa: E402
 from vqclip.generate.config import build_config  # noqa: E402
+from vqclip.jobs import IMAGE_FILE  # noqa: E402
 from vqclip.serve.gallery import stream_zip  # noqa: E402
+from vqclip.serve.store import JobStore  # noqa: E402
 
 TOKEN = "a-token-of-16+chars"
 # 30 words of one CLIP token each
@@ -211,6 +221,96 @@ def test_the_zip_is_written_as_it_is_sent(tmp_path):
     assert sum(len(p) > 0 for p in rest) >= 3
     archive = zipfile.ZipFile(io.BytesIO(first + b"".join(rest)))
     assert archive.read("big.png") == big.read_bytes() and archive.read("small.png") == b"small"
+
+
+def _finished_job(store, jobs_dir, image: bytes) -> str:
+    """A done job whose image.png holds `image`, as a worker would leave it."""
+    row, _ = store.admit({"prompts": ["a finished job"], "batch_size": 1})
+    assert store.claim("worker-0").id == row.id
+    store.finish(row.id, "done", 1)
+    (jobs_dir / row.id).mkdir(parents=True)
+    (jobs_dir / row.id / IMAGE_FILE).write_bytes(image)
+    return row.id
+
+
+def test_a_job_deleted_while_a_zip_reads_it_keeps_its_files_until_the_zip_is_done(serve):  # noqa: F811
+    client = serve(workers=0)
+    service = client.app.state.service
+    job = _finished_job(service.store, service.jobs_dir, b"an image")
+    release = service.hold_files([job])
+    assert client.delete(f"/api/jobs/{job}").status_code == 204
+    assert client.get(f"/api/jobs/{job}").status_code == 404  # gone from the API at once
+    assert (service.job_dir(job) / IMAGE_FILE).read_bytes() == b"an image"
+    release()
+    release()  # a second release changes nothing
+    assert not service.job_dir(job).exists()
+
+    other = _finished_job(service.store, service.jobs_dir, b"another")
+    assert client.get("/api/gallery/zip", params={"ids": other}).status_code == 200
+    assert client.delete(f"/api/jobs/{other}").status_code == 204
+    assert not service.job_dir(other).exists()  # a zip that was sent holds nothing
+    nothing = client.get("/api/gallery/zip", params={"ids": other})
+    assert nothing.status_code == 404
+
+
+def _zip_server(tmp_path, images: list[bytes]) -> tuple[Path, list[str]]:
+    """A data folder holding a done job for each of `images`, for a real server."""
+    data = tmp_path / "data"
+    store = JobStore(data / "jobs.sqlite3")
+    ids = [_finished_job(store, data / "jobs", image) for image in images]
+    store.close()
+    return data, ids
+
+
+def _start_zip(server: ServerProcess, ids: list[str]) -> http.client.HTTPResponse:
+    """GET the zip of `ids` on a connection that reads slowly (a small receive buffer), so the
+    server is still writing the zip when this returns."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    port = int(server.url.rsplit(":", 1)[1])
+    sock.connect(("127.0.0.1", port))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.sock = sock
+    conn.request("GET", "/api/gallery/zip?ids=" + ",".join(ids))
+    answer = conn.getresponse()
+    assert answer.status == 200
+    return answer
+
+
+# Images larger than the socket buffers between server and client hold: the zip is mid-way
+# when its jobs are deleted, or the server stopped.
+_IMAGES = [os.urandom(6 * 2**20) for _ in range(3)]
+
+
+def test_deleting_the_jobs_of_a_zip_being_sent_leaves_the_zip_whole(tmp_path):
+    data, ids = _zip_server(tmp_path, _IMAGES)
+    with ServerProcess(data, "--workers", "0") as server:
+        answer = _start_zip(server, ids)
+        first = answer.read(1000)
+        for job_id in ids:
+            assert server.http.delete(f"/api/jobs/{job_id}").status_code == 204
+        archive = zipfile.ZipFile(io.BytesIO(first + answer.read()))
+        assert archive.testzip() is None
+        assert [archive.read(name) for name in archive.namelist()] == _IMAGES
+        deadline = time.monotonic() + 10
+        while any((data / "jobs" / job_id).exists() for job_id in ids):  # once the zip is done
+            assert time.monotonic() < deadline, "the deleted jobs' files stayed"
+            time.sleep(0.05)
+        assert "Traceback" not in server.output()
+
+
+@pytest.mark.slow
+def test_a_zip_cut_off_by_a_shutdown_fails_visibly_without_a_traceback(tmp_path):
+    data, ids = _zip_server(tmp_path, _IMAGES)
+    with ServerProcess(data, "--workers", "0") as server:
+        answer = _start_zip(server, ids)
+        answer.read(1000)  # then stalls, past the server's grace period for open responses
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(60)
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            answer.read()  # not a whole-looking zip: the download fails
+        log = server.output()
+    assert "Traceback" not in log and "cut off by the shutdown" in log
 
 
 def test_cancel_all_queued_leaves_running_jobs_and_delete_failed_removes_only_failed(serve):  # noqa: F811

@@ -63,7 +63,7 @@ def run_animate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vqclip.cli.generate import stop_requests
-    from vqclip.jobs import JobOptions
+    from vqclip.jobs import FRAMES_DIR, JobOptions
     from vqclip.jobs.animation import claim_folder, finished_frames, run_animation
     from vqclip.jobs.threads import with_threads
 
@@ -107,6 +107,6 @@ def run_animate(args: argparse.Namespace) -> int:
     if result.status == "failed":
         print(f"vqclip: error: {result.error}", file=sys.stderr)
         return 3
-    where = result.video or out / "frames"
+    where = result.video or out / FRAMES_DIR
     print(f"wrote {len(result.frames)} frames, {where} ({result.seconds:.1f} s)", file=sys.stderr)
     return 0

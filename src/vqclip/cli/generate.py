@@ -217,18 +217,14 @@ def _check_inputs_are_not_the_output(
                 )
 
 
-_VQCLIP_RUN_FILES = {"state.bin", "config.json", "frames", "output.json"}
-# The image a checkpointed run writes, beside its checkpoint: `--resume DIR` alone finishes
-# the image the run was started for (after a kill -9 there is no printed resume command).
-_OUTPUT_RECORD = "output.json"
-
-
 def _output(args: argparse.Namespace) -> Path:
     """-o, else the image the resumed run was writing, else output.png."""
     if args.output:
         return Path(args.output)
     if args.resume:
-        record = Path(args.resume) / _OUTPUT_RECORD
+        from vqclip.jobs.files import OUTPUT_RECORD
+
+        record = Path(args.resume) / OUTPUT_RECORD
         try:
             return Path(json.loads(record.read_text())["output"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -242,9 +238,10 @@ def _record_output(output: Path) -> Callable[[Path], None]:
 
     def record(run_dir: Path) -> None:
         from vqclip.atomic import atomic_write_text
+        from vqclip.jobs.files import OUTPUT_RECORD
 
         with contextlib.suppress(OSError):  # the checkpoint itself is what matters
-            atomic_write_text(run_dir / _OUTPUT_RECORD, text)
+            atomic_write_text(run_dir / OUTPUT_RECORD, text)
 
     return record
 
@@ -253,6 +250,7 @@ def _check_run_dir(run_dir: Path, given: bool) -> Path:
     """The checkpoint folder holds vqclip's files only: a user's folder given as --checkpoint-dir
     is refused rather than written into, and a file where OUTPUT.run/ should go moves the
     checkpoint to the rescue folder (said now, not lost at Ctrl-C)."""
+    from vqclip.jobs.files import RUN_FILES
     from vqclip.output import rescue_dir
 
     flag = "--checkpoint-dir" if given else "the checkpoint folder"
@@ -266,7 +264,7 @@ def _check_run_dir(run_dir: Path, given: bool) -> Path:
         )
         return moved
     if run_dir.is_dir():
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in _VQCLIP_RUN_FILES)
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
         foreign = [name for name in foreign if not name.startswith(".")]
         if foreign:
             raise ConfigError(
@@ -306,6 +304,7 @@ class _StoppedBeforeStart(Exception):
 def run_generate(args: argparse.Namespace) -> int:
     from vqclip.cli.options import given_options as given_job_options
     from vqclip.jobs import JobFiles, JobOptions, ModelCache, execute_job, numbered
+    from vqclip.jobs.files import RUN_SUFFIX
     from vqclip.jobs.status import EXIT_CODES, FAILED, STOPPED
     from vqclip.output import check_writable
 
@@ -323,7 +322,7 @@ def run_generate(args: argparse.Namespace) -> int:
     output = check_writable(_output(args))
     _check_inputs_are_not_the_output(config, numbered(output, config.batch_size), args.from_png)
     given_dir = args.checkpoint_dir or args.resume
-    run_dir = _check_run_dir(Path(given_dir or output.with_suffix(".run")), bool(given_dir))
+    run_dir = _check_run_dir(Path(given_dir or output.with_suffix(RUN_SUFFIX)), bool(given_dir))
     files = JobFiles.around(output, run_dir)
     if not given_dir:
         files = dataclasses.replace(files, keep_run=False)
@@ -397,10 +396,8 @@ def _report_stop(result, files, output: Path, stop: StopRequest) -> int:
     could not be written."""
     import shlex
 
-    from vqclip.generate.checkpoint import STATE_FILE
-
     code = stop.exit_code if stop.signal is not None else 130
-    if (files.run_dir / STATE_FILE).is_file() and not result.warnings:
+    if files.has_checkpoint() and not result.warnings:
         command = ["vqclip", "generate", "--resume", str(files.run_dir), "-o", str(output)]
         print(
             f"stopped at step {result.steps}; resume with: {shlex.join(command)}",

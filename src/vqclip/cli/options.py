@@ -51,7 +51,7 @@ def add_config_options(
         if only is not None and f.name not in only:
             continue
         meta = f.metadata
-        group = groups.get(meta["group"]) or parser.add_argument_group(meta["group"])
+        group = groups.get(meta["group"]) or _group(parser, meta["group"])
         groups[meta["group"]] = group
         extra_flags = (aliases or {}).get(f.name, ())
         extra_values = tuple((value_aliases or {}).get(f.name, ()))
@@ -60,6 +60,15 @@ def add_config_options(
         action = group.add_argument(*meta["flags"], *extra_flags, **settings)
         action.hidden_flags = extra_flags
     return groups
+
+
+def _group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """The parser's group of this title, made if it has none: options of two declarations in
+    one group (animate's --video and --checkpoint-every) are listed under one heading."""
+    for group in parser._action_groups:
+        if group.title == title:
+            return group  # type: ignore[return-value]
+    return parser.add_argument_group(title)
 
 
 def given_options(args: argparse.Namespace, declared: type = GenerateConfig) -> dict[str, Any]:
@@ -73,7 +82,9 @@ def _argparse_settings(
 ) -> dict[str, Any]:
     meta = f.metadata
     help_text = meta["help"].replace("%", "%%")
-    if default not in (None, ()) and not isinstance(default, bool):
+    if default is True:  # an option that is on unless --no-... is given
+        help_text += " (default: on)"
+    elif default not in (None, ()) and not isinstance(default, bool):
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         help_text += f" (default: {shown})"
     settings: dict[str, Any] = {

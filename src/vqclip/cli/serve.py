@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import os
@@ -126,6 +127,11 @@ def settings_from_args(args: argparse.Namespace):
 
 
 _TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+# The largest request head (request line and headers) uvicorn's h11 reads. Past its default of
+# 16 KB it answers 400 and closes while the client is still sending, which the client sees as
+# a reset connection, not an answer: a head this large reaches the app, whose own checks answer
+# a clear 4xx (an Idempotency-Key of 200 KB gets 422). Beyond it h11 still gives up.
+MAX_REQUEST_HEAD_BYTES = 1 * 2**20
 
 
 def _redact_tokens(record: logging.LogRecord) -> bool:
@@ -134,6 +140,17 @@ def _redact_tokens(record: logging.LogRecord) -> bool:
         record.args = tuple(
             _TOKEN_QUERY.sub(r"\1<hidden>", a) if isinstance(a, str) else a for a in record.args
         )
+    return True
+
+
+def _quiet_cancellations(record: logging.LogRecord) -> bool:
+    """A response the shutdown cut off (a client still reading a zip when the server gave up
+    waiting) is one line in the log, not a traceback of the cancellation."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, asyncio.CancelledError):
+        record.msg, record.args = "a response still being sent was cut off by the shutdown", ()
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
     return True
 
 
@@ -149,6 +166,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(_redact_tokens)
+    logging.getLogger("uvicorn.error").addFilter(_quiet_cancellations)
     app = create_app(settings)
     service = app.state.service
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -171,6 +189,13 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level="info",
         timeout_graceful_shutdown=5,
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
     )
-    uvicorn.Server(config).run()
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            service.hub.stop()  # the event streams end, so open pages do not hold the shutdown
+            await super().shutdown(sockets)
+
+    Server(config).run()
     return 0

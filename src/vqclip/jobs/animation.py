@@ -10,12 +10,7 @@ a finished frame is written to `frames/<frame>.png` and its work folder removed.
 made from the PNG of the frame before, never from memory, so an animation interrupted anywhere
 resumes to the same frames as one that never stopped.
 
-Folder layout:
-
-    animation.json     the settings (config and animation) the frames are made with
-    frames/00000.png   one PNG per finished frame, its settings inside
-    work/00007/        the frame under way: its transformed init image and run checkpoint
-    video.mp4          the frames as a video, once all are done
+The folder's layout (animation.json, frames/, work/, video.mp4) is in `vqclip.jobs.files`.
 """
 
 from __future__ import annotations
@@ -38,11 +33,16 @@ from vqclip.declare import option, validate_fields
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.generate.config import SEED_LIMIT, GenerateConfig
 from vqclip.generate.story import active_part, check_length, story_parts
-
-SETTINGS_FILE = "animation.json"
-FRAMES_DIR = "frames"
-WORK_DIR = "work"
-VIDEO_FILE = "video.mp4"
+from vqclip.jobs.files import (
+    ANIMATION_SETTINGS_FILE,
+    FRAME_INIT_FILE,
+    FRAMES_DIR,
+    RUN_DIR,
+    VIDEO_FILE,
+    WORK_DIR,
+)
+from vqclip.jobs.options import video_option
+from vqclip.output import video_missing
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,7 @@ class Animation:
     fps: int = option(
         12, "--fps", help="frames per second of the video", group="animation", low=1, high=240
     )
-    video: bool = option(
-        True,
-        "--video",
-        help="write video.mp4 once every frame is done (needs imageio-ffmpeg: vqclip[video])",
-        group="animation",
-    )
+    video: bool = video_option(True)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -129,14 +124,12 @@ def check_animation(config: GenerateConfig, animation: Animation) -> None:
     parts = [len(story_parts(config.prompts[0]))] if config.prompts else [1]
     every, starts = config.change_prompt_every, config.prompt_starts
     check_length(animation.frames, every, starts, parts, "frame")
-    if animation.video:
-        try:
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "video=true needs imageio-ffmpeg: pip install 'vqclip[video]', or set video to "
-                "false (--no-video) for the frames alone"
-            )
+    why = video_missing() if animation.video else None
+    if why:
+        raise ConfigError(
+            f"video: {why}; or set video to false (--no-video) for the frames alone",
+            field="video",
+        )
 
 
 def frame_config(config: GenerateConfig, animation: Animation, frame: int, init: Path | None):
@@ -197,7 +190,7 @@ def claim_folder(folder: str | Path, config: GenerateConfig, animation: Animatio
     settings = {"config": config.to_dict(), "animation": animation.to_dict()}
     stored = _read_settings(folder)
     if stored is None:
-        atomic_write_text(folder / SETTINGS_FILE, json.dumps(settings, indent=2))
+        atomic_write_text(folder / ANIMATION_SETTINGS_FILE, json.dumps(settings, indent=2))
         return
     differ = sorted(
         name
@@ -207,7 +200,7 @@ def claim_folder(folder: str | Path, config: GenerateConfig, animation: Animatio
     )
     if differ:
         raise ConfigError(
-            f"{str(folder)!r} holds another animation (its {SETTINGS_FILE} differs in "
+            f"{str(folder)!r} holds another animation (its {ANIMATION_SETTINGS_FILE} differs in "
             f"{', '.join(differ)}); give another folder, or the same settings to resume it"
         )
 
@@ -221,7 +214,7 @@ def stored_animation(folder: str | Path) -> tuple[GenerateConfig, Animation] | N
 
 
 def _read_settings(folder: Path) -> dict | None:
-    path = folder / SETTINGS_FILE
+    path = folder / ANIMATION_SETTINGS_FILE
     if not path.is_file():
         return None
     try:
@@ -266,11 +259,11 @@ def run_animation(
     options = JobOptions(checkpoint_every=(options or JobOptions()).checkpoint_every)
     push = on_file or (lambda path: None)
     discard = on_discard or (lambda path: shutil.rmtree(path, ignore_errors=True))
-    push(folder / SETTINGS_FILE)
+    push(folder / ANIMATION_SETTINGS_FILE)
     first = finished_frames(folder, animation.frames)
     for frame in range(first, animation.frames):
         work = folder / WORK_DIR / f"{frame:05d}"
-        init = work / "init.png" if frame > 0 else None
+        init = work / FRAME_INIT_FILE if frame > 0 else None
         if init is not None and not init.is_file():
             before = load_image(folder / FRAMES_DIR / f"{frame - 1:05d}.png")
             moved = transform_image(before, animation.zoom, animation.shift, animation.angle)
@@ -284,7 +277,7 @@ def run_animation(
         except CheckpointError:
             # The frame's checkpoint does not fit (the folder was moved, so the init path
             # changed): make this one frame again rather than fail the animation.
-            discard(work / "run")
+            discard(work / RUN_DIR)
             result = execute_job(this, work, **job)
         if result.status == "stopped":
             return AnimationResult("stopped", _frame_paths(folder, frame), _since(started))

@@ -9,16 +9,14 @@ from pathlib import Path
 
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.generate.config import GenerateConfig, declaration
-from vqclip.jobs.execute import FRAMES_DIR, RUN_DIR
+from vqclip.jobs.files import FRAMES_DIR, RUN_DIR, JobFiles
 
 # "N more steps" takes the declared bound of a run's steps, not one of its own.
 MAX_MORE_STEPS = declaration("iterations")["high"]
 
 
 def can_continue(folder: Path) -> bool:
-    from vqclip.generate.checkpoint import STATE_FILE
-
-    return (folder / RUN_DIR / STATE_FILE).is_file()
+    return JobFiles.folder(folder).has_checkpoint()
 
 
 def check_more_steps(more: object) -> int:

@@ -8,17 +8,8 @@ image(s) with their settings inside (and, for an image that stopped early, the s
 at), the settings file and the video. Every file is written atomically. The loop itself knows
 nothing of this.
 
-Where the files go is a `JobFiles`: a job folder (the web service, batches, animation frames)
-
-    image.png (image_0.png, image_1.png ... for a batch)   the result, settings in its metadata
-    settings.json     the resolved config (seed, size and threads filled in)
-    run/              the run checkpoint (`vqclip.generate.checkpoint`), kept for "continue"
-    frames/           00010.png ...: the first image every `frame_every` steps
-    video.mp4         the frames as a video, when asked for
-    steps/            00010.png ...: every image every `save_every` steps
-
-or the files around a user's output path (`vqclip generate -o OUT.png`): OUT.png (OUT_0.png ...
-for a batch), OUT.run/ (frames inside), OUT.mp4, OUT_steps/.
+Where the files go is a `JobFiles` (`vqclip.jobs.files`): a job folder, or the files around a
+user's output path.
 """
 
 from __future__ import annotations
@@ -31,79 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vqclip.atomic import atomic_write_text
-from vqclip.generate.checkpoint import STATE_FILE, load_run_state
+from vqclip.generate.checkpoint import load_run_state
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.run import GenerationError, Run, Step
+from vqclip.jobs.files import JobFiles, numbered
 from vqclip.jobs.models import ModelCache
 from vqclip.jobs.options import JobOptions
 from vqclip.jobs.status import DONE, FAILED, PARTIAL, STOPPED, stopped_images_text
 from vqclip.jobs.threads import use_threads, with_threads
-
-RUN_DIR = "run"
-FRAMES_DIR = "frames"
-STEPS_DIR = "steps"
-SETTINGS_FILE = "settings.json"
-VIDEO_FILE = "video.mp4"
-
-
-def numbered(path: Path, batch: int) -> list[Path]:
-    """The files of a batch of `batch` images written under the name `path`."""
-    if batch == 1:
-        return [path]
-    return [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(batch)]
-
-
-def image_names(batch: int, suffix: str = ".png") -> list[str]:
-    """The result files of a job folder's batch of `batch` images."""
-    return [p.name for p in numbered(Path(f"image{suffix}"), batch)]
-
-
-@dataclass(frozen=True)
-class JobFiles:
-    """Where one job's files go. `rescue`: an image that cannot be written where it belongs
-    (a full disk) goes to the rescue folder instead of being lost; `keep_run`: the run
-    checkpoint stays after the job is done (for "continue"), else it is removed."""
-
-    image: Path  # the image's name; a batch numbers it (numbered)
-    run_dir: Path
-    frames_dir: Path
-    video: Path
-    steps_dir: Path
-    settings: Path | None
-    rescue: bool = False
-    keep_run: bool = True
-
-    @classmethod
-    def folder(cls, folder: str | Path) -> JobFiles:
-        folder = Path(folder)
-        return cls(
-            image=folder / "image.png",
-            run_dir=folder / RUN_DIR,
-            frames_dir=folder / FRAMES_DIR,
-            video=folder / VIDEO_FILE,
-            steps_dir=folder / STEPS_DIR,
-            settings=folder / SETTINGS_FILE,
-        )
-
-    @classmethod
-    def around(cls, output: str | Path, run_dir: str | Path | None = None) -> JobFiles:
-        """The files of `vqclip generate -o OUTPUT`: the checkpoint in OUTPUT.run/ (or
-        `run_dir`, kept then), removed once the image is written."""
-        output = Path(output)
-        run = Path(run_dir) if run_dir is not None else output.with_suffix(".run")
-        return cls(
-            image=output,
-            run_dir=run,
-            frames_dir=run / FRAMES_DIR,
-            video=output.with_suffix(".mp4"),
-            steps_dir=output.with_name(f"{output.stem}_steps"),
-            settings=None,
-            rescue=True,
-            keep_run=run_dir is not None,
-        )
-
-    def images(self, batch: int) -> list[Path]:
-        return numbered(self.image, batch)
 
 
 @dataclass
@@ -149,7 +75,7 @@ def execute_job(
     files = files if isinstance(files, JobFiles) else JobFiles.folder(files)
     options = options or JobOptions()
     started = time.perf_counter()
-    if state is None and (files.run_dir / STATE_FILE).is_file():
+    if state is None and files.has_checkpoint():
         state = load_run_state(files.run_dir)
     if state is not None and config.threads is None:
         config = config.replace(threads=state["config"].get("threads"))

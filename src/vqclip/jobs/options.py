@@ -17,6 +17,20 @@ from vqclip.errors import ConfigError
 GROUP = "job files"
 
 
+def video_option(default: bool) -> Any:
+    """`--video`, declared once for every door that writes a video: a job's mp4 of its
+    progress (`JobOptions.video`: generate, batch, the web service) and an animation's of its
+    frames (`Animation.video`). Only the default is the door's: off for a job, whose video is
+    an extra; on for an animation, whose video is what it is made for."""
+    return option(
+        default,
+        "--video",
+        help="write an mp4: of the progress, or of an animation's frames once all are done "
+        "(needs imageio-ffmpeg: vqclip[video])",
+        group=GROUP,
+    )
+
+
 @dataclass(frozen=True)
 class JobOptions:
     checkpoint_every: int = option(
@@ -39,12 +53,7 @@ class JobOptions:
         high=10**7,
         metavar="N",
     )
-    video: bool = option(
-        False,
-        "--video",
-        help="write an mp4 of the progress (needs imageio-ffmpeg: vqclip[video])",
-        group=GROUP,
-    )
+    video: bool = video_option(False)
     frame_every: int = option(
         0,
         "--frame-every",

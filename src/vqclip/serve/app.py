@@ -31,12 +31,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from vqclip import __version__
-from vqclip.serve.api import build_router, parse_json_body
+from vqclip.serve.admission import parse_json_body
+from vqclip.serve.api import build_router
+from vqclip.serve.continue_routes import build_continue_router
+from vqclip.serve.event_routes import build_event_router
 from vqclip.serve.gallery import build_gallery_router
+from vqclip.serve.job_routes import build_job_router
 from vqclip.serve.options import Policy
 from vqclip.serve.problems import MEDIA_TYPE, SCHEMA, APIError, problem
 from vqclip.serve.prompt_reading import build_prompt_router
 from vqclip.serve.service import ServeSettings, Service, downloads_allowed
+from vqclip.serve.upload_routes import build_upload_router
 
 log = logging.getLogger("vqclip.serve")
 
@@ -173,13 +178,15 @@ class Guard:
         if token is None or not _needs_token(path):
             return None
         bearer = _bearer(headers.get("authorization", ""))
-        if method not in _SAFE_METHODS and origin is None and bearer is None:
+        cookie = _cookie(headers.get("cookie", ""))
+        if method not in _SAFE_METHODS and origin is None and bearer is None and cookie:
             # A browser sends Origin with every change it asks for: a change that signs in with
-            # the page's cookie and has none did not come from this server's page.
+            # the page's cookie and has none did not come from this server's page. (One with
+            # neither cookie nor token is simply not signed in: 401 below.)
             return problem(
                 403, "a change signed in by the page's cookie must come from the page (Origin)"
             )
-        given = bearer or _cookie(headers.get("cookie", ""))
+        given = bearer or cookie
         if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             return None
         response = problem(
@@ -316,7 +323,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem(500, f"internal error: {type(exc).__name__}")
 
-    app.include_router(build_router(service, policy, lambda: server_info(service, policy)))
+    app.include_router(build_router(service, lambda: server_info(service, policy)))
+    app.include_router(build_job_router(service, policy))
+    app.include_router(build_continue_router(service, policy))
+    app.include_router(build_upload_router(service))
+    app.include_router(build_event_router(service))
     app.include_router(build_gallery_router(service))
     app.include_router(build_prompt_router())
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")

@@ -1,6 +1,6 @@
 """The gallery's routes under /api/gallery: search jobs by prompt, fetch a set of jobs by id,
-download the finished images of a selection as one zip (streamed), cancel every queued job,
-delete every failed one.
+download the finished images of a selection as one zip (streamed, and whole even when its jobs
+are deleted while it is sent), cancel every queued job, delete every failed one.
 
 They use the job store's public calls only. A search pages through the jobs newest first and
 matches in Python (every word of the query, case-folded, in the job's prompts), so it reads any
@@ -13,7 +13,7 @@ import asyncio
 import re
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +107,10 @@ class _Pipe:
         return data
 
 
-def stream_zip(members: list[tuple[Path, str]]) -> Iterator[bytes]:
+def stream_zip(members: list[tuple[Path, str]]) -> Generator[bytes, None, None]:
     """A zip of `members`, a piece at a time: no file is held whole in memory, and the first
-    bytes go out before the last file is read. Stored, not deflated: PNGs are compressed."""
+    bytes go out before the last file is read. Stored, not deflated: PNGs are compressed.
+    The files must stay until it ends (`Service.hold_files`)."""
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
         for path, name in members:
@@ -121,6 +122,31 @@ def stream_zip(members: list[tuple[Path, str]]) -> Iterator[bytes]:
                     yield pipe.take()
             yield pipe.take()
     yield pipe.take()  # the central directory
+
+
+class ZipResponse(StreamingResponse):
+    """A zip sent as it is written (`stream_zip`), whose job folders are held from before its
+    members are listed until it is sent, cut off by the client or by a shutdown: a job deleted
+    meanwhile is gone from the API at once and its files when the zip is done with them, so a
+    zip that arrives is whole. `release` lets the folders go."""
+
+    def __init__(
+        self,
+        pieces: Generator[bytes, None, None],
+        release: Callable[[], None],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(pieces, media_type="application/zip", headers=headers)
+        self._pieces, self._release = pieces, release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # A cancelled send waits for the piece being read, so the generator is idle here:
+            # close its open file before the folders may go.
+            self._pieces.close()
+            self._release()
 
 
 def build_gallery_router(service: Service) -> APIRouter:
@@ -174,12 +200,18 @@ def build_gallery_router(service: Service) -> APIRouter:
     def download_zip(
         ids: str = Query(..., max_length=MAX_IDS * 17, description="job ids, comma-separated"),
     ) -> StreamingResponse:
-        members = zip_members(service, parse_ids(ids))
-        if not members:
-            raise APIError(404, "none of these jobs has a finished image")
+        job_ids = parse_ids(ids)
+        release = service.hold_files(job_ids)
+        try:
+            members = zip_members(service, job_ids)
+            if not members:
+                raise APIError(404, "none of these jobs has a finished image")
+        except BaseException:
+            release()
+            raise
         name = f"vqclip-{len(members)}-images.zip"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
-        return StreamingResponse(stream_zip(members), media_type="application/zip", headers=headers)
+        return ZipResponse(stream_zip(members), release, headers)
 
     @router.post(
         "/cancel-queued",

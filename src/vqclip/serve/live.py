@@ -67,6 +67,7 @@ class Hub:
     def __init__(self) -> None:
         self.progress: dict[str, Progress] = {}
         self.version = 0  # bumped by notify_all: the store changed in a way streams must see
+        self.stopping = False  # the server is shutting down: every stream ends
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str | None, asyncio.Event] = {}
 
@@ -89,6 +90,12 @@ class Hub:
         events, self._events = self._events, {}
         for event in events.values():
             event.set()
+
+    def stop(self) -> None:
+        """On the loop, when the server begins to shut down: every stream ends now, rather than
+        hold the shutdown until the server gives up waiting and cancels it."""
+        self.stopping = True
+        self._wake_all()
 
     def notify(self, job_id: str) -> None:
         """From any thread: `job_id`'s progress changed."""

@@ -25,7 +25,7 @@ from vqclip.errors import ConfigError
 from vqclip.generate.config import DEFAULT_MODEL
 from vqclip.generate.prompts import parse_prompts
 from vqclip.generate.story import story_parts
-from vqclip.serve.api import parse_json_body
+from vqclip.serve.admission import parse_json_body
 from vqclip.serve.problems import APIError
 from vqclip.serve.problems import responses as _errors
 from vqclip.weights.registry import PACKAGED, PACKAGED_DIR, PAIRS, find_spec

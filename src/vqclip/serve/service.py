@@ -14,6 +14,8 @@ import pickle
 import shutil
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +116,7 @@ class Service:
         self._replacing = threading.Lock()
         self._workers: list[_Worker] = []
         self._listener: threading.Thread | None = None
+        self._held = FolderHolds(self._remove_folder)
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
@@ -223,4 +226,55 @@ class Service:
         return row
 
     def delete_files(self, job_id: str) -> None:
+        """Remove a deleted job's folder: now, or when the last response reading it ends."""
+        self._held.remove(job_id)
+
+    def hold_files(self, job_ids: Iterable[str]) -> Callable[[], None]:
+        """Keep the folders of `job_ids` while a response reads them (a zip being sent): a
+        delete meanwhile takes the job away at once and its files when the response ends.
+        Take the hold before looking at the jobs. Returns the release (safe to call twice)."""
+        return self._held.hold(job_ids)
+
+    def _remove_folder(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+
+class FolderHolds:
+    """Counts of the responses reading each job folder, and the folders deleted meanwhile,
+    removed (by `remove_folder`) when the last of those responses ends."""
+
+    def __init__(self, remove_folder: Callable[[str], None]) -> None:
+        self._remove_folder = remove_folder
+        self._readers: Counter[str] = Counter()
+        self._deleted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def hold(self, job_ids: Iterable[str]) -> Callable[[], None]:
+        held = list(dict.fromkeys(job_ids))
+        with self._lock:
+            self._readers.update(held)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self._readers.subtract(held)
+                free = [job_id for job_id in held if self._readers[job_id] <= 0]
+                for job_id in free:
+                    del self._readers[job_id]
+                due = [job_id for job_id in free if job_id in self._deleted]
+                self._deleted.difference_update(due)
+            for job_id in due:
+                self._remove_folder(job_id)
+
+        return release
+
+    def remove(self, job_id: str) -> None:
+        with self._lock:
+            if self._readers[job_id] > 0:
+                self._deleted.add(job_id)
+                return
+        self._remove_folder(job_id)

@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from vqclip.errors import ConfigError
-from vqclip.jobs import SETTINGS_FILE, VIDEO_FILE, image_names
+from vqclip.jobs import PREVIEW_FILE, SETTINGS_FILE, THUMB_FILE, VIDEO_FILE, image_names
 from vqclip.jobs.continuation import can_continue
 from vqclip.serve.command import generate_command
 from vqclip.serve.options import public_settings
 from vqclip.serve.problems import APIError
 from vqclip.serve.service import Service
 from vqclip.serve.store import JobRow, is_job_id
-from vqclip.serve.worker import PREVIEW_FILE, THUMB_FILE
 from vqclip.weights.registry import PAIRS
 
 

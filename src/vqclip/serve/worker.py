@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 
 from vqclip.errors import VQClipError
+from vqclip.jobs.files import PREVIEW_FILE, THUMB_FILE
 from vqclip.serve.live import Progress
 from vqclip.serve.store import JobRow, JobStore
 
 log = logging.getLogger("vqclip.serve")
 
-PREVIEW_FILE = "preview.png"
-THUMB_FILE = "thumb.jpg"
 THUMB_SIZE = 256
 CANCEL_CHECK_S = 0.25
 IDLE_POLL_S = 0.5
@@ -125,14 +124,13 @@ class WorkerLoop:
             self.store.close()
 
     def run_job(self, job: JobRow) -> None:
-        from vqclip.generate.checkpoint import STATE_FILE
         from vqclip.generate.config import GenerateConfig
-        from vqclip.jobs import RUN_DIR, JobOptions, execute_job
+        from vqclip.jobs import JobFiles, JobOptions, execute_job, image_names
         from vqclip.jobs.status import STOPPED
 
         folder = self.data / "jobs" / job.id
         folder.mkdir(parents=True, exist_ok=True)
-        if (folder / RUN_DIR / STATE_FILE).is_file():
+        if JobFiles.folder(folder).has_checkpoint():
             log.info("job %s resumes from its checkpoint (step %d)", job.id, job.step)
         progress = Progress(iterations=int(job.config.get("iterations", 0)), step=job.step)
         self.send(("progress", job.id, progress.as_json()))
@@ -201,7 +199,7 @@ class WorkerLoop:
             elif row is not None:
                 self.store.requeue(job.id, step)
             return
-        first = folder / "image.png" if (folder / "image.png").is_file() else folder / "image_0.png"
+        first = folder / image_names(int(job.config.get("batch_size", 1) or 1))[0]
         self._thumbnail(folder, first if first.is_file() else folder / PREVIEW_FILE)
         self.store.finish(job.id, status, step, error)
 
