@@ -45,6 +45,23 @@ def test_a_checkpoint_dir_with_a_users_files_is_refused(model_files, tmp_path, c
     )
     assert code == 2 and "notes.txt" in err and "not a vqclip checkpoint" in err
     assert (mine / "config.json").read_text() == "{}"
+    # vqclip's own file names in a folder vqclip did not make are the user's too
+    (mine / "notes.txt").unlink()
+    (mine / "output.json").write_text('{"mine": 1}')
+    code, err = generate(
+        [*ARGS, "-o", str(tmp_path / "o.png"), "--checkpoint-dir", str(mine)], model_files, capsys
+    )
+    assert code == 2 and "config.json" in err and "not a vqclip checkpoint" in err
+    assert (mine / "config.json").read_text() == "{}"
+    assert (mine / "output.json").read_text() == '{"mine": 1}'
+    # a folder vqclip wrote its checkpoint into is vqclip's: its files are not foreign
+    from vqclip.cli.generate import _check_run_dir
+
+    ours = tmp_path / "ours"
+    args = [*ARGS, "-o", str(tmp_path / "p.png"), "--checkpoint-dir", str(ours)]
+    assert generate(args, model_files, capsys)[0] == 0
+    assert {"state.bin", "config.json"} <= {p.name for p in ours.iterdir()}
+    assert _check_run_dir(ours, given=True) == ours
 
 
 def test_ctrl_c_with_a_file_where_the_checkpoint_goes_keeps_the_work(

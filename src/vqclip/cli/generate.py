@@ -264,8 +264,11 @@ def _check_run_dir(run_dir: Path, given: bool) -> Path:
         )
         return moved
     if run_dir.is_dir():
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
-        foreign = [name for name in foreign if not name.startswith(".")]
+        # vqclip's file names are vqclip's only beside a checkpoint vqclip wrote: a user's own
+        # config.json in a folder of theirs is not overwritten
+        ours = _holds_run_state(run_dir)
+        names = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
+        foreign = sorted(name for name in names if not (ours and name in RUN_FILES))
         if foreign:
             raise ConfigError(
                 f"{flag} {str(run_dir)!r} holds files that are not a vqclip checkpoint "
@@ -273,6 +276,17 @@ def _check_run_dir(run_dir: Path, given: bool) -> Path:
                 "or new folder"
             )
     return run_dir
+
+
+def _holds_run_state(folder: Path) -> bool:
+    """Whether `folder` holds a run checkpoint that vqclip wrote (its header, not its name)."""
+    from vqclip.generate.checkpoint import MAGIC, STATE_FILE
+
+    try:
+        with open(folder / STATE_FILE, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
