@@ -226,3 +226,10 @@ def test_models_list_names_the_pairs_and_the_packaged_toy_models(capsys):
     assert main(["models", "path", "toy_vqgan"]) == 0
     path = capsys.readouterr().out.strip()
     assert path.endswith("toy_vqgan.safetensors") and Path(path).is_file()
+    # the packaged priors are known by name to every models command
+    assert main(["models", "path", "toy_shape_prior"]) == 0
+    assert Path(capsys.readouterr().out.strip()).is_file()
+    for action, words in (("check", "no host to check"), ("download", "nothing to download")):
+        assert main(["models", action, "toy_shape_prior"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("toy_shape_prior: in the package") and words in out

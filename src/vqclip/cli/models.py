@@ -209,7 +209,13 @@ def _list(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from vqclip.weights.probe import check_specs
 
-    specs = [get_spec(n) for n in args.names] if args.names else list_specs()
+    packaged = [n for n in args.names if n in PACKAGED]
+    for name in packaged:
+        print(f"{name}: in the package ({PACKAGED_DIR / PACKAGED[name]}), no host to check")
+    names = [n for n in args.names if n not in PACKAGED]
+    if packaged and not names:
+        return 0
+    specs = [get_spec(n) for n in names] if names else list_specs()
     offline = offline_reason()
     if offline:
         print(f"offline ({offline}): no host was asked. Unset it to check the hosts.")
@@ -235,7 +241,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     # all names checked before any download; a pair's name stands for its models
-    specs = list(dict.fromkeys(s for name in args.names for s in specs_named(name)))
+    for name in (n for n in args.names if n in PACKAGED):
+        print(f"{name}: in the package ({PACKAGED_DIR / PACKAGED[name]}), nothing to download")
+    names = [n for n in args.names if n not in PACKAGED]
+    specs = list(dict.fromkeys(s for name in names for s in specs_named(name)))
     for spec in specs:
         was_cached = is_cached(spec) and not args.force
         ensure_files(spec, progress=not args.no_progress, force=args.force)
