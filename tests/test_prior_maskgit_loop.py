@@ -100,9 +100,9 @@ def test_maskgit_rule_keeps_their_arccos_counts_and_grows_class_guidance():
     )
     total = torch.tensor([[256.0], [16.0]])
     counts = arccos_schedule(256, 8)
-    left = [int(sampler._left(total, s)[0]) for s in range(8)]
+    left = [int(sampler._left(total, total, s)[0]) for s in range(8)]
     assert left == [256 - sum(counts[: s + 1]) for s in range(7)] + [0]
-    assert int(sampler._left(total, 7)[1]) == 0
+    assert int(sampler._left(total, total, 7)[1]) == 0
     assert [sampler._class_scale(s) for s in (0, 7)] == [1.0, 4.0]
     plain = MaskedResampler(prior, 16, (4, 4), codebook, steps=8, class_guidance=4.0)
     assert plain._class_scale(0) == 4.0  # vqclip's rule: constant

@@ -4,6 +4,7 @@ Content-Length, a Referer check, Google Drive's confirm page, and two processes 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -73,6 +74,15 @@ def test_download_lands_complete_with_hash_and_no_leftovers(server):
     assert paths["checkpoint"].read_bytes() == PAYLOAD
     assert cache.read_sidecar(paths["checkpoint"]) == PAYLOAD_SHA
     assert leftovers(spec) == []
+
+
+def test_a_notice_is_printed_once_before_the_first_download(server, capsys):
+    spec = tiny_spec([server.serve("/tiny.ckpt", PAYLOAD)])
+    spec = dataclasses.replace(spec, notice="its licence restricts its use")
+    get(spec)
+    assert capsys.readouterr().err.count("tiny_vqgan: its licence restricts its use\n") == 1
+    get(spec)  # both files cached: nothing fetched, nothing printed
+    assert "licence" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("code", [301, 302, 307, 308])

@@ -29,7 +29,9 @@ amused-512 reads a 32x32 grid and works at 16x16 inside; amused-256 reads 16x16.
 The pipeline masks with the scheduler's `mask_token_id`, which its training script takes as
 `vocab_size - 1` (8255); a `scheduler/scheduler_config.json` beside the transformer, when present,
 decides. Classifier-free guidance is the pipeline's `uncond + g (cond - uncond)`, with the empty
-prompt's text (and the same micro-conditions) as `uncond`.
+prompt's text (and the same micro-conditions) as `uncond`. The scheduler's rule for which draws
+to keep each round is `amused_left` and `amused_confidence`, vqclip's masked sampler's
+`rule="amused"` (`--prior-sampler amused`).
 """
 
 from __future__ import annotations
@@ -492,6 +494,9 @@ class AmusedPrior:
         self.window = (c.sample_size, c.sample_size)
         self.n_classes = 1
         self.class_names: tuple[str, ...] = ()
+        # aMUSEd's text encoder (a vqclip CLIP holding CLIP L/14's text tower), loaded with the
+        # prior from the registry: it turns a run's prompt into the text (amused_text.py)
+        self.text_encoder: Any = None
         # label 0 (the prompt) and None (the empty prompt): (text, pooled, micro), batch 1 each
         self._texts: dict[int | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -606,13 +611,51 @@ class AmusedPrior:
         return self
 
 
+# --- aMUSEd's sampler rule (diffusers' AmusedScheduler), for vqclip's masked sampler ---
+
+# The pipeline's Gumbel temperatures on the draws' confidence, falling linearly over the rounds.
+TEMPERATURES = (2.0, 0.0)
+
+
+def amused_left(
+    total: torch.Tensor, remaining: torch.Tensor, step: int, steps: int
+) -> torch.Tensor:
+    """(B, 1) tokens left masked after round `step` (0-based) of `steps`, as AmusedScheduler
+    counts them: floor(total cos(pi/2 (step + 1) / steps)) in float32 (`total`: the tokens
+    masked at the start, its seq_len x starting_mask_ratio), at most `remaining` - 1 (a round
+    keeps at least one draw) and at least 1 (the last token waits for the last round); none
+    after the last round."""
+    if step + 1 >= steps:
+        return torch.zeros_like(total)
+    ratio = torch.tensor(step + 1) / steps  # float32, as theirs
+    left = (total * torch.cos(ratio * math.pi / 2)).floor()
+    return left.minimum(remaining.to(left.dtype) - 1).clamp(min=1)
+
+
+def amused_confidence(
+    p_drawn: torch.Tensor, step: int, steps: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(B, n) confidence in each drawn token, as AmusedScheduler's mask_by_random_topk: log p
+    (p clamped at 1e-20) plus standard Gumbel noise times the round's temperature,
+    linspace(2, 0, steps)[step]. The noise is float32, from the CPU `generator`, one value per
+    position (theirs draws it for the whole sequence); none at the last round, where theirs
+    keeps every draw without ranking them."""
+    log_p = torch.log(p_drawn.clamp(1e-20))
+    if step + 1 >= steps:
+        return log_p
+    temperature = torch.linspace(*TEMPERATURES, steps)[step]
+    u = torch.zeros(p_drawn.shape).uniform_(0, 1, generator=generator)
+    gumbel = -torch.log((-torch.log(u.clamp(1e-20))).clamp(1e-20))
+    return log_p + (temperature * gumbel).to(log_p.device)
+
+
 # --- loading ---
 
 
-def _scheduler_mask_token(transformer_dir: Path) -> int | None:
-    """The pipeline's mask token: `mask_token_id` of the scheduler config beside the
-    transformer's folder, when there is one."""
-    path = transformer_dir.parent / "scheduler" / "scheduler_config.json"
+def scheduler_mask_token(path: str | os.PathLike) -> int | None:
+    """The pipeline's mask token: `mask_token_id` of a diffusers scheduler_config.json; None
+    when there is no such file."""
+    path = Path(path)
     if not path.is_file():
         return None
     value = read_json(path).get("mask_token_id")
@@ -621,19 +664,28 @@ def _scheduler_mask_token(transformer_dir: Path) -> int | None:
     return value
 
 
-def load_amused(path: str | os.PathLike, *, mask_token: int | None = None) -> AmusedPrior:
+def load_amused(
+    path: str | os.PathLike,
+    *,
+    config: str | os.PathLike | None = None,
+    mask_token: int | None = None,
+) -> AmusedPrior:
     """aMUSEd's transformer (a diffusers `transformer/` folder, or its safetensors file with the
-    config.json beside it) as a float32, eval, frozen prior on the CPU. The mask token is
-    `mask_token`, else the scheduler config's beside the folder, else vocab_size - 1. Raises
-    CheckpointError naming every missing, unexpected or mis-shaped weight."""
+    config.json beside it or given as `config`) as a float32, eval, frozen prior on the CPU.
+    The mask token is `mask_token`, else the scheduler config's beside the folder, else
+    vocab_size - 1. Raises CheckpointError naming every missing, unexpected or mis-shaped
+    weight."""
     weights, config_path = diffusers_weights(path, WEIGHT_FILES)
-    config = UViT2DConfig.from_dict(read_json(config_path), source=str(config_path))
+    config_path = config_path if config is None else Path(config)
+    model_config = UViT2DConfig.from_dict(read_json(config_path), source=str(config_path))
     state_dict = read_safetensors(weights)
     with torch.device("meta"):
-        model = UViT2D(config)
+        model = UViT2D(model_config)
     model.to_empty(device="cpu")  # float32 storage; load_strict copies (and casts) into it
     load_strict(model, state_dict, source=str(weights))
     model.float().eval().requires_grad_(False)
     if mask_token is None:
-        mask_token = _scheduler_mask_token(weights.parent)
+        mask_token = scheduler_mask_token(
+            weights.parent.parent / "scheduler" / "scheduler_config.json"
+        )
     return AmusedPrior(model, str(weights), mask_token)

@@ -24,22 +24,32 @@ with transformers' `CLIPTextModelWithProjection`), and how it is done here:
 aMUSEd's text encoder (the Hub repositories' `text_encoder/`; amused-512's config: 12 layers,
 width 768, quick_gelu, projection 768) is a CLIP ViT-L/14 text tower in transformers' names;
 `clip_text_state_dict` renames it to OpenAI's, and `load_text_tower` loads it, strictly, into the
-text tower of a vqclip CLIP.
+text tower of a vqclip CLIP; `load_text_encoder` builds that CLIP from its config.json.
+
+In vqclip's loop the prior reads one text, `prompt_text`: the positive text prompts of a vqclip
+prompt, joined as one prompt (vqclip.prior.plugin sets it for each run).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from vqclip.clip.model import CLIP
+from vqclip.clip.config import CLIPConfig
+from vqclip.clip.model import CLIP, build_empty
 from vqclip.clip.tokenizer import default_tokenizer
 from vqclip.errors import CheckpointError, ConfigError
+from vqclip.generate.prompts import parse_prompts
+from vqclip.generate.story import story_parts
 from vqclip.prior.amused import AmusedPrior
 from vqclip.statedict import load_strict
+from vqclip.vqgan.amused_vq import read_json, read_safetensors
 
 CONTEXT_LENGTH = 77
 PAD_TOKEN = "!"
@@ -61,6 +71,21 @@ _RENAMED = {
 }
 # transformers' position ids: arange(77), derived, saved by older versions
 _DERIVED = ("text_model.embeddings.position_ids",)
+# transformers' CLIPTextConfig settings that shape the tower, with its defaults
+_TEXT_SETTINGS: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "projection_dim": 512,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 8,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+}
+_QUICK_GELU = {"quick_gelu": True, "gelu": False}
+# vqclip's CLIP has an image tower; the text encoder's is a placeholder of one small layer
+_PLACEHOLDER_IMAGE = dict(image_size=14, patch_size=14, vision_width=64, vision_layers=1)
 
 
 # helper functions
@@ -121,6 +146,13 @@ def amused_text_condition(clip: CLIP, prompt: str) -> tuple[torch.Tensor, torch.
             f"{clip.config.context_length}"
         )
     return text_condition(clip, amused_tokens(prompt))
+
+
+def prompt_text(prompt: str) -> str:
+    """The one text aMUSEd reads for a vqclip prompt: its positive text prompts (every story
+    part's, in order) joined by ", "; "" (the empty prompt) when it has none."""
+    parts = story_parts(prompt) if prompt else []
+    return ", ".join(s.value for part in parts for s in parse_prompts(part) if s.weight > 0)
 
 
 def set_prompt(
@@ -194,3 +226,46 @@ def load_text_tower(clip: CLIP, state_dict: Mapping[str, torch.Tensor], *, sourc
     """Load aMUSEd's text encoder (transformers' names) into `clip`'s text tower, strictly; the
     image tower is left as it is."""
     load_strict(_TextTower(clip), clip_text_state_dict(state_dict), source=source)
+
+
+def text_encoder_config(data: Mapping[str, Any], *, source: str) -> CLIPConfig:
+    """The vqclip CLIPConfig of a transformers CLIPTextConfig (aMUSEd's text_encoder/config.json,
+    its defaults where a setting is absent): the text tower's sizes and activation, and a
+    placeholder image tower. What vqclip's text tower cannot compute is refused: an MLP other
+    than 4x wide, a LayerNorm eps other than 1e-5, an activation other than (quick) GELU."""
+    if data.get("model_type", "clip_text_model") != "clip_text_model":
+        raise ConfigError(f"{source}: model_type {data['model_type']!r} is not clip_text_model")
+    c = {key: data.get(key, default) for key, default in _TEXT_SETTINGS.items()}
+    if c["hidden_act"] not in _QUICK_GELU:
+        raise ConfigError(f"{source}: hidden_act {c['hidden_act']!r} is not quick_gelu or gelu")
+    if c["intermediate_size"] != 4 * c["hidden_size"]:
+        raise ConfigError(
+            f"{source}: intermediate_size {c['intermediate_size']} is not 4 x hidden_size "
+            f"{c['hidden_size']}, the only MLP width vqclip's CLIP has"
+        )
+    if c["layer_norm_eps"] != 1e-5:
+        raise ConfigError(f"{source}: layer_norm_eps {c['layer_norm_eps']!r} is not 1e-5")
+    return CLIPConfig(
+        embed_dim=c["projection_dim"],
+        **_PLACEHOLDER_IMAGE,
+        context_length=c["max_position_embeddings"],
+        vocab_size=c["vocab_size"],
+        text_width=c["hidden_size"],
+        text_layers=c["num_hidden_layers"],
+        text_heads=c["num_attention_heads"],
+        quick_gelu=_QUICK_GELU[c["hidden_act"]],
+    )
+
+
+def load_text_encoder(weights: str | os.PathLike, config: str | os.PathLike) -> CLIP:
+    """aMUSEd's text encoder, transformers' CLIPTextModelWithProjection (`weights`: its
+    safetensors, fp16 or fp32; `config`: its config.json), loaded strictly into the text tower
+    of a vqclip CLIP: float32, eval, frozen, on the CPU. Its image tower is a zeroed placeholder,
+    never read; the guides are CLIPs of their own."""
+    weights, config = Path(weights), Path(config)
+    clip = build_empty(text_encoder_config(read_json(config), source=str(config)))
+    with torch.no_grad():
+        for p in clip.parameters():  # nothing left uninitialised; the text tower is loaded over
+            p.zero_()
+    load_text_tower(clip, read_safetensors(weights), source=str(weights))
+    return clip.eval().requires_grad_(False)

@@ -15,7 +15,9 @@ only those above and to its left, and redraw a stray fragment as what its surrou
   own rule (`rule="maskgit"`) keeps the most confident draws first, with Gumbel noise that falls
   over the rounds, on an arccos schedule; a prior whose likeliest token is background fills the
   grid with background first that way and leaves the object's tokens to the end, which is why
-  the random order is the default (research/toy-log.md).
+  the random order is the default (research/toy-log.md). aMUSEd's rule (`rule="amused"`,
+  diffusers' AmusedScheduler) also keeps the most confident first, with Gumbel noise falling
+  from 2 to 0, on its cosine schedule.
 - Guidance: with `guide` (a function of a (B, h, w) code grid returning the gradient of the
   guides' loss with respect to the latent, (B, C, h, w)), each round adds to the logits of token
   k at position i the first-order fall of the loss when that position shows code e_k,
@@ -45,13 +47,14 @@ import torch
 import torch.nn.functional as F
 
 from vqclip.errors import ConfigError
+from vqclip.prior.amused import amused_confidence, amused_left
 from vqclip.prior.io import TokenPrior
 from vqclip.prior.maskgit import arccos_schedule, gumbel_confidence
 from vqclip.prior.windows import GridSampler
 
 Guide = Callable[[torch.Tensor], torch.Tensor]
-Labels = Sequence[int | None] | None
-RULES = ("vqclip", "maskgit")  # each row's class; None: no class (or unknown) for all
+Labels = Sequence[int | None] | None  # each row's class; None: no class (or unknown) for all
+RULES = ("vqclip", "maskgit", "amused")
 
 
 def masked_window(prior: TokenPrior) -> tuple[int, int]:
@@ -222,9 +225,13 @@ class MaskedResampler(GridSampler):
             return self.class_guidance
         return 1 + (self.class_guidance - 1) * s / (self.steps - 1)
 
-    def _left(self, total: torch.Tensor, s: int) -> torch.Tensor:
-        """(B, 1): tokens of each row left masked after round `s` of the draw: a cosine
-        schedule, or MaskGIT's arccos one (their counts per round, for each row's total)."""
+    def _left(self, total: torch.Tensor, remaining: torch.Tensor, s: int) -> torch.Tensor:
+        """(B, 1): tokens of each row left masked after round `s` of the draw, of its `total`
+        masked at the start and `remaining` (B, 1) still masked: a cosine schedule, aMUSEd's
+        (the same cosine, keeping at least one draw a round and one token for the last), or
+        MaskGIT's arccos one (their counts per round, for each row's total)."""
+        if self.rule == "amused":
+            return amused_left(total, remaining, s, self.steps)
         if self.rule != "maskgit":
             return (total * math.cos(math.pi / 2 * (s + 1) / self.steps)).floor()
         if s + 1 >= self.steps:
@@ -325,8 +332,8 @@ class MaskedResampler(GridSampler):
                     logits = logits + bias.flatten(1, 2)
                 drawn = self._draw(logits, generator)  # (B, n)
                 conf = torch.where(remaining, self._order(logits, drawn, s, generator), -math.inf)
-                left = self._left(total, s)
-                commit_n = remaining.sum(1, keepdim=True) - left  # (B, 1), >= 0
+                n_remaining = remaining.sum(1, keepdim=True)  # (B, 1)
+                commit_n = n_remaining - self._left(total, n_remaining, s)  # (B, 1)
                 rank = conf.argsort(1, descending=True).argsort(1)
                 commit = remaining & (rank < commit_n)
                 tokens = torch.where(commit, drawn, tokens)
@@ -340,7 +347,10 @@ class MaskedResampler(GridSampler):
         """(B, n): which draws are kept first. vqclip's rule: a random order (with the toy
         prior, keeping the most confident fills the grid with background first); MaskGIT's:
         the drawn token's log-probability plus Gumbel noise whose temperature falls linearly to
-        none at the last round."""
+        none at the last round; aMUSEd's: the same from 2, on its probabilities (as theirs)."""
+        if self.rule == "amused":
+            p = F.softmax(logits, dim=-1).gather(-1, drawn[..., None])[..., 0]
+            return amused_confidence(p, s, self.steps, generator)
         if self.rule != "maskgit":
             return torch.rand(drawn.shape, generator=generator).to(self.device)
         log_p = F.log_softmax(logits, dim=-1).gather(-1, drawn[..., None])[..., 0]

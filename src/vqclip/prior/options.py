@@ -14,7 +14,7 @@ from vqclip.declare import fail, option, option_names, validate_fields
 
 MAIN = "prior"
 TUNING = "prior tuning"
-SAMPLERS = ("vqclip", "maskgit")
+SAMPLERS = ("vqclip", "maskgit", "amused")
 
 
 def no_prior(value: Any) -> bool:
@@ -31,7 +31,8 @@ class PriorConfig:
         None,
         "--prior",
         help="a token prior that redraws the tokens it finds least likely and may weigh in the "
-        "loss: a masked prior (MaskGIT: maskgit_imagenet_256; the toy pair's toy_shape_prior), "
+        "loss: a masked prior (MaskGIT: maskgit_imagenet_256; aMUSEd, told the prompt's text: "
+        "amused_256; the toy pair's toy_shape_prior), "
         "a taming Net2NetTransformer .ckpt or a registry name whose file holds one (faceshq); "
         "none: the plain loop",
         group=MAIN,
@@ -43,7 +44,8 @@ class PriorConfig:
         "--prior-class",
         help="the class of a class-conditional prior, as a number or a name (MaskGIT: an "
         "ImageNet class, 0-999); when not given, a prior that names its classes takes each "
-        "image's class from its prompt (the class CLIP finds nearest)",
+        "image's class from its prompt (the class CLIP finds nearest); aMUSEd reads the "
+        "prompt's text instead",
         group=MAIN,
         low=0,
         metavar="CLASS",
@@ -111,7 +113,8 @@ class PriorConfig:
         "--prior-class-guidance",
         help="with a class-conditional masked prior: its logits with the class minus without, "
         "times S, added to those without (classifier-free guidance; 1: the class's own "
-        "prediction, above 1 the class counts more, 0 ignores it)",
+        "prediction, above 1 the class counts more, 0 ignores it); aMUSEd: the prompt's text "
+        "against the empty prompt, S its guidance scale",
         group=TUNING,
         low=0,
         high=100,
@@ -142,7 +145,8 @@ class PriorConfig:
         help="how a masked prior fills the tokens it draws: vqclip: a random order on a cosine "
         "schedule, steered by the guides; maskgit: its authors' rule (the most confident draws "
         "first with Gumbel noise that falls over the rounds, an arccos schedule, class guidance "
-        "that grows over the rounds)",
+        "that grows over the rounds); amused: aMUSEd's (the most confident first with Gumbel "
+        "noise falling from 2 to 0, a cosine schedule)",
         group=TUNING,
         choices=SAMPLERS,
     )

@@ -6,7 +6,8 @@ masked one.
 One sampler serves the run (the loss reads a masked prior through it too); it is rebuilt only
 when the grid changes (`--scales`). A class-conditional prior reads each image's class: the
 `prior_class` given (a number or a name), else, for a prior that names its classes, the class
-its prompt names (vqclip.prior.classes), else none.
+its prompt names (vqclip.prior.classes), else none. aMUSEd's prior reads the prompt's text
+instead: its one "class", label 0, is that text (vqclip.prior.amused_text).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from vqclip.errors import ConfigError, VQClipWarning
 from vqclip.generate.extension import Extension
+from vqclip.prior.amused import AmusedPrior
 from vqclip.prior.imagenet import class_index
 from vqclip.prior.io import TokenPrior
 from vqclip.prior.masked import MaskedModel, MaskedResampler, as_masked_model
@@ -219,7 +221,10 @@ class PriorExtension(Extension):
 
     def _labels(self, run: Run) -> list[int | None]:
         """Each image's class: `prior_class` when given; else, for a masked prior that names
-        its classes, the class its prompt names (vqclip.prior.classes); else None."""
+        its classes, the class its prompt names (vqclip.prior.classes); else None. aMUSEd's
+        prior: label 0, its prompt's text."""
+        if isinstance(self.prior, AmusedPrior):
+            return self._prompt_text(run)
         B = run.config.batch_size
         label = self._label_given()
         if label is not None:
@@ -240,6 +245,36 @@ class PriorExtension(Extension):
             labels.append(label)
             self.chosen.append(note)
         return labels
+
+    def _prompt_text(self, run: Run) -> list[int | None]:
+        """aMUSEd's condition: the prompt's positive text through the prior's text encoder, as
+        label 0 of every image, so `prior_class_guidance` is aMUSEd's guidance scale against
+        the empty prompt. The prior holds one text, so the batch's prompts must give one."""
+        from vqclip.prior.amused_text import prompt_text, set_prompt
+
+        if self.settings.prior_class is not None:
+            raise ConfigError(
+                f"prior_class={self.settings.prior_class!r}: aMUSEd's prior {self._source()} "
+                "reads the prompt's text, not a class",
+                field="prior_class",
+            )
+        B = run.config.batch_size
+        texts = list(dict.fromkeys(prompt_text(run.config.prompt_for(b)) for b in range(B)))
+        if len(texts) > 1:
+            raise ConfigError(
+                f"aMUSEd's prior {self._source()} holds one text for the whole batch, but the "
+                f"batch's prompts give {len(texts)}: {', '.join(repr(t) for t in texts)}; give "
+                "every image the same positive text prompts, or run one batch per prompt",
+                field="prompts",
+            )
+        if self.prior.text_encoder is None:
+            raise ConfigError(
+                f"aMUSEd's prior {self._source()} came without its text encoder: load it by its "
+                "registry name (amused_256, amused_512)"
+            )
+        set_prompt(self.prior, self.prior.text_encoder, texts[0])
+        self.chosen = [{"prior_text": texts[0]}] * B
+        return [0] * B
 
     def _check_levers(self) -> None:
         """Options that only a masked prior reads are refused with a causal one, where they

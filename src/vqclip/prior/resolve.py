@@ -1,5 +1,5 @@
 """A prior by name: the shipped toy priors, a file, or a registry checkpoint (MaskGIT's masked
-transformers, or a taming transformer).
+transformers, aMUSEd's text-conditional one with its text encoder, or a taming transformer).
 
 taming's Net2NetTransformer files in the registry (`vqgan_faceshq`, `vqgan_coco`, `vqgan_sflckr`)
 hold the VQGAN and the transformer together: `--vqgan faceshq --prior faceshq` reads both parts
@@ -9,6 +9,7 @@ of the one file (downloaded once).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from vqclip.errors import ConfigError
@@ -31,13 +32,14 @@ def load_prior_by_name(
     if path.is_file():
         beside = [path.with_suffix(x) for x in (".yaml", ".yml")]
         if config is None and path.suffix in (".pth", ".pt") and not any(map(Path.is_file, beside)):
-            return _load_registry_prior("maskgit", path)  # MaskGIT's own files carry no YAML
+            # MaskGIT's own files carry no YAML
+            return _load_registry_prior("maskgit", {"checkpoint": path})
         return load_prior(path, vqgan_config_for(path, config, flag="--prior-config"))
     if path.suffix or os.sep in text:
         raise ConfigError(f"prior: no such file: {path}")
     spec = get_spec(text)
     if spec.kind == "prior":
-        return _load_registry_prior(spec.preset, ensure_files(spec)["checkpoint"])
+        return _load_registry_prior(spec.preset, ensure_files(spec))
     spec = get_spec(text, kind="vqgan")
     files = ensure_files(spec)
     return load_prior(files["checkpoint"], config or files["config"])
@@ -50,14 +52,26 @@ def load_prior_by_name(
 IMAGENET_CLASS_THRESHOLD = 0.2
 
 
-def _load_registry_prior(preset: str | None, path: Path):
+def _load_registry_prior(preset: str | None, files: Mapping[str, Path]):
+    """A registry prior of format `preset` from its files (role -> path)."""
     if preset == "maskgit":
         from vqclip.prior.imagenet import ENSEMBLE, imagenet_class_names
         from vqclip.prior.maskgit import load_maskgit
 
-        prior = load_maskgit(path)
+        prior = load_maskgit(files["checkpoint"])
         prior.class_names = imagenet_class_names()
         prior.class_templates = ENSEMBLE
         prior.class_threshold = IMAGENET_CLASS_THRESHOLD
+        return prior
+    if preset == "amused":
+        from vqclip.prior.amused import load_amused, scheduler_mask_token
+        from vqclip.prior.amused_text import load_text_encoder
+
+        prior = load_amused(
+            files["checkpoint"],
+            config=files["config"],
+            mask_token=scheduler_mask_token(files["scheduler"]),
+        )
+        prior.text_encoder = load_text_encoder(files["text_encoder"], files["text_encoder_config"])
         return prior
     raise ConfigError(f"registry prior format {preset!r} is not known to this vqclip")

@@ -223,17 +223,19 @@ class AmusedVQ(VQGAN):
         return super().decode(z_q) * 2 - 1
 
 
-def load_amused_vq(path: str | os.PathLike) -> AmusedVQ:
+def load_amused_vq(path: str | os.PathLike, *, config: str | os.PathLike | None = None) -> AmusedVQ:
     """aMUSEd's VQ model (a diffusers `vqvae/` folder, or its safetensors file with the
-    config.json beside it) for inference on the CPU: float32, eval, frozen. Raises
-    CheckpointError for a weight with no vqclip counterpart, or a missing or mis-shaped one."""
+    config.json beside it or given as `config`) for inference on the CPU: float32, eval,
+    frozen. Raises CheckpointError for a weight with no vqclip counterpart, or a missing or
+    mis-shaped one."""
     weights, config_path = diffusers_weights(path, WEIGHT_FILES)
-    config = vq_config_from_diffusers(read_json(config_path), source=str(config_path))
+    config_path = config_path if config is None else Path(config)
+    vq_config = vq_config_from_diffusers(read_json(config_path), source=str(config_path))
     state_dict = convert_state_dict(
-        read_safetensors(weights), len(config.ch_mult), source=str(weights)
+        read_safetensors(weights), len(vq_config.ch_mult), source=str(weights)
     )
     with torch.device("meta"):
-        model = AmusedVQ(config)
+        model = AmusedVQ(vq_config)
     model.to_empty(device="cpu")
     load_strict(model, state_dict, source=f"{weights} (diffusers' names mapped to vqclip's)")
     return model.float().eval().requires_grad_(False)

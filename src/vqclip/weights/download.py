@@ -102,8 +102,9 @@ def ensure_files(
 
     Present files (vqclip's cache, or the Hub cache for Hub hosts) are checked against their
     pinned or recorded sha256. Missing files (or all of them with `force`) are downloaded, each
-    host tried in turn. Offline, with `download=False`, or when every host fails, raises
-    WeightsNotFoundError naming each missing file, where to put it and where to fetch it from.
+    host tried in turn, after the spec's `notice` (a licence's terms) is printed. Offline, with
+    `download=False`, or when every host fails, raises WeightsNotFoundError naming each missing
+    file, where to put it and where to fetch it from.
     """
     fix_hint = f"Run `vqclip models download {spec.name} --force`."
     paths: dict[str, Path] = {}
@@ -124,6 +125,8 @@ def ensure_files(
         raise WeightsNotFoundError(
             _not_found_message(spec, todo, f"cannot be downloaded in offline mode ({offline})")
         )
+    if spec.notice:  # once: after this download the files are found and nothing is fetched
+        print(f"{spec.name}: {spec.notice}", file=sys.stderr)
     for i, f in enumerate(todo):
         try:
             paths[f.role] = _fetch_file(spec, f, progress, force, retry or Retry(), fix_hint)

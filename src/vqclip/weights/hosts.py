@@ -41,6 +41,12 @@ MASKGIT = (
     "f16 1024 VQGAN; fetched at branch main (no commit recorded here)"
 )
 
+AMUSED = (
+    "the aMUSEd authors' own Hub repository (Hugging Face's open MUSE reproduction, arXiv "
+    "2401.01808; OpenRAIL++), in diffusers' pipeline layout; its fp16 files; fetched at branch "
+    "main (no commit recorded here)"
+)
+
 
 def hf(repo: str, path: str, revision: str, note: str) -> Host:
     return Host(hf_repo=repo, hf_filename=path, revision=revision, note=note)

@@ -138,6 +138,7 @@ def _clip(
 
 _TAMING = "MIT (taming-transformers)"
 _MASKGIT = "MIT (MaskGIT-pytorch, valeoai); trained on ImageNet"
+_AMUSED = "OpenRAIL++ (aMUSEd; use restrictions apply)"
 _OPENAI = "MIT (OpenAI CLIP)"
 _OPENCLIP = "MIT (OpenCLIP)"
 _COMMUNITY = "unknown (community fine-tune on WikiArt)"
@@ -176,6 +177,91 @@ def _maskgit(name: str, filename: str, size_bytes: int, pixels: int) -> WeightSp
         f"({pixels // 16}x{pixels // 16} tokens of vqgan_imagenet_f16_1024)",
         (f"maskgit_{pixels}",),  # "maskgit" and "maskgit512" are the pairs
         preset="maskgit",
+    )
+
+
+# aMUSEd (arXiv 2401.01808): three parts of one diffusers pipeline on the Hub, each read by
+# vqclip's own code by diffusers' and transformers' names, in the fp16 variant (half the bytes;
+# loaded into float32). From the Hub each file keeps its repository path in the cache's
+# snapshot folder; in vqclip's own folder (files placed by hand) a model's files sit side by
+# side, so the prior's two config.json need names of their own there, and the loaders take
+# every file by its role rather than by its place.
+_FP16_WEIGHTS = "diffusion_pytorch_model.fp16.safetensors"
+_NO_HASH_AMUSED = (
+    "one source, the authors' repository (its LFS pointer), so no sha256 is pinned; the hash of "
+    "the first download is recorded (trust on first use)"
+)
+
+
+def _amused_notice(repo: str) -> str:
+    return (
+        f"aMUSEd's weights ({repo}) are licensed under OpenRAIL++, whose use restrictions bind "
+        f"whoever uses them: read https://huggingface.co/{repo} before you do."
+    )
+
+
+def _amused_file(repo: str, role: str, filename: str, path: str, size_bytes: int) -> FileSpec:
+    host = hosts.hf(repo, path, "main", hosts.AMUSED)
+    return FileSpec(
+        role, filename, hosts=(host,), size_bytes=size_bytes, sha256_note=_NO_HASH_AMUSED
+    )
+
+
+def _amused_vq(pixels: int) -> WeightSpec:
+    """aMUSEd's VQ model (diffusers' VQModel in `vqvae/`): taming's layout without attention,
+    f16, 8192 codes, read as a VQGAN."""
+    repo = f"amused/amused-{pixels}"
+    files = (
+        _amused_file(repo, "config", "config.json", "vqvae/config.json", 804),
+        _amused_file(repo, "checkpoint", _FP16_WEIGHTS, f"vqvae/{_FP16_WEIGHTS}", 293_000_000),
+    )
+    return WeightSpec(
+        f"amused_vq_{pixels}",
+        "vqgan",
+        files,
+        _AMUSED,
+        f"aMUSEd's VQ model ({repo}): f16, 8192 codes, no attention",
+        (f"{repo}/vqvae",),
+        preset="amused",
+        notice=_amused_notice(repo),
+    )
+
+
+def _amused_prior(pixels: int, transformer_bytes: int, config_bytes: int) -> WeightSpec:
+    """aMUSEd's text-conditional masked transformer (diffusers' UVit2DModel in `transformer/`),
+    its scheduler's config (which names the mask token) and its text encoder (CLIP ViT-L/14's
+    text tower, transformers' CLIPTextModelWithProjection in `text_encoder/`)."""
+    repo = f"amused/amused-{pixels}"
+    files = (
+        _amused_file(repo, "config", "config.json", "transformer/config.json", config_bytes),
+        _amused_file(
+            repo, "checkpoint", _FP16_WEIGHTS, f"transformer/{_FP16_WEIGHTS}", transformer_bytes
+        ),
+        _amused_file(
+            repo, "scheduler", "scheduler_config.json", "scheduler/scheduler_config.json", 135
+        ),
+        _amused_file(
+            repo, "text_encoder_config", "text_encoder_config.json", "text_encoder/config.json", 574
+        ),
+        _amused_file(
+            repo,
+            "text_encoder",
+            "model.fp16.safetensors",  # transformers' name for a model's fp16 variant
+            "text_encoder/model.fp16.safetensors",
+            247_300_000,
+        ),
+    )
+    tokens = pixels // 16
+    return WeightSpec(
+        f"amused_{pixels}",
+        "prior",
+        files,
+        _AMUSED,
+        f"aMUSEd's text-conditional masked token prior, {pixels} px ({tokens}x{tokens} tokens of "
+        f"amused_vq_{pixels}), with its CLIP ViT-L/14 text encoder",
+        (repo,),  # "amused" and "amused512" are the pairs
+        preset="amused",
+        notice=_amused_notice(repo),
     )
 
 
@@ -426,6 +512,10 @@ _SPECS = (
     ),
     _maskgit("maskgit_imagenet_256", "MaskGIT_ImageNet_256.pth", 2_090_306_069, 256),
     _maskgit("maskgit_imagenet_512", "MaskGIT_ImageNet_512.pth", 2_116_055_573, 512),
+    _amused_vq(256),
+    _amused_vq(512),
+    _amused_prior(256, 1_207_100_000, 646),
+    _amused_prior(512, 1_216_570_696, 676),
 )  # fmt: skip
 
 
@@ -506,9 +596,9 @@ PACKAGED = {
 }
 
 
-def _maskgit_defaults(
-    prior: str, size: int, *, steps: int, gumbel: float, guidance: float
-) -> tuple[tuple[str, object], ...]:
+def _redraw_defaults(prior: str, size: int) -> tuple[tuple[str, object], ...]:
+    """A large masked prior in the loop as the toy pair's is: redraws of the least likely half
+    every 125 steps and once after the last, steered by the guides, the best of 4 kept."""
     return (
         ("size", (size, size)),
         ("cut_method", "overview"),
@@ -519,12 +609,26 @@ def _maskgit_defaults(
         ("prior_resample_fraction", 0.5),
         ("prior_guidance", 1.0),
         ("prior_candidates", 4),
+    )
+
+
+def _maskgit_defaults(
+    prior: str, size: int, *, steps: int, gumbel: float, guidance: float
+) -> tuple[tuple[str, object], ...]:
+    return (
+        *_redraw_defaults(prior, size),
         ("prior_sampler", "maskgit"),
         ("prior_draw_steps", steps),
         ("prior_gumbel_temperature", gumbel),
         ("prior_class_guidance", 1 + guidance),
     )
 
+
+_AMUSED_DRAWS = (
+    ("prior_sampler", "vqclip"),
+    ("prior_draw_steps", 12),
+    ("prior_class_guidance", 10.0),
+)
 
 PAIRS: dict[str, ModelPair] = {
     "default": ModelPair("vqgan_imagenet_f16_16384", ("clip_vit_b32_openai",)),
@@ -547,6 +651,23 @@ PAIRS: dict[str, ModelPair] = {
         "vqgan_imagenet_f16_1024",
         ("clip_vit_b32_openai",),
         _maskgit_defaults("maskgit_imagenet_512", 512, steps=15, gumbel=7.0, guidance=2.8),
+    ),
+    # aMUSEd's text-conditional prior on its own VQ model, conditioned on the prompt's positive
+    # text, in the loop as MaskGIT's is, with aMUSEd's 12 rounds and its guidance scale 10 as
+    # the class guidance (its one "class" is the prompt's text, against the empty prompt).
+    # The draws keep vqclip's rule (a random order on a cosine schedule, steered by the
+    # guides), which the toy world chose: aMUSEd's own rule (issue 43's item 3: the most
+    # confident first, Gumbel noise falling 2 -> 0, its cosine schedule) is
+    # `--prior-sampler amused`, not yet compared with it on real weights.
+    "amused": ModelPair(
+        "amused_vq_256",
+        ("clip_vit_b32_openai",),
+        (*_redraw_defaults("amused_256", 256), *_AMUSED_DRAWS),
+    ),
+    "amused512": ModelPair(
+        "amused_vq_512",
+        ("clip_vit_b32_openai",),
+        (*_redraw_defaults("amused_512", 512), *_AMUSED_DRAWS),
     ),
     # The offline pair trained on the toy world, shipped in the package. Its loop ends with the
     # late clean-up by the masked token prior told each image's shape (from its prompt), which

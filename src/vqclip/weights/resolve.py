@@ -24,6 +24,7 @@ from vqclip.weights.cache import (
 )
 from vqclip.weights.download import ensure_files
 from vqclip.weights.registry import PACKAGED, PACKAGED_DIR, WeightSpec, find_spec, get_spec
+from vqclip.weights.spec import VQGAN_FORMATS
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +146,7 @@ def load_vqgan_by_name(
     if path is not None:
         return load_vqgan(path, vqgan_config_for(path, config), device=device)
     spec = get_spec(str(name_or_path), kind="vqgan")
-    if config is None and is_converted(spec):
+    if config is None and spec.preset is None and is_converted(spec):
         weights, _ = converted_paths(spec)
         check_file(weights, fix_hint=_fix_hint(spec))
         return load_vqgan(weights, None, device=device)
@@ -162,7 +163,15 @@ def _load_original_vqgan(
 ) -> VQGAN:
     from vqclip.vqgan import load_vqgan
 
+    if spec.preset == "amused" and config is not None:
+        raise ConfigError(
+            f"{spec.name} reads its own config.json; --vqgan-config is for taming checkpoints"
+        )
     files = ensure_files(spec, download=download, progress=progress)
+    if spec.preset == "amused":
+        from vqclip.vqgan.amused_vq import load_amused_vq
+
+        return load_amused_vq(files["checkpoint"], config=files["config"]).to(device)
     yaml = vqgan_config_for(files["checkpoint"], config) if config else files["config"]
     return load_vqgan(files["checkpoint"], yaml, device=device)
 
@@ -223,6 +232,11 @@ def convert(
         raise ConfigError(f"--out must end in .safetensors, got {target}")
 
     kind = spec.kind if spec is not None else detect_kind(path)
+    if spec is not None and (kind == "prior" or spec.preset in VQGAN_FORMATS):
+        raise ConfigError(
+            f"{spec.name} loads from its own files as they are; convert is for taming VQGAN and "
+            "CLIP checkpoints"
+        )
     if kind == "clip" and config is not None:
         raise ConfigError("--config (a taming YAML) is for VQGAN checkpoints, not CLIP")
     if kind == "vqgan" and quick_gelu is not None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from vqclip.errors import ConfigError
 
 KINDS = ("vqgan", "clip", "prior")
-PRIOR_FORMATS = ("maskgit",)  # how a registry prior's checkpoint is read
+PRIOR_FORMATS = ("maskgit", "amused")  # how a registry prior's checkpoint is read
+VQGAN_FORMATS = ("amused",)  # a registry VQGAN that is not a taming checkpoint + YAML
 # Names the converter writes into a model's cache folder; a download must never use them.
 CONVERTED_FILENAMES = ("model.safetensors", "model.json")
 
@@ -128,7 +129,8 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class WeightSpec:
-    """A pretrained model: its files, licence and, for CLIP, the preprocessing it expects."""
+    """A pretrained model: its files, licence and, for CLIP, the preprocessing it expects.
+    `notice` is printed once, before its files are first downloaded (a licence's terms)."""
 
     name: str
     kind: str
@@ -136,12 +138,15 @@ class WeightSpec:
     licence: str
     description: str
     aliases: tuple[str, ...] = ()
-    # CLIP only: open_clip architecture name, activation, and input preprocessing.
+    # CLIP: open_clip architecture name; a prior: its format (PRIOR_FORMATS); a VQGAN: its
+    # format, None for taming's (VQGAN_FORMATS)
     preset: str | None = None
+    # CLIP only: activation and input preprocessing.
     quick_gelu: bool = False
     input_size: int | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    notice: str = ""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", self.name):
@@ -156,9 +161,14 @@ class WeightSpec:
         needed = {"checkpoint", "config"} if self.kind == "vqgan" else {"checkpoint"}
         if not needed <= set(roles):
             raise ConfigError(f"WeightSpec {self.name}: needs roles {sorted(needed)}, got {roles}")
-        clip_fields = (self.preset, self.input_size, self.mean, self.std)
+        clip_fields = (self.input_size, self.mean, self.std)
         if self.kind == "vqgan" and (any(v is not None for v in clip_fields) or self.quick_gelu):
             raise ConfigError(f"WeightSpec {self.name}: CLIP fields set on a VQGAN")
+        if self.kind == "vqgan" and self.preset not in (None, *VQGAN_FORMATS):
+            raise ConfigError(
+                f"WeightSpec {self.name}: a VQGAN's preset names its format, one of "
+                f"{VQGAN_FORMATS} (None: taming's), got {self.preset!r}"
+            )
         if self.kind == "prior" and self.preset not in PRIOR_FORMATS:
             raise ConfigError(
                 f"WeightSpec {self.name}: a prior's preset names its format, one of "
