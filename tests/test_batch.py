@@ -166,7 +166,7 @@ def test_compatible_items_are_grouped_and_the_others_run_alone(tmp_path):
         {"prompt": "c"},
         {"prompt": "d", "size": [32, 32]},
         {"prompt": "e"},
-        {"prompt": "f", "animation": {"frames": 2}},
+        {"prompt": "f", "animation": {"frames": 2, "video": False}},
         {"prompt": "g"},
     )
     storage = Storage(str(tmp_path))

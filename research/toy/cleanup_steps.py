@@ -14,9 +14,7 @@ import argparse
 
 import torch
 
-from vqclip.generate import Run
-from vqclip.prior.plugin import extensions_for
-from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images
+from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images, toy_run
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
 
@@ -36,13 +34,7 @@ def main() -> None:
         vqgan=str(models.vqgan_path),
         clips=[str(p) for p in models.clip_paths],
     )
-    run = Run(
-        config,
-        vqgan=models.vqgan,
-        clips=models.clips,
-        extensions=extensions_for(config),
-        device="cpu",
-    )
+    run = toy_run(config, models)
     every, shots = config.prior_resample_every, []
     for step in run.iterate():
         if step.index % every == every - 1:  # the next step ends with a resampling

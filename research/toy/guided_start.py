@@ -15,9 +15,14 @@ import time
 
 import torch
 
-from vqclip.generate import Run
-from vqclip.prior.plugin import extensions_for
-from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images, summarise
+from vqclip.toy.eval import (
+    DEFAULT_PROMPTS,
+    EvalSettings,
+    grid_png,
+    judge_images,
+    summarise,
+    toy_run,
+)
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
 
@@ -53,13 +58,7 @@ def main() -> None:
             overrides=overrides,
         )
         start = time.perf_counter()
-        run = Run(
-            config,
-            vqgan=models.vqgan,
-            clips=models.clips,
-            extensions=extensions_for(config),
-            device="cpu",
-        )
+        run = toy_run(config, models)
         seconds = time.perf_counter() - start
         images = run.image().float()
         results = judge_images(models, images, prompts)

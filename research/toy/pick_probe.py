@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vqclip.generate import Run
-from vqclip.prior.plugin import extensions_for
-from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images
+from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, judge_images, toy_run
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
 
@@ -85,13 +84,7 @@ def main() -> None:
             prior_draw_temperature=args.temperature,
         ),
     )
-    run = Run(
-        config,
-        vqgan=models.vqgan,
-        clips=models.clips,
-        extensions=extensions_for(config),
-        device="cpu",
-    )
+    run = toy_run(config, models)
     g = torch.Generator().manual_seed(1)
     totals = {"any": 0, "whole": 0, "cutouts": 0, "whole_read": 0, "cut_read": 0, "named": 0}
     for b, prompt in enumerate(prompts):

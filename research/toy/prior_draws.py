@@ -18,11 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vqclip.generate import Run
-from vqclip.prior.plugin import extensions_for
 from vqclip.prior.resample import TokenResampler
 from vqclip.prior.resolve import load_prior_by_name
-from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png
+from vqclip.toy.eval import DEFAULT_PROMPTS, EvalSettings, grid_png, toy_run
 from vqclip.toy.models import WEIGHTS_DIR, load_toy_models
 
 
@@ -60,13 +58,7 @@ def main() -> None:
         clips=[str(p) for p in models.clip_paths],
         overrides=dict(prior="toy_prior", prior_weight=0.0, prior_resample_every=10),
     )
-    run = Run(
-        config,
-        vqgan=models.vqgan,
-        clips=models.clips,
-        extensions=extensions_for(config),
-        device="cpu",
-    )
+    run = toy_run(config, models)
     start = time.perf_counter()
     run.step(), run.step()
     step = (time.perf_counter() - start) / 2
@@ -77,13 +69,7 @@ def main() -> None:
     prior_start = config.replace(
         init="prior", prior_candidates=16, prior_draw_temperature=0.6, prior_resample_every=0
     )
-    Run(
-        prior_start,
-        vqgan=models.vqgan,
-        clips=models.clips,
-        extensions=extensions_for(prior_start),
-        device="cpu",
-    )
+    toy_run(prior_start, models)
     init = time.perf_counter() - start
     print(
         f"12 probe images: a step {step:.2f} s, one resampling {resample:.2f} s, a run with "

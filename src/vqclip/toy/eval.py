@@ -229,13 +229,7 @@ def generate_images(
     # Timed from the run's construction: a start drawn from a prior (--init prior) is part of
     # a lever's cost.
     start = time.perf_counter()
-    run = Run(
-        config,
-        vqgan=models.vqgan,
-        clips=models.clips,
-        extensions=extensions_for(config),
-        device="cpu",
-    )
+    run = toy_run(config, models)
     error = None
     try:
         for _ in tqdm(run.iterate(), total=config.iterations, desc=method, disable=not progress):
@@ -282,6 +276,18 @@ class MethodResult:
                 for r in self.results
             ],
         }
+
+
+def toy_run(config: GenerateConfig, models: ToyModels) -> Run:
+    """A `Run` of `config` on the toy models, on the CPU, with the plug-ins it names (its
+    prior)."""
+    return Run(
+        config,
+        vqgan=models.vqgan,
+        clips=models.clips,
+        extensions=extensions_for(config),
+        device="cpu",
+    )
 
 
 def run_method(
