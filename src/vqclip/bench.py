@@ -177,6 +177,14 @@ def random_maskgit(grid: int):
 
     torch.manual_seed(0)
     model = MaskGITTransformer(MaskGITConfig(grid=grid)).eval().requires_grad_(False)
+    # Its loader fills every tensor, so some start uninitialised: set them all, as a trained
+    # model's would be (finite values keep the draws' probabilities valid).
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, torch.nn.LayerNorm):
+                torch.nn.init.constant_(param, 1.0 if name == "weight" else 0.0)
+            else:
+                torch.nn.init.normal_(param, std=0.02)
     prior = MaskGITPrior(model, f"random MaskGIT {grid}x{grid}")
     prior.class_names = imagenet_class_names()
     return prior
