@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from vqclip.clip.model import SelfAttention
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.prior.maskgit import (
     DEFAULTS_256,
@@ -17,7 +18,6 @@ from vqclip.prior.maskgit import (
     MaskGITConfig,
     MaskGITPrior,
     MaskGITTransformer,
-    PackedSelfAttention,
     arccos_schedule,
     guidance_weight,
     guided_logits,
@@ -228,7 +228,7 @@ def test_attention_matches_torch_multihead_attention():
     with torch.no_grad():
         mha.in_proj_bias.normal_()
         mha.out_proj.bias.normal_()
-    ours = PackedSelfAttention(32, 4).double()
+    ours = SelfAttention(32, 4, causal=False).double()
     ours.load_state_dict(mha.state_dict(), strict=True)
     x = torch.randn(3, 17, 32, dtype=torch.float64)
     expected = mha(x, x, x, need_weights=False)[0]

@@ -44,9 +44,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from vqclip.clip.model import SelfAttention
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.safeload import load_torch_checkpoint
 from vqclip.statedict import load_strict
@@ -142,33 +142,12 @@ class MaskGITConfig:
             raise CheckpointError(f"MaskGIT state dict: {e}") from None
 
 
-class PackedSelfAttention(nn.Module):
-    """Self-attention holding its weights as `nn.MultiheadAttention` does (`in_proj_weight`
-    (3C, C) with the q, k, v rows stacked in that order, `in_proj_bias` (3C,), `out_proj`), so its
-    state dict is that module's, computed with `scaled_dot_product_attention`."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3C)
-        # (B, T, 3, nh, hs) -> (3, B, nh, T, hs): q, k, v split per head
-        q, k, v = qkv.view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs); scale 1/sqrt(hs) as MHA
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, C))
-
-
 class _Attention(nn.Module):
     """Their `Attention`: the attention module sits at `.mha`."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
-        self.mha = PackedSelfAttention(dim, heads)
+        self.mha = SelfAttention(dim, heads, causal=False)  # nn.MultiheadAttention's names
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mha(x)
