@@ -207,21 +207,6 @@ def test_from_png_says_what_is_wrong_with_the_path(tmp_path, capsys, kind):
     assert code == 2 and expected[kind] in err
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_the_command_line_makes_idle_openmp_threads_sleep(given, expected):
-    """Spinning OpenMP threads made 2-thread runs on a busy 2-core machine ~25x slower."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given is not None:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, vqclip.cli; print(os.environ['OMP_WAIT_POLICY'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == expected
-
-
 def test_all_negative_clip_weights_are_warned_about(model_files, tmp_path, capsys):
     code, err = generate(
         [*ARGS, "-i", "1", "-o", str(tmp_path / "o.png"), "--clip-weights", "-1"],

@@ -21,6 +21,7 @@ from vqclip.batch.runner import BatchPlan, BatchSummary, _Recorder, summarise
 from vqclip.batch.worker import UnitWorker
 from vqclip.errors import VQClipError
 from vqclip.jobs.workers import MAX_ATTEMPTS
+from vqclip.omp import USER_SETTINGS, set_wait_policy
 
 MAX_DEATHS = MAX_ATTEMPTS  # one retry count for every door (vqclip.jobs.workers)
 ATTEMPTS_FILE = "attempts.json"
@@ -64,6 +65,14 @@ def _reap_when_killed() -> None:
     from vqclip.batch.ray_reaper import start_reaper
 
     start_reaper()
+
+
+def actor_wait_policy(actors: int) -> dict[str, str]:
+    """The OpenMP wait settings of the actors (vqclip.omp's rule for `actors` processes sharing
+    the cores): this process's own settings, PASSIVE where several actors run."""
+    environ = {k: os.environ[k] for k in USER_SETTINGS if k in os.environ}
+    set_wait_policy(environ, workers=actors)
+    return environ
 
 
 def run_ray(
@@ -112,9 +121,7 @@ def run_ray(
             fn_constructor_kwargs={"out": plan.storage.out, "options": job_options},
             batch_size=1,
             compute=pool,
-            runtime_env={
-                "env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-            },
+            runtime_env={"env_vars": actor_wait_policy(min(workers, len(plan.units)))},
             **({"num_gpus": 1} if gpus else {"num_cpus": threads}),
         )
         for row in mapped.iter_rows():

@@ -11,13 +11,14 @@ import threading
 import warnings
 from collections.abc import Sequence
 
-# Before torch (and its OpenMP runtime) loads: idle OpenMP threads sleep instead of spinning.
-# On a busy 2-core machine a 30-step toy run on 2 threads took 248 s spinning and 9.6 s
-# passive (docs/performance.md); a value the user set is kept. Worker processes inherit it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from vqclip import __version__
 from vqclip.errors import VQClipError, VQClipWarning, WeightsNotFoundError
+from vqclip.omp import set_wait_policy
+
+# Before torch (and its OpenMP runtime) loads: idle OpenMP threads spin on a quiet machine and
+# sleep on a busy one (vqclip.omp; docs/performance.md has the figures); a setting the user
+# made is kept. Processes started from here inherit it.
+set_wait_policy()
 
 OFFLINE_HINT = (
     'To try vqclip offline meanwhile: vqclip generate "a red circle on a blue background" '

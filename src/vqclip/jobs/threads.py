@@ -12,28 +12,11 @@ slower than one thread each.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
+from vqclip.omp import available_cpus, physical_cores
 
-
-def physical_cores() -> int:
-    """Cores this process may run on, counting hyperthread siblings once (Linux's topology
-    files; elsewhere the logical CPU count)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-    cores = set()
-    for cpu in cpus:
-        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-        try:
-            cores.add(siblings.read_text().strip())
-        except OSError:
-            cores.add(str(cpu))
-    return max(1, len(cores))
+__all__ = ["default_threads", "physical_cores", "thread_limit", "use_threads", "with_threads"]
 
 
 def default_threads(workers: int = 1) -> int:
@@ -43,11 +26,7 @@ def default_threads(workers: int = 1) -> int:
 def thread_limit() -> int:
     """The most threads a job may ask for here: 4 per CPU this process may use (at least 8).
     More only spin against each other (1000 threads on 2 cores put the load at 245)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(8, 4 * cpus)
+    return max(8, 4 * available_cpus())
 
 
 def with_threads(config: GenerateConfig, workers: int = 1) -> GenerateConfig:

@@ -22,6 +22,7 @@ from pathlib import Path
 from vqclip.errors import VQClipError
 from vqclip.jobs import JobOptions
 from vqclip.jobs.workers import worker_devices
+from vqclip.omp import set_wait_policy
 from vqclip.serve.live import Hub
 from vqclip.serve.store import JobRow, JobStore
 from vqclip.serve.worker import worker_process
@@ -127,6 +128,9 @@ class Service:
         requeued = self.store.recover()
         if requeued:
             log.warning("resuming %d job(s) the last server left running", len(requeued))
+        # the workers' OpenMP wait policy (vqclip.omp), inherited from this process's
+        # environment: their threads sleep where several share the cores
+        set_wait_policy(workers=len(self.devices))
         self._workers = [self._start_worker(f"worker-{i}", d) for i, d in enumerate(self.devices)]
         if self._workers:
             self._listener = threading.Thread(
