@@ -36,10 +36,12 @@ from vqclip.prior.amused_text import (
     load_text_tower,
     set_prompt,
     text_condition,
+    tokenizer_pad_token,
 )
 from vqclip.prior.masked import MaskedResampler
 from vqclip.statedict import load_strict
 from vqclip.vqgan.amused_vq import (
+    AMUSED_VQ_CONFIG,
     AmusedVQ,
     convert_state_dict,
     load_amused_vq,
@@ -73,21 +75,7 @@ TINY_DOWN = replace(
     TINY, downsample=True, upsample=True, use_bias=True, ln_elementwise_affine=False
 )
 # aMUSEd's VQ model config (convert_amused.py's make_vqvae); the tiny one keeps its layout.
-AMUSED_VQ = dict(
-    act_fn="silu",
-    block_out_channels=[128, 256, 256, 512, 768],
-    down_block_types=["DownEncoderBlock2D"] * 5,
-    up_block_types=["UpDecoderBlock2D"] * 5,
-    in_channels=3,
-    latent_channels=64,
-    layers_per_block=2,
-    norm_num_groups=32,
-    num_vq_embeddings=8192,
-    out_channels=3,
-    sample_size=32,
-    mid_block_add_attention=False,
-    lookup_from_codebook=True,
-)
+AMUSED_VQ = AMUSED_VQ_CONFIG
 TINY_VQ = dict(
     AMUSED_VQ,
     block_out_channels=[32, 64],
@@ -409,6 +397,33 @@ def test_tokens_pad_with_bang_and_split_it_out():
     assert long[0] == 49406 and long[-1] == 49407 and (long[1:-1] != 0).all()
 
 
+def test_the_pad_token_is_the_one_the_tokenizers_map_names(tmp_path):
+    path = tmp_path / "special_tokens_map.json"
+    for written, pad in (
+        ({"pad_token": "!"}, "!"),
+        ({"pad_token": {"content": "<|endoftext|>", "lstrip": False}}, "<|endoftext|>"),
+        ({"eos_token": "<|endoftext|>"}, "<|endoftext|>"),  # none named: transformers' default
+    ):
+        path.write_text(json.dumps(written))
+        assert tokenizer_pad_token(path) == pad
+    eot = amused_tokens("a fox", pad="<|endoftext|>")[0].tolist()
+    fox = default_tokenizer().encode("a fox")
+    assert eot == [49406, *fox, 49407, *[49407] * (75 - len(fox))]
+    split = amused_tokens("a<|endoftext|>b", pad="<|endoftext|>")[0, :5].tolist()
+    assert split == [
+        49406,
+        *default_tokenizer().encode("a"),
+        49407,
+        *default_tokenizer().encode("b"),
+        49407,
+    ]
+    path.write_text(json.dumps({"pad_token": "<pad>"}))
+    with pytest.raises(CheckpointError, match="pad_token '<pad>' is not one of CLIP's tokens"):
+        tokenizer_pad_token(path)
+    with pytest.raises(ConfigError, match="not one of CLIP's tokens"):
+        amused_tokens("a fox", pad="<pad>")
+
+
 def test_set_prompt_conditions_the_prior():
     torch.manual_seed(0)
     clip = CLIP(CLIPConfig(**TEXT_CLIP)).eval()
@@ -584,7 +599,8 @@ def test_text_condition_equals_clip_text_model_with_projection():
         " ".join(["word"] * 100),
     ],
 )
-def test_tokens_equal_clip_tokenizer_padding_with_bang(prompt):
-    hf = hf_clip_tokenizer("!")
+@pytest.mark.parametrize("pad", ["!", "<|endoftext|>"])
+def test_tokens_equal_clip_tokenizer_padding(prompt, pad):
+    hf = hf_clip_tokenizer(pad)
     want = hf(prompt, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
-    torch.testing.assert_close(amused_tokens(prompt), want.input_ids)
+    torch.testing.assert_close(amused_tokens(prompt, pad=pad), want.input_ids)

@@ -20,7 +20,12 @@ from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
 from vqclip.generate.run import Run
 from vqclip.prior.amused import AmusedPrior
-from vqclip.prior.amused_text import clip_text_state_dict, prompt_text
+from vqclip.prior.amused_text import (
+    amused_text_condition,
+    clip_text_state_dict,
+    negative_text,
+    prompt_text,
+)
 from vqclip.prior.masked import MaskedResampler
 from vqclip.prior.plugin import extensions_for
 from vqclip.vqgan.amused_vq import AmusedVQ, vq_config_from_diffusers, vqclip_name
@@ -162,6 +167,14 @@ def amused_files(tmp_path) -> tuple[dict[str, bytes], dict]:
         "text_encoder/model.fp16.safetensors": safetensors.torch.save(
             transformers_text_state_dict(clip)
         ),
+        # transformers' layout; the end token as the pad token (the one the loader must read)
+        "tokenizer/special_tokens_map.json": json.dumps(
+            {
+                "bos_token": {"content": "<|startoftext|>"},
+                "eos_token": "<|endoftext|>",
+                "pad_token": {"content": "<|endoftext|>", "lstrip": False},
+            }
+        ).encode(),
     }
     return files, {"vq": vq, "clip": clip, "uvit": uvit}
 
@@ -181,6 +194,7 @@ def check_loaded(models) -> tuple:
     assert torch.equal(prior.model.embed.embeddings.weight, want)
     got = prior.text_encoder.token_embedding.weight
     assert torch.equal(got, models["clip"].token_embedding.weight.half().float())
+    assert prior.pad_token == "<|endoftext|>"  # the tokenizer's, read from its file
     return vq, prior
 
 
@@ -213,18 +227,41 @@ def test_the_prompts_positive_text_reaches_the_prior(tiny_vqgan, tiny_clip):
     run = make(tiny_vqgan, tiny_clip, prior=prior, prompts=("a lighthouse at night",))
     assert run.notes(0)["prior_text"] == "a lighthouse at night"
     assert not torch.allclose(prior.logits(tokens, [0]), fox)
-    # no positive text: the prior is told the empty prompt, the same as no text
+    # no positive text: the prior is told the empty prompt
     make(tiny_vqgan, tiny_clip, prior=prior, prompts=("blurry:-1",))
-    torch.testing.assert_close(prior.logits(tokens, [0]), prior.logits(tokens, [None]))
+    empty = AmusedPrior(prior.model, "tiny")
+    empty.set_text(*amused_text_condition(prior.text_encoder, ""))
+    torch.testing.assert_close(prior.logits(tokens, [0]), empty.logits(tokens, [0]))
     assert prompt_text("a red fox:2|blurry:-1") == "a red fox"
     assert prompt_text("a forest | at dusk:0.5 ^ a castle") == "a forest, at dusk, a castle"
+
+
+def test_the_prompts_negative_text_is_the_unconditional_text(tiny_vqgan, tiny_clip):
+    prior = tiny_amused()
+    tokens = torch.full((1, 16), prior.mask_token)
+    run = make(tiny_vqgan, tiny_clip, prior=prior, prompts=("a red fox|blurry:-1|dark:-0.5",))
+    assert run.notes(0) == {"prior_text": "a red fox", "prior_negative_text": "blurry, dark"}
+    negative = prior.logits(tokens, [None])
+    by_hand = AmusedPrior(prior.model, "tiny")
+    by_hand.set_unconditional(*amused_text_condition(prior.text_encoder, "blurry, dark"))
+    torch.testing.assert_close(negative, by_hand.logits(tokens, [None]))
+    make(tiny_vqgan, tiny_clip, prior=prior, prompts=("a red fox",))  # none: the empty prompt
+    by_hand.set_unconditional(*amused_text_condition(prior.text_encoder, ""))
+    torch.testing.assert_close(prior.logits(tokens, [None]), by_hand.logits(tokens, [None]))
+    assert not torch.allclose(prior.logits(tokens, [None]), negative)
+    assert negative_text("a cat:2|blurry:-1 ^ a dog|noise:-2") == "blurry, noise"
+    assert negative_text("a cat") == ""
 
 
 def test_a_batch_of_different_prompts_is_refused_one_text_is_not(tiny_vqgan, tiny_clip):
     with pytest.raises(ConfigError, match="one text for the whole batch") as e:
         make(tiny_vqgan, tiny_clip, prompts=("a cat", "a dog"), batch_size=2)
     assert e.value.field == "prompts" and "'a cat', 'a dog'" in str(e.value)
-    run = make(tiny_vqgan, tiny_clip, prompts=("a cat|blurry:-1", "a cat"), batch_size=2)
+    with pytest.raises(ConfigError, match="'a cat' \\(not 'blurry'\\), 'a cat'"):
+        make(tiny_vqgan, tiny_clip, prompts=("a cat|blurry:-1", "a cat"), batch_size=2)
+    run = make(
+        tiny_vqgan, tiny_clip, prompts=("a cat|blurry:-1", "a cat:2|blurry:-1"), batch_size=2
+    )
     assert run.extensions[0].labels == [0, 0]
     with pytest.raises(ConfigError, match="not a class") as e:
         make(tiny_vqgan, tiny_clip, prior_class=0)
@@ -370,8 +407,16 @@ def test_the_amused_pair_offline_names_every_missing_file_in_one_message(tmp_pat
     err = capsys.readouterr().err
     assert "Traceback" not in err and not out.exists()
     assert err.count("vqclip: error") == 1 and "offline mode is on (VQCLIP_OFFLINE=1)" in err
-    assert "8 weight file(s) are not in the cache" in err
-    for role in ("checkpoint", "config", "scheduler", "text_encoder", "text_encoder_config"):
+    assert "9 weight file(s) are not in the cache" in err
+    roles = (
+        "checkpoint",
+        "config",
+        "scheduler",
+        "text_encoder",
+        "text_encoder_config",
+        "tokenizer",
+    )
+    for role in roles:
         assert f"(amused_256 {role})" in err
     assert "(amused_vq_256 checkpoint)" in err and "(clip_vit_b32_openai checkpoint)" in err
     for path in ("vqvae/diffusion_pytorch_model.fp16.safetensors", "text_encoder/config.json",

@@ -113,7 +113,7 @@ def test_bench_takes_generates_declared_flags_and_checks(capsys):
 
 
 def test_bench_rejects_a_prior_it_cannot_time():
-    with pytest.raises(ConfigError, match="bench times MaskGIT's priors"):
+    with pytest.raises(ConfigError, match="bench times MaskGIT's and aMUSEd's priors"):
         BenchConfig(prior="vqgan_faceshq")
 
 
@@ -127,3 +127,15 @@ def test_bench_times_maskgit_s_pair_and_one_redraw():
     result = run_bench(config)
     assert result["prior"] == "maskgit_imagenet_256" and result["redraw_s"] > 0
     assert "one redraw by maskgit_imagenet_256 at 32x32" in format_table([result])
+
+
+@pytest.mark.slow
+def test_bench_times_amused_s_pair_and_one_redraw():
+    """Random weights at aMUSEd's real size, its VQ model and its text tower."""
+    config = BenchConfig(
+        prior="amused_256", size=(64, 64), cutn=2, steps=1, warmup=0,
+        device="cpu", precision="bf16", peak_size=64, peak_seconds=0.05,
+    )  # fmt: skip
+    result = run_bench(config)
+    assert result["prior"] == "amused_256" and result["redraw_s"] > 0
+    assert "one redraw by amused_256 at 64x64" in format_table([result])

@@ -11,6 +11,7 @@ peak the step reaches: the same s/it means different things on an AMX Xeon and a
 from __future__ import annotations
 
 import datetime
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ import torch
 
 from vqclip.devices import cpu_description
 from vqclip.errors import ConfigError
+from vqclip.omp import USER_SETTINGS
 
 STAGES = ("decode", "cutouts", "clip", "loss", "optimiser")
 PROMPT = "the great hall of the sacred library by James Gurney"
@@ -100,8 +102,9 @@ class BenchConfig:
     warmup: int = 2
     peak_size: int = 2048  # side of the square bf16 matrix products of the peak probe
     peak_seconds: float = 1.0
-    # a registry prior (maskgit_imagenet_256 / _512): its pair's loop (its VQGAN, the prior's
-    # settings) with random weights of its size, and one redraw timed beside the steps
+    # a registry prior (maskgit_imagenet_256 / _512, amused_256 / _512): its pair's loop (its
+    # VQ model, the prior's settings) with random weights of its size, and one redraw timed
+    # beside the steps
     prior: str | None = None
 
     def __post_init__(self) -> None:
@@ -159,15 +162,34 @@ def build_models(clip_names: tuple[str, ...], n_embed: int = 16384):
     return vqgan, clips
 
 
+PRIOR_FORMATS = ("maskgit", "amused")
+
+
 def pair_for_prior(name: str):
-    """The model pair whose default prior is registry prior `name` (MaskGIT's)."""
+    """The model pair whose default prior is registry prior `name` (MaskGIT's or aMUSEd's)."""
     from vqclip.weights.registry import PAIRS, get_spec
 
     spec = get_spec(name)
     for pair in PAIRS.values():
-        if dict(pair.defaults).get("prior") == spec.name and spec.preset == "maskgit":
+        if dict(pair.defaults).get("prior") == spec.name and spec.preset in PRIOR_FORMATS:
             return pair
-    raise ConfigError(f"prior={name!r}: bench times MaskGIT's priors (maskgit_imagenet_256/512)")
+    raise ConfigError(
+        f"prior={name!r}: bench times MaskGIT's and aMUSEd's priors (maskgit_imagenet_256/512, "
+        "amused_256/512)"
+    )
+
+
+def _initialised(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter of `model` set as a trained model's would be (finite, well scaled):
+    loaders fill every tensor, so some modules leave theirs uninitialised. Norm weights 1,
+    biases 0, the rest normal with std 0.02."""
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if param.ndim == 1 and name in ("weight", "bias"):
+                torch.nn.init.constant_(param, 1.0 if name == "weight" else 0.0)
+            else:
+                torch.nn.init.normal_(param, std=0.02)
+    return model.eval().requires_grad_(False)
 
 
 def random_maskgit(grid: int):
@@ -176,18 +198,49 @@ def random_maskgit(grid: int):
     from vqclip.prior.maskgit import MaskGITConfig, MaskGITPrior, MaskGITTransformer
 
     torch.manual_seed(0)
-    model = MaskGITTransformer(MaskGITConfig(grid=grid)).eval().requires_grad_(False)
-    # Its loader fills every tensor, so some start uninitialised: set them all, as a trained
-    # model's would be (finite values keep the draws' probabilities valid).
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if isinstance(module, torch.nn.LayerNorm):
-                torch.nn.init.constant_(param, 1.0 if name == "weight" else 0.0)
-            else:
-                torch.nn.init.normal_(param, std=0.02)
+    model = _initialised(MaskGITTransformer(MaskGITConfig(grid=grid)))
     prior = MaskGITPrior(model, f"random MaskGIT {grid}x{grid}")
     prior.class_names = imagenet_class_names()
     return prior
+
+
+def random_amused(pixels: int):
+    """aMUSEd's U-ViT at its real size (amused-256 or -512) with its CLIP L/14 text tower,
+    random weights."""
+    from vqclip.clip.model import CLIP
+    from vqclip.prior.amused import AMUSED_256, AMUSED_512, AmusedPrior, UViT2D
+    from vqclip.prior.amused_text import AMUSED_TEXT_CONFIG, text_encoder_config
+
+    torch.manual_seed(0)
+    model = _initialised(UViT2D(AMUSED_512 if pixels == 512 else AMUSED_256))
+    prior = AmusedPrior(model, f"random aMUSEd {pixels}")
+    text = text_encoder_config(AMUSED_TEXT_CONFIG, source="aMUSEd's text encoder")
+    prior.text_encoder = CLIP(text).eval().requires_grad_(False)
+    return prior
+
+
+def pair_models(pair, clip_names: tuple[str, ...]):
+    """The VQ model of a prior's pair at its real size, random weights, and the CLIP guides."""
+    from vqclip.weights.registry import get_spec
+
+    if get_spec(pair.vqgan).preset == "amused":
+        from vqclip.vqgan.amused_vq import AMUSED_VQ_CONFIG, AmusedVQ, vq_config_from_diffusers
+
+        _, clips = build_models(clip_names, n_embed=16)
+        torch.manual_seed(0)
+        return AmusedVQ(vq_config_from_diffusers(AMUSED_VQ_CONFIG)), clips
+    return build_models(clip_names, n_embed=1024)  # MaskGIT's tokenizer: ImageNet f16 1024
+
+
+def random_prior(name: str, grid: int):
+    """The registry prior `name` at its real size with random weights, for a grid x grid
+    image."""
+    from vqclip.weights.registry import get_spec
+
+    spec = get_spec(name)
+    if spec.preset == "amused":
+        return random_amused(512 if spec.name.endswith("512") else 256)
+    return random_maskgit(min(grid, 32))
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -205,12 +258,15 @@ def run_bench(config: BenchConfig, models=None) -> dict:
     from vqclip.generate import GenerateConfig, Run
 
     pair = pair_for_prior(config.prior) if config.prior else None
-    n_embed = 1024 if pair else 16384  # MaskGIT's tokenizer: ImageNet f16 1024
-    vqgan, clips = models if models is not None else build_models(config.clip, n_embed)
+    if models is None:
+        models = pair_models(pair, config.clip) if pair else build_models(config.clip)
+    vqgan, clips = models
     total_steps = config.warmup + config.steps + 1
     prior_settings = {k: v for k, v in pair.defaults if k.startswith("prior")} if pair else {}
-    if pair:  # the class is given: choosing it from the prompt is a one-off cost, not a redraw's
-        prior_settings.update(prior="maskgit", prior_class=0)
+    if pair:
+        prior_settings.update(prior=config.prior)  # its random weights are handed in below
+        if "amused" not in config.prior:  # the class is given: choosing it is a one-off cost
+            prior_settings.update(prior_class=0)
     gen_config = GenerateConfig(
         prompts=(PROMPT,),
         size=config.size,
@@ -230,7 +286,7 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         from vqclip.prior.plugin import extensions_for
 
         grid = config.size[0] // vqgan.downsample_factor
-        extensions = extensions_for(gen_config, prior=random_maskgit(min(grid, 32)))
+        extensions = extensions_for(gen_config, prior=random_prior(config.prior, grid))
     run = Run(gen_config, vqgan=vqgan, clips=clips, extensions=extensions)
     device = run.device
     if device.type == "cuda":
@@ -279,6 +335,8 @@ def run_bench(config: BenchConfig, models=None) -> dict:
         "cuda_graphs": config.cuda_graphs,
         "checkpoint_decoder": config.checkpoint_decoder,
         "threads": torch.get_num_threads(),
+        # how idle OpenMP threads waited (vqclip.omp): None for both is libgomp's default spin
+        "omp_wait": {key: os.environ.get(key) for key in USER_SETTINGS},
         "s_per_it": s_per_it,
         "it_per_s": 1 / s_per_it,
         "s_per_it_all": times,

@@ -55,8 +55,9 @@ def add_parser(subparsers) -> None:
     g.add_argument(
         "--prior",
         metavar="NAME",
-        help="time the pair of this prior instead (maskgit_imagenet_256 or _512: its VQGAN, its "
-        "prior settings, random MaskGIT weights of its size) and one redraw beside the steps",
+        help="time the pair of this prior instead (maskgit_imagenet_256 or _512, amused_256 or "
+        "_512: its VQ model, its prior settings, random weights of its size) and one redraw "
+        "beside the steps",
     )
     g.add_argument("--json", help="also write the result as JSON to this file")
     p.set_defaults(func=run_bench_command)

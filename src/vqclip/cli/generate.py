@@ -183,13 +183,17 @@ def _announce(run) -> None:
     )
     for index in range(config.batch_size):
         note = run.notes(index)
+        image = f"image {index}: " if config.batch_size > 1 else ""
+        if "prior_text" in note:  # a text-conditional prior (aMUSEd) reads the prompt's text
+            negative = note.get("prior_negative_text")
+            against = f", against {negative!r}" if negative else ""
+            print(f"prior: {image}text {note['prior_text']!r}{against}", file=sys.stderr)
         if "prior_class_from" not in note:
             continue
         name = note.get("prior_class_name")
         chosen = f"class {note['prior_class']} ({name})" if name else f"class {note['prior_class']}"
         if note["prior_class"] is None:
             chosen = "no class"
-        image = f"image {index}: " if config.batch_size > 1 else ""
         print(f"prior: {image}{chosen}, from {note['prior_class_from']}", file=sys.stderr)
 
 

@@ -472,6 +472,10 @@ def micro_conditions(
     return torch.tensor([[width, height, crop[0], crop[1], aesthetic]], dtype=torch.float32)
 
 
+# The pad token of a prior loaded without its tokenizer's special_tokens_map.json (amused_text.py)
+PAD_TOKEN = "!"
+
+
 class AmusedPrior:
     """A loaded aMUSEd U-ViT behind the masked-model interface of vqclip's masked resampler.
 
@@ -497,6 +501,7 @@ class AmusedPrior:
         # aMUSEd's text encoder (a vqclip CLIP holding CLIP L/14's text tower), loaded with the
         # prior from the registry: it turns a run's prompt into the text (amused_text.py)
         self.text_encoder: Any = None
+        self.pad_token = PAD_TOKEN  # its tokenizer's, set by the loader from the repository
         # label 0 (the prompt) and None (the empty prompt): (text, pooled, micro), batch 1 each
         self._texts: dict[int | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 

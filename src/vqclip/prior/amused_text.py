@@ -6,28 +6,28 @@ with transformers' `CLIPTextModelWithProjection`), and how it is done here:
 - Tokens: its CLIPTokenizer with padding="max_length", truncation=True, max_length=77: the start
   token, the text's tokens cut to 75, the end token, then the pad token to 77 (no attention mask
   is passed: the padding is read like any token, through CLIP's causal attention only).
-- The pad token of aMUSEd's tokenizer is taken to be "!" (id 0), as in the LAION CLIP tokenizers
-  SDXL uses. Read off indirectly, not from the file's text: amused-512's
-  tokenizer/special_tokens_map.json is listed at 460 bytes, the size of that map with
-  "pad_token": "!" in transformers' layout (with "<|endoftext|>", OpenAI's, it would be 472).
-  vqclip's tokenizer pads with 0 too. transformers splits special tokens out of the text before
-  BPE, so a "!" typed in the prompt becomes the pad token there, not CLIP's word-final "!";
-  `amused_tokens` does the same. `PAD_TOKEN` is the one place to change should the file say
-  otherwise.
+- The pad token is the one the repository's tokenizer/special_tokens_map.json names (downloaded
+  with the prior; `tokenizer_pad_token` reads it; transformers' CLIPTokenizer pads with
+  "<|endoftext|>" where the map names none). "!" (id 0, as in the LAION CLIP tokenizers SDXL
+  uses) is `PAD_TOKEN`, the default of a prior loaded without the map. transformers splits
+  special tokens out of the text before BPE, so a pad token typed in the prompt becomes the pad
+  token there, not CLIP's word-final piece; `amused_tokens` does the same.
 - `hidden_states[-2]`: the output of the last block but one (11 of 12 for L/14), before the last
   block and the final LayerNorm: (1, 77, 768).
 - `text_embeds`: the final LayerNorm of the last block's output at the end token, times the
   projection: (1, 768). Its text config keeps eos_token_id 2, transformers' legacy rule: the end
   token is the row's largest id, as vqclip's CLIP pools.
-- Classifier-free guidance compares the prompt's condition with the empty prompt's ("").
+- Classifier-free guidance compares the prompt's condition with the negative prompt's, the
+  empty prompt ("") when none is given.
 
 aMUSEd's text encoder (the Hub repositories' `text_encoder/`; amused-512's config: 12 layers,
 width 768, quick_gelu, projection 768) is a CLIP ViT-L/14 text tower in transformers' names;
 `clip_text_state_dict` renames it to OpenAI's, and `load_text_tower` loads it, strictly, into the
 text tower of a vqclip CLIP; `load_text_encoder` builds that CLIP from its config.json.
 
-In vqclip's loop the prior reads one text, `prompt_text`: the positive text prompts of a vqclip
-prompt, joined as one prompt (vqclip.prior.plugin sets it for each run).
+In vqclip's loop the prior reads two texts of a vqclip prompt: `prompt_text`, its positive text
+prompts joined as one prompt, and `negative_text`, its negative ones, aMUSEd's negative prompt
+(vqclip.prior.plugin sets them for each run).
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ from vqclip.clip.tokenizer import default_tokenizer
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.generate.prompts import parse_prompts
 from vqclip.generate.story import story_parts
-from vqclip.prior.amused import AmusedPrior
+from vqclip.prior.amused import PAD_TOKEN, AmusedPrior
 from vqclip.statedict import load_strict
 from vqclip.vqgan.amused_vq import read_json, read_safetensors
 
 CONTEXT_LENGTH = 77
-PAD_TOKEN = "!"
+# transformers' CLIPTokenizer pads with its end token where special_tokens_map.json names no pad
+TRANSFORMERS_PAD_TOKEN = "<|endoftext|>"
 
 _LAYER = re.compile(r"text_model\.encoder\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
 _LAYER_PARTS = {
@@ -83,12 +84,36 @@ _TEXT_SETTINGS: dict[str, Any] = {
     "hidden_act": "quick_gelu",
     "layer_norm_eps": 1e-5,
 }
+# aMUSEd's text_encoder/config.json: CLIP ViT-L/14's text tower
+AMUSED_TEXT_CONFIG: dict[str, Any] = {
+    "model_type": "clip_text_model",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "projection_dim": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "hidden_act": "quick_gelu",
+}
 _QUICK_GELU = {"quick_gelu": True, "gelu": False}
 # vqclip's CLIP has an image tower; the text encoder's is a placeholder of one small layer
 _PLACEHOLDER_IMAGE = dict(image_size=14, patch_size=14, vision_width=64, vision_layers=1)
 
 
+# transformers' names of CLIP's start and end tokens -> vqclip's tokenizer's
+_SPECIAL_NAMES = {"<|startoftext|>": "<start_of_text>", "<|endoftext|>": "<end_of_text>"}
+
 # helper functions
+
+
+def clip_token_id(token: str) -> int:
+    """The id of one of CLIP's tokens, given as transformers' CLIPTokenizer writes it."""
+    encoder = default_tokenizer().encoder
+    token_id = encoder.get(_SPECIAL_NAMES.get(token, token))
+    if token_id is None:
+        raise ConfigError(f"aMUSEd pad token {token!r} is not one of CLIP's tokens")
+    return token_id
 
 
 def amused_tokens(prompt: str, *, pad: str = PAD_TOKEN) -> torch.Tensor:
@@ -98,9 +123,7 @@ def amused_tokens(prompt: str, *, pad: str = PAD_TOKEN) -> torch.Tensor:
     tokenizer = default_tokenizer()
     if not isinstance(prompt, str):
         raise ConfigError(f"aMUSEd prompt must be a string, got {type(prompt).__name__}")
-    if pad not in tokenizer.encoder:
-        raise ConfigError(f"aMUSEd pad token {pad!r} is not one of CLIP's tokens")
-    pad_id = tokenizer.encoder[pad]
+    pad_id = clip_token_id(pad)
     ids: list[int] = []
     for i, piece in enumerate(prompt.split(pad)):
         if i:
@@ -137,22 +160,59 @@ def text_condition(clip: CLIP, tokens: torch.Tensor) -> tuple[torch.Tensor, torc
     return hidden.float(), pooled.float()
 
 
-def amused_text_condition(clip: CLIP, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """aMUSEd's text condition of `prompt` by `clip` (its text tower: aMUSEd's, CLIP ViT-L/14):
-    hidden states (1, 77, 768) and pooled embedding (1, 768), float32, on the CLIP's device."""
+def amused_text_condition(
+    clip: CLIP, prompt: str, *, pad: str = PAD_TOKEN
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """aMUSEd's text condition of `prompt` by `clip` (its text tower: aMUSEd's, CLIP ViT-L/14),
+    padded with `pad`: hidden states (1, 77, 768) and pooled embedding (1, 768), float32, on the
+    CLIP's device."""
     if clip.config.context_length != CONTEXT_LENGTH:
         raise ConfigError(
             f"aMUSEd reads {CONTEXT_LENGTH} text tokens; this CLIP's context is "
             f"{clip.config.context_length}"
         )
-    return text_condition(clip, amused_tokens(prompt))
+    return text_condition(clip, amused_tokens(prompt, pad=pad))
+
+
+def _joined(prompt: str, positive: bool) -> str:
+    parts = story_parts(prompt) if prompt else []
+    return ", ".join(
+        s.value
+        for part in parts
+        for s in parse_prompts(part)
+        if (s.weight > 0 if positive else s.weight < 0)
+    )
 
 
 def prompt_text(prompt: str) -> str:
     """The one text aMUSEd reads for a vqclip prompt: its positive text prompts (every story
     part's, in order) joined by ", "; "" (the empty prompt) when it has none."""
-    parts = story_parts(prompt) if prompt else []
-    return ", ".join(s.value for part in parts for s in parse_prompts(part) if s.weight > 0)
+    return _joined(prompt, positive=True)
+
+
+def negative_text(prompt: str) -> str:
+    """aMUSEd's negative prompt for a vqclip prompt: its negative text prompts (`a cat|blurry:-1`
+    gives "blurry") joined by ", "; "" (the empty prompt, the pipeline's default) when it has
+    none. Classifier-free guidance steers away from it."""
+    return _joined(prompt, positive=False)
+
+
+def tokenizer_pad_token(path: str | os.PathLike) -> str:
+    """The pad token that a tokenizer's special_tokens_map.json names (transformers' layout: a
+    string or {"content": ...}); its end token "<|endoftext|>" where the map names none, as
+    transformers' CLIPTokenizer does. Refused when it is not one of CLIP's tokens."""
+    path = Path(path)
+    data = read_json(path)
+    pad = data.get("pad_token", TRANSFORMERS_PAD_TOKEN)
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    known = isinstance(pad, str) and _SPECIAL_NAMES.get(pad, pad) in default_tokenizer().encoder
+    if not known:
+        raise CheckpointError(
+            f"{path}: its pad_token {pad!r} is not one of CLIP's tokens; is it aMUSEd's "
+            "tokenizer/special_tokens_map.json?"
+        )
+    return pad
 
 
 def set_prompt(
@@ -164,9 +224,9 @@ def set_prompt(
 ) -> None:
     """Condition an AmusedPrior on `prompt` (label 0) and on `negative` (label None; the empty
     prompt by default, the pipeline's unconditional text), with micro-conditions `micro` (1, 5)
-    (None: the prior's default)."""
-    prior.set_text(*amused_text_condition(clip, prompt), micro)
-    prior.set_unconditional(*amused_text_condition(clip, negative), micro)
+    (None: the prior's default), padded with the prior's pad token."""
+    prior.set_text(*amused_text_condition(clip, prompt, pad=prior.pad_token), micro)
+    prior.set_unconditional(*amused_text_condition(clip, negative, pad=prior.pad_token), micro)
 
 
 # loading aMUSEd's text encoder into a vqclip CLIP

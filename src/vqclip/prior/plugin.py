@@ -249,8 +249,9 @@ class PriorExtension(Extension):
     def _prompt_text(self, run: Run) -> list[int | None]:
         """aMUSEd's condition: the prompt's positive text through the prior's text encoder, as
         label 0 of every image, so `prior_class_guidance` is aMUSEd's guidance scale against
-        the empty prompt. The prior holds one text, so the batch's prompts must give one."""
-        from vqclip.prior.amused_text import prompt_text, set_prompt
+        the prompt's negative text (the empty prompt when it has none). The prior holds one
+        text, so the batch's prompts must give one."""
+        from vqclip.prior.amused_text import negative_text, prompt_text, set_prompt
 
         if self.settings.prior_class is not None:
             raise ConfigError(
@@ -259,12 +260,14 @@ class PriorExtension(Extension):
                 field="prior_class",
             )
         B = run.config.batch_size
-        texts = list(dict.fromkeys(prompt_text(run.config.prompt_for(b)) for b in range(B)))
+        prompts = [run.config.prompt_for(b) for b in range(B)]
+        texts = list(dict.fromkeys((prompt_text(p), negative_text(p)) for p in prompts))
         if len(texts) > 1:
             raise ConfigError(
                 f"aMUSEd's prior {self._source()} holds one text for the whole batch, but the "
-                f"batch's prompts give {len(texts)}: {', '.join(repr(t) for t in texts)}; give "
-                "every image the same positive text prompts, or run one batch per prompt",
+                f"batch's prompts give {len(texts)}: "
+                f"{', '.join(repr(t) + (f' (not {n!r})' if n else '') for t, n in texts)}; give "
+                "every image the same text prompts, or run one batch per prompt",
                 field="prompts",
             )
         if self.prior.text_encoder is None:
@@ -272,8 +275,12 @@ class PriorExtension(Extension):
                 f"aMUSEd's prior {self._source()} came without its text encoder: load it by its "
                 "registry name (amused_256, amused_512)"
             )
-        set_prompt(self.prior, self.prior.text_encoder, texts[0])
-        self.chosen = [{"prior_text": texts[0]}] * B
+        text, negative = texts[0]
+        set_prompt(self.prior, self.prior.text_encoder, text, negative)
+        note: dict[str, typing.Any] = {"prior_text": text}
+        if negative:
+            note["prior_negative_text"] = negative
+        self.chosen = [note] * B
         return [0] * B
 
     def _check_levers(self) -> None:

@@ -65,7 +65,7 @@ def _load_registry_prior(preset: str | None, files: Mapping[str, Path]):
         return prior
     if preset == "amused":
         from vqclip.prior.amused import load_amused, scheduler_mask_token
-        from vqclip.prior.amused_text import load_text_encoder
+        from vqclip.prior.amused_text import load_text_encoder, tokenizer_pad_token
 
         prior = load_amused(
             files["checkpoint"],
@@ -73,5 +73,6 @@ def _load_registry_prior(preset: str | None, files: Mapping[str, Path]):
             mask_token=scheduler_mask_token(files["scheduler"]),
         )
         prior.text_encoder = load_text_encoder(files["text_encoder"], files["text_encoder_config"])
+        prior.pad_token = tokenizer_pad_token(files["tokenizer"])
         return prior
     raise ConfigError(f"registry prior format {preset!r} is not known to this vqclip")

@@ -33,6 +33,22 @@ from vqclip.statedict import load_strict
 from vqclip.vqgan.config import VQGANConfig
 from vqclip.vqgan.model import VQGAN
 
+# aMUSEd's vqvae/config.json (amused-256 and amused-512 alike), the settings that shape it
+AMUSED_VQ_CONFIG: dict[str, Any] = dict(
+    act_fn="silu",
+    block_out_channels=[128, 256, 256, 512, 768],
+    down_block_types=["DownEncoderBlock2D"] * 5,
+    up_block_types=["UpDecoderBlock2D"] * 5,
+    in_channels=3,
+    latent_channels=64,
+    layers_per_block=2,
+    norm_num_groups=32,
+    num_vq_embeddings=8192,
+    out_channels=3,
+    sample_size=32,
+    mid_block_add_attention=False,
+    lookup_from_codebook=True,
+)
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 # diffusers VQModel settings vqclip's VQGAN has no counterpart for, and the only values it takes.
 _FIXED: dict[str, Any] = {

@@ -229,8 +229,9 @@ def _amused_vq(pixels: int) -> WeightSpec:
 
 def _amused_prior(pixels: int, transformer_bytes: int, config_bytes: int) -> WeightSpec:
     """aMUSEd's text-conditional masked transformer (diffusers' UVit2DModel in `transformer/`),
-    its scheduler's config (which names the mask token) and its text encoder (CLIP ViT-L/14's
-    text tower, transformers' CLIPTextModelWithProjection in `text_encoder/`)."""
+    its scheduler's config (which names the mask token), its text encoder (CLIP ViT-L/14's
+    text tower, transformers' CLIPTextModelWithProjection in `text_encoder/`) and its
+    tokenizer's special tokens (which name the pad token)."""
     repo = f"amused/amused-{pixels}"
     files = (
         _amused_file(repo, "config", "config.json", "transformer/config.json", config_bytes),
@@ -249,6 +250,14 @@ def _amused_prior(pixels: int, transformer_bytes: int, config_bytes: int) -> Wei
             "model.fp16.safetensors",  # transformers' name for a model's fp16 variant
             "text_encoder/model.fp16.safetensors",
             247_300_000,
+        ),
+        # its tokenizer's pad token (the text is padded to 77 with it)
+        _amused_file(
+            repo,
+            "tokenizer",
+            "special_tokens_map.json",
+            "tokenizer/special_tokens_map.json",
+            460,
         ),
     )
     tokens = pixels // 16
