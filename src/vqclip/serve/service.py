@@ -49,6 +49,21 @@ class ServeSettings:
     allow_downloads: bool | None = None
     running: int = 1  # worker processes started (they share the CPU threads); set by Service
 
+    # The data folder's layout, for the service and its workers alike.
+    @property
+    def jobs_dir(self) -> Path:
+        """One folder per job, named by its id."""
+        return Path(self.data) / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return Path(self.data) / "uploads"
+
+    @property
+    def database(self) -> Path:
+        """The job store (`JobStore`)."""
+        return Path(self.data) / "jobs.sqlite3"
+
 
 MIN_TOKEN_CHARS = 16
 
@@ -102,12 +117,11 @@ class Service:
         check_token(settings.token)
         self.data = Path(settings.data).resolve()
         self.settings = settings = dataclasses.replace(settings, data=self.data)
-        self.jobs_dir = self.data / "jobs"
-        self.uploads_dir = self.data / "uploads"
+        self.jobs_dir, self.uploads_dir = settings.jobs_dir, settings.uploads_dir
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_data(self.data)
-        self.store = JobStore(self.data / "jobs.sqlite3")
+        self.store = JobStore(settings.database)
         self.hub = Hub()
         self.devices = worker_devices(settings.workers) if settings.workers != 0 else []
         self.settings = settings = dataclasses.replace(settings, running=max(1, len(self.devices)))

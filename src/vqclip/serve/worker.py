@@ -95,8 +95,7 @@ class WorkerLoop:
     ) -> None:
         self.name, self.device, self.settings = name, device, settings
         self.send, self.control, self.models, self.parent = send, control, models, parent
-        self.data = Path(settings.data).resolve()
-        self.store = JobStore(self.data / "jobs.sqlite3")
+        self.store = JobStore(settings.database)
 
     def stopping(self) -> bool:
         return os.getppid() != self.parent or self.control.stopping()
@@ -128,7 +127,7 @@ class WorkerLoop:
         from vqclip.jobs import JobFiles, JobOptions, execute_job, image_names
         from vqclip.jobs.status import STOPPED
 
-        folder = self.data / "jobs" / job.id
+        folder = self.settings.jobs_dir / job.id
         folder.mkdir(parents=True, exist_ok=True)
         if JobFiles.folder(folder).has_checkpoint():
             log.info("job %s resumes from its checkpoint (step %d)", job.id, job.step)
