@@ -12,9 +12,11 @@ or GOMP_SPINCOUNT=N with the policy unset (a bounded spin). vqclip's command lin
 default before torch loads (src/vqclip/cli/__init__.py); an empty OMP_WAIT_POLICY here keeps
 the command line from setting one, so libgomp's own default is measured.
 
-`--busy` starts a second `vqclip bench` (128/8, 2 threads, the same policy) before each timed
-run and stops it after, so both processes spin or sleep by the same rule, as two vqclip jobs
-on one machine would. Figures are medians over the repetitions of each run's median step.
+`--busy` starts a second `vqclip bench` (128/8, 2 threads, the same policy, or `--beside`'s)
+15 s before each timed run and stops it after, so both processes spin or sleep by the same
+rule, as two vqclip jobs on one machine would. With the policy "cli" the second bench starts on
+a quiet machine and chooses for itself: the first of two jobs spins, the second sees it.
+Figures are medians over the repetitions of each run's median step.
 """
 
 from __future__ import annotations
@@ -60,12 +62,14 @@ def environment(policy: str) -> dict[str, str]:
     return env
 
 
-def timed(policy: str, size: int, cutn: int, threads: int, steps: int, busy: bool) -> float:
+def timed(
+    policy: str, size: int, cutn: int, threads: int, steps: int, busy: bool, beside: str | None
+) -> float:
     background = None
     if busy:
         background = subprocess.Popen(
             bench_command(128, 8, 2, 100_000, None),
-            env=environment(policy),
+            env=environment(beside or policy),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -97,6 +101,11 @@ def main() -> int:
         "--one-thread", action="store_true", help="also time PASSIVE with 1 thread (busy's mark)"
     )
     parser.add_argument("--busy", action="store_true", help="beside a second 2-thread bench")
+    parser.add_argument(
+        "--beside",
+        choices=POLICIES,
+        help="the second bench's policy (default: the same as the timed run's)",
+    )
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     args = parser.parse_args()
@@ -109,7 +118,7 @@ def main() -> int:
         for size_name in args.sizes:
             size, cutn = SIZES[size_name]
             for policy, threads in runs:
-                s = timed(policy, size, cutn, threads, args.steps, args.busy)
+                s = timed(policy, size, cutn, threads, args.steps, args.busy, args.beside)
                 figures.setdefault((size_name, policy, threads), []).append(s)
                 print(
                     json.dumps(
