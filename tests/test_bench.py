@@ -118,24 +118,17 @@ def test_bench_rejects_a_prior_it_cannot_time():
 
 
 @pytest.mark.slow
-def test_bench_times_maskgit_s_pair_and_one_redraw():
-    """Random weights at MaskGIT's real size (a tiny image keeps it quick)."""
+@pytest.mark.parametrize(
+    ("prior", "side", "precision"),
+    [("maskgit_imagenet_256", 32, "fp32"), ("amused_256", 64, "bf16")],
+)
+def test_bench_times_a_prior_s_pair_and_one_redraw(prior, side, precision):
+    """Random weights at the prior's real size (MaskGIT's transformer; aMUSEd's U-ViT, VQ model
+    and text tower), a tiny image keeping it quick."""
     config = BenchConfig(
-        prior="maskgit_imagenet_256", size=(32, 32), cutn=2, steps=1, warmup=0,
-        device="cpu", precision="fp32", peak_size=64, peak_seconds=0.05,
+        prior=prior, size=(side, side), cutn=2, steps=1, warmup=0,
+        device="cpu", precision=precision, peak_size=64, peak_seconds=0.05,
     )  # fmt: skip
     result = run_bench(config)
-    assert result["prior"] == "maskgit_imagenet_256" and result["redraw_s"] > 0
-    assert "one redraw by maskgit_imagenet_256 at 32x32" in format_table([result])
-
-
-@pytest.mark.slow
-def test_bench_times_amused_s_pair_and_one_redraw():
-    """Random weights at aMUSEd's real size, its VQ model and its text tower."""
-    config = BenchConfig(
-        prior="amused_256", size=(64, 64), cutn=2, steps=1, warmup=0,
-        device="cpu", precision="bf16", peak_size=64, peak_seconds=0.05,
-    )  # fmt: skip
-    result = run_bench(config)
-    assert result["prior"] == "amused_256" and result["redraw_s"] > 0
-    assert "one redraw by amused_256 at 64x64" in format_table([result])
+    assert result["prior"] == prior and result["redraw_s"] > 0
+    assert f"one redraw by {prior} at {side}x{side}" in format_table([result])
