@@ -93,14 +93,115 @@ def test_sigint_mid_step_finishes_the_step_then_checkpoints(
     assert np.array_equal(pixels(part), whole)
 
 
-def test_interrupt_during_the_update_writes_no_checkpoint(model_files, tmp_path, capsys):
+def test_interrupt_during_the_update_checkpoints_the_step_before(model_files, tmp_path, capsys):
     from unittest import mock
 
     part = tmp_path / "part.png"
     with mock.patch("torch.optim.Adam.step", side_effect=KeyboardInterrupt):
         code, err = generate([*ARGS, "-o", str(part)], model_files, capsys)
-    assert code == 130 and "inside the update" in err and "Traceback" not in err
-    assert not (tmp_path / "part.run" / STATE_FILE).exists()
+    assert code == 130 and "--resume" in err and "Traceback" not in err, err
+    assert load_run_state(tmp_path / "part.run")["step"] == 0  # the first step, undone
+
+
+# The toy pair (its models and its masked prior, which redraws, steered by the guides: two
+# draws a round) scaled down to seconds: redraws at steps 2 and 4 and after the last, each of one
+# candidate in 4 rounds (the pair's own: 4 candidates, 32 rounds; 20 s and more a redraw).
+TOY = ["a red circle", "--model", "toy", "-i", "4", "--prior-resample-every", "2", "-sd", "1"]
+TOY += ["--prior-candidates", "1", "--prior-draw-steps", "4", "-s", "32", "32", "-cuts", "2"]
+TOY += ["--device", "cpu", "--precision", "fp32", "--no-progress"]
+
+
+def toy(out, capsys, *more):
+    code = main(["generate", *TOY, *more, "-o", str(out)])
+    return code, capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_redraw_stops_at_once_and_checkpoints_the_step_before(
+    tmp_path, capsys, monkeypatch
+):
+    """A real SIGINT inside the prior's redraw of step 2: the redraw ends after the round under
+    way, not its 8 draws; the checkpoint is step 1's, the exit code 130, and the resumed run
+    ends with the unbroken run's image."""
+    from vqclip.prior.masked import MaskedResampler
+
+    whole = tmp_path / "whole.png"
+    assert toy(whole, capsys)[0] == 0
+    draws = []
+    real = MaskedResampler._draw
+
+    def draw(self, logits, generator):
+        draws.append(1)
+        if len(draws) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, logits, generator)
+
+    monkeypatch.setattr(MaskedResampler, "_draw", draw)
+    part = tmp_path / "part.png"
+    code, err = toy(part, capsys)
+    assert code == 130 and "writing a checkpoint" in err and "--resume" in err, err
+    assert len(draws) == 2  # the round under way: its tentative draw and its draw
+    assert load_run_state(tmp_path / "part.run")["step"] == 1 and not part.exists()
+    monkeypatch.setattr(MaskedResampler, "_draw", real)
+    assert resume(tmp_path / "part.run", part, capsys)[0] == 0
+    assert np.array_equal(pixels(part), pixels(whole))
+
+
+def test_ctrl_c_in_the_last_step_writes_the_checkpoint_it_promises(
+    model_files, tmp_path, capsys, monkeypatch, whole
+):
+    """A SIGINT during the last step: the message promises a checkpoint, so there is one (of
+    the finished run) and the exit code is 130, not 0; resuming it writes the image."""
+    from vqclip.generate.run import Run
+
+    real = Run._forward
+
+    def forward_with_sigint(self):
+        if self.step_index == 3:  # the last of ARGS's 4 steps
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self)
+
+    monkeypatch.setattr(Run, "_forward", forward_with_sigint)
+    part = tmp_path / "part.png"
+    code, err = generate([*ARGS, "-o", str(part)], model_files, capsys)
+    assert code == 130 and "writing a checkpoint" in err and "--resume" in err, err
+    assert load_run_state(tmp_path / "part.run")["step"] == 4
+    monkeypatch.setattr(Run, "_forward", real)
+    assert resume(tmp_path / "part.run", part, capsys)[0] == 0
+    assert np.array_equal(pixels(part), whole)
+
+
+def test_ctrl_c_once_the_run_is_done_says_its_image_is_written(
+    model_files, tmp_path, capsys, monkeypatch
+):
+    import vqclip.output
+
+    real = vqclip.output.save_image_or_rescue
+
+    def save_after_sigint(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vqclip.output, "save_image_or_rescue", save_after_sigint)
+    out = tmp_path / "out.png"
+    code, err = generate([*ARGS, "-o", str(out)], model_files, capsys)
+    assert code == 0 and "writing its image" in err and "checkpoint" not in err, err
+    assert out.is_file() and not (tmp_path / "out.run").exists()
+
+
+def test_ctrl_c_while_the_models_load_promises_no_checkpoint(
+    tiny_vqgan, tiny_clip, tmp_path, capsys
+):
+    from vqclip.jobs import ModelCache
+
+    def loading(config):
+        os.kill(os.getpid(), signal.SIGINT)
+        return tiny_vqgan, [tiny_clip] * len(config.clip)
+
+    out = ["-o", str(tmp_path / "o.png"), "--no-progress"]
+    code = main(["generate", "x", "--model", "toy", *out], models=ModelCache(loader=loading))
+    err = capsys.readouterr().err
+    assert code == 130 and "stopping before the first step" in err, err
+    assert "checkpoint" not in err and not (tmp_path / "o.run").exists()
 
 
 def test_interrupt_while_models_load_is_a_clean_exit(tmp_path, capsys):

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -85,17 +86,31 @@ def test_a_step_interrupted_before_its_update_leaves_the_run_as_it_was(
     assert torch.equal(run.run(), unbroken)
 
 
-def test_a_step_interrupted_inside_its_update_refuses_to_checkpoint(
-    tiny_vqgan, tiny_clip, monkeypatch
-):
-    from vqclip.errors import CheckpointError
+def test_a_step_interrupted_inside_its_update_is_undone(tiny_vqgan, tiny_clip):
+    """An interrupt after the optimiser's update has moved the latent and its moments: the
+    step is undone, so the state (a checkpoint) is the step before's and the run goes on as
+    one that never stopped."""
+    kwargs = dict(prompts=("x",), iterations=3, seed=2, scales=(0.5, 1.0))
+    unbroken = make(kwargs, tiny_vqgan, tiny_clip).run()
+    run = make(kwargs, tiny_vqgan, tiny_clip)
+    run.step()
+    before = copy.deepcopy(run.state_dict())  # its tensors are the run's own, changed in place
+    real = run._enter_stage
 
-    run = make(dict(prompts=("x",), iterations=3, seed=2), tiny_vqgan, tiny_clip)
-    monkeypatch.setattr(run.optimiser, "step", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)  # the new scale's latent and optimiser are in place
+        raise KeyboardInterrupt
+
+    run._enter_stage = interrupted
     with pytest.raises(KeyboardInterrupt):
         run.step()
-    with pytest.raises(CheckpointError, match="inside the update"):
-        run.state_dict()
+    run._enter_stage = real
+    after = run.state_dict()
+    assert after["step"] == 1 and run.at_step_boundary and run.grid == (8, 8)
+    assert torch.equal(after["z"], before["z"]) and torch.equal(after["rng"], before["rng"])
+    exp_avg = after["optimiser"]["state"][0]["exp_avg"]
+    assert torch.equal(exp_avg, before["optimiser"]["state"][0]["exp_avg"])
+    assert torch.equal(run.run(), unbroken)
 
 
 def test_batch_images_are_optimised_independently(tiny_vqgan, tiny_clip):

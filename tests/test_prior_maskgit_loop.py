@@ -5,9 +5,9 @@ redraw resuming bit for bit."""
 import pytest
 import torch
 
-from vqclip.errors import CheckpointError, ConfigError
+from vqclip.errors import ConfigError
 from vqclip.generate.config import GenerateConfig
-from vqclip.generate.run import Run
+from vqclip.generate.run import Run, StepAbandoned
 from vqclip.prior.masked import MaskedResampler
 from vqclip.prior.maskgit import MaskGITConfig, MaskGITPrior, MaskGITTransformer, arccos_schedule
 from vqclip.prior.plugin import PriorExtension, extensions_for
@@ -137,8 +137,7 @@ def test_a_run_killed_inside_a_redraw_resumes_bit_for_bit(tiny_vqgan, tiny_clip,
     saved = killed.save_checkpoint(tmp_path)  # the last step boundary before the kill
     with pytest.raises(KeyboardInterrupt):
         killed.step()
-    with pytest.raises(CheckpointError, match="inside the update of step 2"):
-        killed.state_dict()
+    assert killed.state_dict()["step"] == 1  # the step of the redraw is undone
 
     from vqclip.generate.checkpoint import load_run_state
 
@@ -148,3 +147,30 @@ def test_a_run_killed_inside_a_redraw_resumes_bit_for_bit(tiny_vqgan, tiny_clip,
     resumed.run()
     assert torch.equal(resumed.z, whole.z) and torch.equal(resumed.final_z, whole.final_z)
     assert torch.equal(resumed.image(), whole.image())
+    killed.run()  # the killed run itself goes on as if it never stopped
+    assert torch.equal(killed.image(), whole.image())
+
+
+def test_a_stop_asked_for_inside_a_redraw_gives_it_up_after_the_round(
+    tiny_vqgan, tiny_clip, monkeypatch
+):
+    """`should_stop` turning true inside a redraw ends it after the round under way (not after
+    its 3 rounds); the step is undone and the run goes on to the unbroken run's image."""
+    whole = make(tiny_vqgan, tiny_clip)
+    whole.run()
+    run = make(tiny_vqgan, tiny_clip)
+    run.step()
+    draws = []
+    real = MaskedResampler._draw
+
+    def counted(self, logits, generator):
+        draws.append(run.step_index)
+        return real(self, logits, generator)
+
+    monkeypatch.setattr(MaskedResampler, "_draw", counted)
+    run.should_stop = lambda: bool(draws)
+    with pytest.raises(StepAbandoned):
+        run.step()  # step 2 redraws: 3 rounds of 2 draws (a tentative one for the guides)
+    assert draws == [2, 2] and run.step_index == 1 and run.at_step_boundary
+    run.should_stop = None
+    assert torch.equal(run.run(), whole.image())

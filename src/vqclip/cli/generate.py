@@ -90,20 +90,39 @@ def config_from_args(args: argparse.Namespace):
 
 
 class StopRequest:
-    """Ctrl-C (or SIGTERM) asks the run to stop after the current step, so its checkpoint
-    describes a step boundary; a second Ctrl-C stops at once."""
+    """Ctrl-C (or SIGTERM) asks the run to stop after the current step, or, inside a prior's
+    redraw (20 s and more), at once with that step undone, so its checkpoint describes a step
+    boundary; a second Ctrl-C stops at once (the step under way undone too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, starting: bool = False) -> None:
         self.signal: int | None = None
+        # What a stop does, and what the message says, depends on where the run is: before its
+        # first step (`starting`: the models load) it ends with nothing to checkpoint; once its
+        # last step is done (`finishing`) it only lets the image be written.
+        self.starting = starting
+        self.finishing = False
+        self.late = False
 
     def __call__(self, signum: int, frame) -> None:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
-        print(
-            "\nstopping after this step and writing a checkpoint (Ctrl-C again to stop at once)",
-            file=sys.stderr,
-        )
+        self.late = self.finishing
+        if self.starting:
+            text = "stopping before the first step (Ctrl-C again to stop at once)"
+        elif self.late:
+            text = "the run has finished; writing its image (Ctrl-C again to stop at once)"
+        else:
+            text = (
+                "stopping after this step (a redraw under way is cut short) and writing a "
+                "checkpoint (Ctrl-C again to stop at once)"
+            )
+        print(f"\n{text}", file=sys.stderr)
+
+    @property
+    def requested(self) -> bool:
+        """Whether the run should stop: asked for before its last step was done."""
+        return self.signal is not None and not self.late
 
     @property
     def exit_code(self) -> int:
@@ -111,8 +130,10 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def stop_requests() -> Iterator[StopRequest]:
-    request = StopRequest()
+def stop_requests(starting: bool = False) -> Iterator[StopRequest]:
+    """Ctrl-C and SIGTERM as `StopRequest`s while the block runs; `starting`: the run has not
+    begun (its `on_start` clears it)."""
+    request = StopRequest(starting)
     if threading.current_thread() is not threading.main_thread():
         yield request  # signals only reach the main thread; nothing to install
         return
@@ -348,7 +369,7 @@ def run_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     bar = None
 
-    with _output_lock(output), stop_requests() as stop:
+    with _output_lock(output), stop_requests(starting=True) as stop:
 
         def on_start(run) -> None:
             nonlocal bar
@@ -356,6 +377,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
             if stop.signal is not None:
                 raise _StoppedBeforeStart
+            stop.starting = False
+            stop.finishing = run.step_index >= run.config.iterations  # a finished run resumed
             _announce(run)
             bar = tqdm(
                 total=run.config.iterations,
@@ -369,6 +392,8 @@ def run_generate(args: argparse.Namespace) -> int:
             bar.update(1)
             if step.index % 10 == 0 or step.index == run.config.iterations:
                 bar.set_postfix(loss=f"{step.total.mean().item():.4f}")
+            if step.index == run.config.iterations:
+                stop.finishing = True
 
         try:
             result = execute_job(
@@ -379,7 +404,7 @@ def run_generate(args: argparse.Namespace) -> int:
                 state=state,
                 on_start=on_start,
                 on_step=on_step,
-                should_stop=lambda: stop.signal is not None,
+                should_stop=lambda: stop.requested,
                 on_checkpoint=_record_output(output),
             )
         except _StoppedBeforeStart:

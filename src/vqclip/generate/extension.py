@@ -4,7 +4,9 @@ The loop knows its plug-ins only by this interface, as k-diffusion knows a model
 kind of plug-in is a new class, not a branch in `Run`. Every hook is optional; the defaults do
 nothing. A hook reads and changes the run only through what `Run` offers in public: its config,
 grid, generator, current tokens (`tokens`, `set_tokens`) and the guides' verdicts
-(`whole_image_loss`, `prompt_gradient`, `best_of`).
+(`whole_image_loss`, `prompt_gradient`, `best_of`). A hook with long work (a redraw) calls
+`run.check_stop()` between its parts, so a stop asked for meanwhile need not wait for it: the
+step is then undone.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ nothing of progress bars, files or videos. One seed drives every random draw thr
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from vqclip.generate.story import active_part, check_length, story_parts
 
 class GenerationError(VQClipError):
     """The optimisation cannot go on (e.g. the loss became NaN); the last good image is kept."""
+
+
+class StepAbandoned(Exception):
+    """A step given up inside its long work (a prior's redraw) because the run was asked to
+    stop (`Run.check_stop`); the run is back where the step before left it."""
 
 
 @dataclass
@@ -89,6 +95,9 @@ class Run:
         if config.size is None:
             config = config.replace(size=default_size(self.device))
         self.config = config
+        # Asked between the parts of a step's long work (a prior's redraws, `check_stop`): a
+        # door that wants the run stopped says so here, and the step under way is undone.
+        self.should_stop: Callable[[], bool] | None = None
         self.story = _story(config)
         if vqgan is None or clips is None:
             from vqclip.weights.resolve import load_models
@@ -476,38 +485,83 @@ class Run:
         }
 
     def step(self) -> Step:
-        """One optimiser step. An exception (a KeyboardInterrupt too) raised before the update
-        leaves the run as it was before the step, so a checkpoint written then describes a step
-        boundary; one raised during the update leaves `at_step_boundary` False."""
-        rng_state = self.rng.get_state()
+        """One optimiser step. An exception raised inside it (a KeyboardInterrupt, or
+        `StepAbandoned` from a stop asked for during a prior's redraw) undoes the step: the run
+        is left as the step before left it, so a checkpoint written then describes a step
+        boundary and a run resumed from it equals one that never stopped. A GenerationError
+        (every image's loss NaN) keeps what the check recorded: the run ends there."""
+        before = self._snapshot()
         try:
             total, losses, image = self._forward()
             self._check_finite(total)
             self.optimiser.zero_grad(set_to_none=True)
             torch.where(self.failed, 0.0, total).sum().backward()
-        except BaseException:
-            self.rng.set_state(rng_state)
+            self.at_step_boundary = False
+            self.updating = self.step_index + 1  # the step whose update (and hooks) is under way
+            lr = self.optimiser.param_groups[0]["lr"]
+            self.optimiser.step()
+            self.scheduler.step()
+            with torch.no_grad():
+                z = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
+                self.z.copy_(torch.where(self._failed_4d(), self.last_good_z, z))
+            self.step_index += 1
+            for extension in self.extensions:
+                extension.after_step(self)
+            if self.step_index == self.config.iterations and self.extensions:
+                self._finish()
+            if self.stages.stage_at(self.step_index) != self.stage:
+                self._enter_stage(self.stages.stage_at(self.step_index), carry=True)
+        except GenerationError:
+            self.rng.set_state(before["rng"])
             self.optimiser.zero_grad(set_to_none=True)
             raise
-        self.at_step_boundary = False
-        self.updating = self.step_index + 1  # the step whose update (and hooks) is under way
-        lr = self.optimiser.param_groups[0]["lr"]
-        self.optimiser.step()
-        self.scheduler.step()
-        with torch.no_grad():
-            z = torch.maximum(torch.minimum(self.z, self.z_max), self.z_min)
-            self.z.copy_(torch.where(self._failed_4d(), self.last_good_z, z))
-        self.step_index += 1
-        for extension in self.extensions:
-            extension.after_step(self)
-        if self.step_index == self.config.iterations and self.extensions:
-            self._finish()
-        if self.stages.stage_at(self.step_index) != self.stage:
-            self._enter_stage(self.stages.stage_at(self.step_index), carry=True)
+        except BaseException:
+            self._undo(before)
+            raise
         self.at_step_boundary = True
         return Step(
             self.step_index, losses, total.detach(), image.detach(), lr, self.failed.clone()
         )
+
+    def check_stop(self) -> None:
+        """Raise `StepAbandoned` when `should_stop()` says the run should stop. Long work inside
+        a step (a prior's redraw: 20 s and more on a CPU) calls it between its parts, so a stop
+        need not wait for the work to end; `step` then undoes the step."""
+        if self.should_stop is not None and self.should_stop():
+            raise StepAbandoned(f"stopped inside step {self.step_index}")
+
+    def _snapshot(self) -> dict:
+        """What a step changes, to undo it (`_undo`): the latent's values and the tensor itself
+        (a new scale replaces it), the optimiser's and the schedule's states and objects, the
+        generator, the stage and the failure records. A few copies of the latent's size."""
+        return {
+            "z": self.z,
+            "z_values": self.z.detach().clone(),
+            "optimiser": self.optimiser,
+            "optimiser_state": copy.deepcopy(self.optimiser.state_dict()),
+            "scheduler": self.scheduler,
+            "scheduler_state": copy.deepcopy(self.scheduler.state_dict()),
+            "rng": self.rng.get_state(),
+            "failed": self.failed.clone(),
+            "failures": list(self.failures),
+            **{name: getattr(self, name) for name in _REPLACED_BY_A_STEP},
+        }
+
+    def _undo(self, before: dict) -> None:
+        """Put the run back as `before` (`_snapshot`) found it: a step boundary."""
+        self.z = before["z"]
+        with torch.no_grad():
+            self.z.copy_(before["z_values"])
+        self.optimiser = before["optimiser"]
+        self.optimiser.load_state_dict(before["optimiser_state"])
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scheduler = before["scheduler"]
+        self.scheduler.load_state_dict(before["scheduler_state"])
+        self.rng.set_state(before["rng"])
+        self.failed, self.failures = before["failed"], before["failures"]
+        for name in _REPLACED_BY_A_STEP:
+            setattr(self, name, before[name])
+        self.at_step_boundary = True
 
     def _check_finite(self, total: torch.Tensor) -> None:
         """Checking the loss reads it on the host, a sync that stalls a GPU's queue: done every
@@ -678,3 +732,14 @@ class Stages:
 
 
 STATE_KEYS = ("format", "config", "step", "z", "z0", "optimiser", "scheduler", "rng", "failed")
+
+# What a step may replace (rather than change in place): kept as they are by `Run._snapshot`.
+_REPLACED_BY_A_STEP = (
+    "step_index",
+    "stage",
+    "grid",
+    "image_size",
+    "z0",
+    "last_good_z",
+    "final_z",
+)

@@ -24,7 +24,7 @@ from pathlib import Path
 from vqclip.atomic import atomic_write_text
 from vqclip.generate.checkpoint import load_run_state
 from vqclip.generate.config import GenerateConfig
-from vqclip.generate.run import GenerationError, Run, Step
+from vqclip.generate.run import GenerationError, Run, Step, StepAbandoned
 from vqclip.jobs.files import JobFiles, numbered
 from vqclip.jobs.models import ModelCache
 from vqclip.jobs.options import JobOptions
@@ -64,12 +64,13 @@ def execute_job(
     or from the files' checkpoint if one is there.
 
     `on_start(run)` sees the run before its first step; `on_step(step, run)` every step
-    (progress, previews); `should_stop()` is asked after every step and, when true, the job
-    writes its checkpoint and returns "stopped" (a later call resumes it). `device` overrides
-    the config's (a worker's own GPU) without changing the settings, so any worker can resume
-    the job; `workers` is how many jobs the door runs side by side (it divides the default
-    thread count); `on_checkpoint(run_dir)` follows every checkpoint written (to copy it to
-    shared storage)."""
+    (progress, previews); `should_stop()` is asked after every step, the last one too, and
+    between the rounds of a prior's redraw (which it cuts short, undoing its step): when true,
+    the job writes its checkpoint and returns "stopped" (a later call resumes it). `device`
+    overrides the config's (a worker's own GPU) without changing the settings, so any worker
+    can resume the job; `workers` is how many jobs the door runs side by side (it divides the
+    default thread count); `on_checkpoint(run_dir)` follows every checkpoint written (to copy
+    it to shared storage)."""
     from vqclip import __version__
 
     files = files if isinstance(files, JobFiles) else JobFiles.folder(files)
@@ -86,6 +87,7 @@ def execute_job(
     run = Run(config, vqgan=vqgan, clips=clips, extensions=models.extensions(config), device=device)
     if state is not None:
         run.load_state_dict(state)
+    run.should_stop = should_stop
     config = run.config
     result = JobResult(STOPPED, config, run.step_index, 0.0)
     if files.settings is not None:
@@ -149,14 +151,18 @@ def execute_job(
             every = options.checkpoint_every
             if every and step.index % every == 0 and not at_end:
                 checkpoint()
-            if should_stop is not None and not at_end and should_stop():
+            # the last step too: a stop asked for during it is a stop (its checkpoint holds
+            # the finished run, and a resume writes the image), never a silent finish
+            if should_stop is not None and should_stop():
                 interrupted = True
                 break
         else:
             result.status = DONE
     except GenerationError as e:
         result.status, result.error = FAILED, str(e)
-    except KeyboardInterrupt:  # a second Ctrl-C, inside a step: a checkpoint if it can
+    except (KeyboardInterrupt, StepAbandoned):
+        # a second Ctrl-C inside a step, or a stop inside a redraw: the step was undone, so
+        # the checkpoint is the step before
         interrupted = True
     if interrupted:
         if not checkpoint() and files.rescue:  # keep the work as an image at least

@@ -295,11 +295,14 @@ class MaskedResampler(GridSampler):
         generator: torch.Generator,
         guide: Guide | None = None,
         labels: Labels = None,
+        *,
+        between: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """A copy of `idx` (B, h, w) with the tokens where `mask` is True drawn from the prior
         given the others (and each row's class, `labels`), window by window; tokens outside
         `mask` never change. `generator` is a CPU generator; `guide` (used when `guidance` is
-        not 0) steers the draws."""
+        not 0) steers the draws; `between()` is called before each round (a run's
+        `check_stop`, which may raise to give the draw up)."""
         self._check(idx)
         if mask.shape != idx.shape:
             raise ConfigError(f"resample mask of shape {tuple(mask.shape)}; expected {idx.shape}")
@@ -318,6 +321,8 @@ class MaskedResampler(GridSampler):
             remaining = chosen.clone()
             total = chosen.sum(1, keepdim=True).float()  # (B, 1)
             for s in range(self.steps):
+                if between is not None:
+                    between()
                 logits = self._logits(tokens, labels, self._class_scale(s)) / self.temperature
                 if guided:
                     # A tentative grid (the prior's own draw where still masked) to take the

@@ -111,7 +111,9 @@ class PriorExtension(Extension):
     def resample(self, run: Run) -> None:
         """Redraw the `prior_resample_fraction` of each image's tokens the prior finds least
         likely; with `prior_candidates` K each image is redrawn K times and the guides keep
-        one."""
+        one. A stop asked for meanwhile (`run.check_stop`) cuts the redraw short between its
+        rounds; the run then undoes the step it belongs to."""
+        run.check_stop()
         sampler = self._parts(run)
         idx = run.tokens()  # (B, h, w)
         labels = self.labels if self.masked else None
@@ -134,12 +136,12 @@ class PriorExtension(Extension):
     def _redraw(self, run: Run, sampler, idx, mask, index: int | None) -> torch.Tensor:
         """The sampler's redraw of `idx` at `mask`; a masked prior's draws are steered by the
         guides and read the class of image `index` for every row, or of image r for row r
-        when `index` is None."""
+        when `index` is None. The run is asked between rounds whether to stop (`check_stop`)."""
         if not self.masked:
-            return sampler.redraw(idx, mask, run.rng)
+            return sampler.redraw(idx, mask, run.rng, between=run.check_stop)
         labels = self.labels if index is None else [self.labels[index]] * len(idx)
         guide = lambda grid: run.prompt_gradient(grid, index)  # noqa: E731
-        return sampler.redraw(idx, mask, run.rng, guide, labels)
+        return sampler.redraw(idx, mask, run.rng, guide, labels, between=run.check_stop)
 
     def _parts(self, run: Run):
         """The run's sampler (and loss), built for its current grid."""

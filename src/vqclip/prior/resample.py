@@ -16,6 +16,8 @@ Every random draw comes from the `torch.Generator` passed in, so a seed gives th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -82,11 +84,17 @@ class TokenResampler(GridSampler):
 
     @torch.no_grad()
     def redraw(
-        self, idx: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
+        self,
+        idx: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        between: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """A copy of `idx` (B, h, w) with the tokens where `mask` (B, h, w) is True drawn from the
         prior one by one in raster order (window by window), each given the tokens before it.
-        Tokens outside `mask` are never changed. `generator` is a CPU generator."""
+        Tokens outside `mask` are never changed. `generator` is a CPU generator; `between()` is
+        called before each token (a run's `check_stop`, which may raise to give the draw up)."""
         self._check(idx)
         if mask.shape != idx.shape:
             raise ConfigError(f"resample mask of shape {tuple(mask.shape)}; expected {idx.shape}")
@@ -105,6 +113,8 @@ class TokenResampler(GridSampler):
             # reads the tokens before it, redrawn ones included.
             logits, past = self.gpt.extend(self.prefix.expand(len(images), -1))
             for t in range(int(chosen.nonzero()[:, 1].max()) + 1):
+                if between is not None:
+                    between()
                 if t:
                     logits, past = self.gpt.extend(tokens[:, t - 1 : t], past)
                 rows = chosen[:, t].nonzero().flatten()
