@@ -1,13 +1,19 @@
 """The gallery in a real browser (headless Chromium, as test_serve_browser): search by prompt,
-the full-size viewer with the settings beside the image (arrow keys move, Escape closes), a
-selection downloaded as a zip of its finished images, cancel all queued, delete failed."""
+the full-size viewer with the settings beside the image (arrow keys move, Escape closes; the
+whole picture shown at every screen size), a selection downloaded as a zip of its finished
+images (hundreds of them too), cancel all queued, delete failed, and refreshes while a job runs
+that keep the pages loaded and the scroll position."""
 
+import io
 import zipfile
 
 import pytest
+from PIL import Image
 
 from test_serve_browser import browser  # noqa: F401 (the fixture)
 from test_serve_crash import ServerProcess
+from vqclip.generate.config import build_config
+from vqclip.serve.store import JobStore
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +22,35 @@ TOY = {"model": "toy", "size": [32, 32], "iterations": 4, "cutn": 4, "seed": 5}
 
 def shown(page) -> list[str]:
     return page.eval_on_selector_all("#gallery .card", "cs => cs.map(c => c.dataset.id)")
+
+
+def data_with_done_jobs(tmp_path, jobs: list[tuple[str, tuple[int, int]]]):
+    """A data folder holding a done toy job for each (prompt, (width, height)), oldest first,
+    with the image.png a worker leaves (one colour, that size): a gallery of many pages
+    without running a model. (data folder, job ids)."""
+    data = tmp_path / "data"
+    store = JobStore(data / "jobs.sqlite3")
+    pngs: dict[tuple[int, int], bytes] = {}
+    ids = []
+    for seed, (prompt, size) in enumerate(jobs):
+        if size not in pngs:
+            image = io.BytesIO()
+            Image.new("RGB", size, (200, 60, 40)).save(image, "PNG")
+            pngs[size] = image.getvalue()
+        config = build_config({**TOY, "prompt": prompt, "size": list(size), "seed": seed})
+        row, _ = store.admit(config.to_dict(), model="toy")
+        assert store.claim("worker-0").id == row.id
+        store.finish(row.id, "done", TOY["iterations"])
+        (data / "jobs" / row.id).mkdir(parents=True)
+        (data / "jobs" / row.id / "image.png").write_bytes(pngs[size])
+        ids.append(row.id)
+    store.close()
+    return data, ids
+
+
+def cards(compared: str) -> str:
+    """A test of how many cards the gallery shows, for wait_for_function: cards("=== 48")."""
+    return f"() => document.querySelectorAll('#gallery .card').length {compared}"
 
 
 def test_the_gallery_searches_views_zips_and_clears(tmp_path, browser):  # noqa: F811
@@ -95,4 +130,73 @@ def test_the_gallery_searches_views_zips_and_clears(tmp_path, browser):  # noqa:
         assert server.http.get(f"/api/jobs/{failed}").status_code == 404
         assert failed not in shown(page) and red in shown(page)
         server.http.post(f"/api/jobs/{long}/cancel")
+        assert errors == []
+
+
+# Where the picture in the viewer is drawn (its box scaled to fit, as object-fit: contain does),
+# and whether each of its corners is on top there: not cut off by the dialog or the screen.
+PICTURE = """() => {
+  const img = document.querySelector('#viewer-img');
+  const rect = (r) => ({ left: r.left, top: r.top, right: r.right, bottom: r.bottom });
+  const box = img.getBoundingClientRect();
+  const scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+  const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+  const left = box.left + (box.width - w) / 2, top = box.top + (box.height - h) / 2;
+  const corners = [[left + 2, top + 2], [left + w - 2, top + 2],
+                   [left + 2, top + h - 2], [left + w - 2, top + h - 2]];
+  return {
+    picture: { left, top, right: left + w, bottom: top + h },
+    pane: rect(img.parentElement.getBoundingClientRect()),
+    dialog: rect(document.querySelector('#viewer').getBoundingClientRect()),
+    screen: { left: 0, top: 0, right: innerWidth, bottom: innerHeight },
+    corners: corners.map(([x, y]) => document.elementFromPoint(x, y) === img),
+  };
+}"""
+
+
+def inside(inner: dict, outer: dict) -> bool:
+    return (
+        inner["left"] >= outer["left"] - 1
+        and inner["top"] >= outer["top"] - 1
+        and inner["right"] <= outer["right"] + 1
+        and inner["bottom"] <= outer["bottom"] + 1
+    )
+
+
+def test_the_viewer_shows_the_whole_picture_at_every_screen_size(tmp_path, browser):  # noqa: F811
+    sizes = [(32, 32), (32, 64), (96, 32)]  # square, tall, wide
+    data, ids = data_with_done_jobs(tmp_path, [(f"a picture {w}x{h}", (w, h)) for w, h in sizes])
+    with ServerProcess(data, "--workers", "0") as server:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.wait_for_selector(f".card[data-id='{ids[0]}'] .expand", state="attached")
+        page.click(f".card[data-id='{ids[-1]}'] .expand")
+        page.wait_for_selector("#viewer[open]")
+        for width, height in [(1280, 800), (1920, 1080), (1366, 600), (390, 844)]:
+            page.set_viewport_size({"width": width, "height": height})
+            for job_id, (w, h) in zip(ids[::-1], sizes[::-1], strict=True):
+                page.wait_for_function(
+                    "([id, w, h]) => { const img = document.querySelector('#viewer-img');"
+                    " return img.dataset.id === id && img.complete"
+                    " && img.naturalWidth === w && img.naturalHeight === h; }",
+                    arg=[job_id, w, h],
+                )
+                at = page.evaluate(PICTURE)
+                where = f"{w}x{h} image on a {width}x{height} screen: {at}"
+                assert inside(at["picture"], at["dialog"]), where
+                assert inside(at["picture"], at["screen"]), where
+                assert inside(at["dialog"], at["screen"]), where
+                assert all(at["corners"]), where
+                # scaled to fill its pane one way, not shrunk
+                pane, picture = at["pane"], at["picture"]
+                fill = max(
+                    (picture["right"] - picture["left"]) / (pane["right"] - pane["left"]),
+                    (picture["bottom"] - picture["top"]) / (pane["bottom"] - pane["top"]),
+                )
+                assert fill > 0.98, where
+                page.keyboard.press("ArrowRight")
+            for _ in sizes:
+                page.keyboard.press("ArrowLeft")
         assert errors == []
