@@ -200,3 +200,62 @@ def test_the_viewer_shows_the_whole_picture_at_every_screen_size(tmp_path, brows
             for _ in sizes:
                 page.keyboard.press("ArrowLeft")
         assert errors == []
+
+
+# The id of the first card wholly on the screen.
+CARD_IN_VIEW = """() => [...document.querySelectorAll('#gallery .card')].find((c) => {
+  const r = c.getBoundingClientRect();
+  return r.top >= 0 && r.bottom <= innerHeight;
+}).dataset.id"""
+# The fewest cards the gallery shows from now on.
+COUNT_FEWEST = """() => {
+  const box = document.querySelector('#gallery');
+  window.fewest = box.children.length;
+  new MutationObserver(() => { window.fewest = Math.min(window.fewest, box.children.length); })
+    .observe(box, { childList: true });
+}"""
+
+
+def test_refreshes_while_a_job_runs_keep_the_pages_loaded_and_the_scroll(tmp_path, browser):  # noqa: F811
+    data, done = data_with_done_jobs(tmp_path, [(f"job {i}", (32, 32)) for i in range(150)])
+    with ServerProcess(data) as server:
+        long = server.submit({**TOY, "prompt": "a long run", "iterations": 20000})
+        server.wait(long, done=lambda job: job["status"] == "running")
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.wait_for_selector(f".card[data-id='{long}']")
+        page.wait_for_function(cards("=== 48"))
+        for pages in (2, 3):
+            page.click("#more-jobs")
+            page.wait_for_function(cards(f"=== {48 * pages}"))
+        page.evaluate(COUNT_FEWEST)
+        page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+        scrolled = page.evaluate("window.scrollY")
+        assert scrolled > 3000, scrolled
+        seen = page.evaluate(CARD_IN_VIEW)
+        look = page.get_attribute(f".card[data-id='{long}']", "data-look")
+
+        # A job submitted elsewhere: the event's refresh puts it on top; the running job's card
+        # moves on with its steps; the 5-second refresh comes round too.
+        new = server.submit({**TOY, "prompt": "a new job"})
+        page.wait_for_selector(f"#gallery .card:first-child[data-id='{new}']", timeout=20_000)
+        page.wait_for_function(
+            "([id, look]) => document.querySelector(`.card[data-id='${id}']`).dataset.look"
+            " !== look",
+            arg=[long, look],
+            timeout=30_000,
+        )
+        page.wait_for_timeout(6000)
+
+        assert page.evaluate("window.fewest") >= 144  # no refresh dropped the pages loaded
+        assert shown(page) == [new, long, *done[::-1][:143]]
+        assert page.is_visible("#more-jobs")
+        after = page.evaluate("window.scrollY")
+        assert abs(after - scrolled) < 400, (scrolled, after)  # a row at most
+        box = page.locator(f".card[data-id='{seen}']").bounding_box()
+        assert box["y"] + box["height"] > 0 and box["y"] < 800, box  # still on the screen
+        server.http.post(f"/api/jobs/{long}/cancel")
+        server.http.post(f"/api/jobs/{new}/cancel")
+        assert errors == []

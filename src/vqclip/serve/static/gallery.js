@@ -1,13 +1,24 @@
-// The gallery: every job as a card, searched by prompt and filtered by status; a selection
-// downloaded as one zip; cancel all queued, delete failed; a full-size viewer with the
-// settings beside the image (arrow keys move, Escape closes). Uses app.js's helpers.
+// The gallery: every job as a card, searched by prompt and filtered by status, refreshed in
+// place as jobs change; a selection downloaded as one zip; cancel all queued, delete failed; a
+// full-size viewer with the settings beside the image (arrow keys move, Escape closes). Uses
+// app.js's helpers.
 "use strict";
 
 const gallery = {
   picked: new Set(), // job ids ticked for the zip
   viewing: [], // the jobs the viewer moves through, in the gallery's order
   at: 0,
+  loaded: false, // whether a first page has been shown (state.next is then its cursor)
+  queue: Promise.resolve(), // the refreshes, one after another
+  waiting: null, // a "keep" refresh queued and not yet started: others join it
 };
+const PAGE = 48; // cards a page adds
+const MOST = 500; // the server's largest page
+
+// What a card shows of its job: a card is built again only when this changes.
+function cardLook(job) {
+  return [job.status, job.step, job.iterations, job.urls.thumbnail, job.urls.preview, job.urls.images.length].join(" ");
+}
 
 function viewable(job) {
   return job && (job.urls.images.length > 0 || job.urls.preview);
@@ -39,25 +50,94 @@ function card(job) {
   const meta = el("div", { class: "meta" },
     el("span", { class: "p", text: (job.prompts || []).join(" · ") || "(image prompt)", title: (job.prompts || []).join("\n") }),
     el("span", { class: "s", text: [job.model, size, `${s.iterations} steps`, `seed ${job.seed}`].filter(Boolean).join(" · ") }));
-  const node = el("article", { class: "card" + (job.id === state.selected ? " selected" : "") + (pick.checked ? " picked" : ""), "data-id": job.id }, thumb, meta);
+  const node = el("article", { class: "card" + (job.id === state.selected ? " selected" : "") + (pick.checked ? " picked" : ""), "data-id": job.id, "data-look": cardLook(job) }, thumb, meta);
   node.addEventListener("click", () => select(job.id));
   node.addEventListener("dblclick", () => viewable(job) && openViewer(job.id));
   return node;
 }
 
-async function refreshGallery(append = false) {
-  const params = new URLSearchParams({ limit: "48" });
+// The gallery's refreshes, run one at a time so that no answer lands on another's cards:
+// "reset": the first page only (a new filter or search);
+// "more": the next page, added below;
+// "keep" (the default: job events, the running jobs' timer, the page's own changes): every card
+//   loaded so far fetched again and the jobs newer than them added on top, so that a refresh while
+//   jobs run keeps the pages the user has loaded, and the cards where they were scrolled to.
+function refreshGallery(how = "keep") {
+  if (how === "keep" && gallery.waiting) return gallery.waiting;
+  const run = gallery.queue.then(() => {
+    if (gallery.waiting === run) gallery.waiting = null;
+    return loadGallery(how);
+  });
+  if (how === "keep") gallery.waiting = run;
+  gallery.queue = run;
+  return run;
+}
+
+function galleryParams(limit, before) {
+  const params = new URLSearchParams({ limit: String(limit) });
   if (state.filter) params.set("status", state.filter);
   const q = $("search").value.trim();
   if (q) params.set("q", q);
-  if (append && state.next != null) params.set("before", state.next);
+  if (before != null) params.set("before", String(before));
+  return params;
+}
+
+// The jobs from the newest down to the oldest card shown: pages until the cursor of that card
+// (state.next), cut after it; where it is gone, down past where it was. Everything when
+// everything was shown (state.next null).
+async function fetchShown() {
+  const box = $("gallery");
+  const until = state.next, oldest = box.lastElementChild?.dataset.id;
+  const jobs = [];
+  let page, before = null;
+  let limit = Math.min(MOST, Math.max(PAGE, box.children.length + 8)); // a few new ones too
+  do {
+    page = await api(`/api/gallery?${galleryParams(limit, before)}`);
+    jobs.push(...page.jobs);
+    before = page.next;
+    limit = PAGE;
+  } while (before != null && (until == null || before > until));
+  const cut = until == null ? -1 : jobs.findIndex((job) => job.id === oldest);
+  if (cut >= 0) { jobs.length = cut + 1; before = until; }
+  return { jobs, counts: page.counts, next: before };
+}
+
+// The cards of `jobs` in their order: a card whose job looks the same is kept as it is (no
+// image loads again), a changed one is built again, the cards of jobs not among them go.
+function placeCards(jobs) {
+  const box = $("gallery");
+  const old = new Map([...box.children].map((node) => [node.dataset.id, node]));
+  const nodes = jobs.map((job) => {
+    const node = old.get(job.id);
+    old.delete(job.id);
+    return node && node.dataset.look === cardLook(job) ? node : card(job);
+  });
+  const keep = new Set(nodes);
+  for (const node of [...box.children]) if (!keep.has(node)) node.remove();
+  nodes.forEach((node, i) => {
+    if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null);
+  });
+}
+
+async function loadGallery(how) {
+  if (how === "more" && state.next == null) return;
+  if (how === "keep" && !gallery.loaded) how = "reset";
   try {
-    const page = await api(`/api/gallery?${params}`);
+    let page;
+    if (how === "keep") page = await fetchShown();
+    else page = await api(`/api/gallery?${galleryParams(PAGE, how === "more" ? state.next : null)}`);
     const box = $("gallery");
-    if (!append) box.replaceChildren();
-    for (const job of page.jobs) { state.jobs.set(job.id, job); noteStatus(job); box.append(card(job)); }
+    if (how === "more") {
+      const shown = new Set([...box.children].map((node) => node.dataset.id));
+      for (const job of page.jobs) if (!shown.has(job.id)) box.append(card(job));
+    } else {
+      placeCards(page.jobs);
+    }
+    for (const job of page.jobs) { state.jobs.set(job.id, job); noteStatus(job); }
+    gallery.loaded = true;
     state.next = page.next;
     $("more-jobs").hidden = page.next == null;
+    const q = $("search").value.trim();
     $("gallery-empty").textContent = q ? `No job's prompt has “${q}”.` : "No jobs yet.";
     $("gallery-empty").hidden = box.children.length > 0;
     showCounts(page.counts);
@@ -159,12 +239,12 @@ function setupGallery() {
     b.addEventListener("click", () => {
       for (const x of $("filters").children) x.classList.toggle("on", x === b);
       state.filter = b.dataset.status;
-      refreshGallery();
+      refreshGallery("reset");
     });
   }
   let typing = null;
-  $("search").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => refreshGallery(), 250); });
-  $("more-jobs").addEventListener("click", () => refreshGallery(true));
+  $("search").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => refreshGallery("reset"), 250); });
+  $("more-jobs").addEventListener("click", () => refreshGallery("more"));
   $("select-shown").addEventListener("click", () => {
     for (const node of document.querySelectorAll("#gallery .card")) gallery.picked.add(node.dataset.id);
     showSelection();
