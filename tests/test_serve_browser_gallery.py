@@ -259,3 +259,38 @@ def test_refreshes_while_a_job_runs_keep_the_pages_loaded_and_the_scroll(tmp_pat
         server.http.post(f"/api/jobs/{long}/cancel")
         server.http.post(f"/api/jobs/{new}/cancel")
         assert errors == []
+
+
+def test_a_selection_of_hundreds_of_jobs_downloads_its_finished_images(tmp_path, browser):  # noqa: F811
+    data, done = data_with_done_jobs(tmp_path, [(f"job {i}", (32, 32)) for i in range(230)])
+    with ServerProcess(data, "--workers", "0") as server:
+        queued = [server.submit({**TOY, "prompt": f"queued {i}"}) for i in range(3)]
+        cancelled = server.submit({**TOY, "prompt": "cancelled"})
+        assert server.http.post(f"/api/jobs/{cancelled}/cancel").status_code == 200
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.wait_for_selector(f".card[data-id='{queued[0]}']")
+        while page.is_visible("#more-jobs"):
+            count = len(shown(page))
+            page.click("#more-jobs")
+            page.wait_for_function(cards(f"> {count}"))
+        assert len(shown(page)) == 234
+        page.check(f".card[data-id='{done[-1]}'] .pick")  # the selection's tools show up
+        page.click("#select-shown")
+        assert page.text_content("#selection-count") == "234 selected · 230 finished"
+
+        with (
+            page.expect_request("**/api/gallery/zip") as sent,
+            page.expect_download(timeout=60_000) as download,
+        ):
+            page.click("#zip")
+        assert sent.value.method == "POST"
+        assert sent.value.post_data_json == {"ids": done[::-1]}  # the finished jobs only
+        with zipfile.ZipFile(download.value.path()) as archive:
+            names = archive.namelist()
+            assert archive.testzip() is None
+        assert names == [f"job-{i}-{job_id}.png" for i, job_id in reversed(list(enumerate(done)))]
+        assert download.value.suggested_filename == "vqclip-230-images.zip"
+        assert errors == []

@@ -209,6 +209,55 @@ def test_a_selection_downloads_as_a_zip_of_its_finished_images_only(serve):  # n
     assert client.get("/api/gallery/zip", params={"ids": "x"}).status_code == 422
 
 
+def test_a_selection_of_hundreds_of_jobs_downloads_by_post_with_its_ids_in_the_body(serve):  # noqa: F811
+    client = serve(workers=0)
+    service = client.app.state.service
+    images = [f"image {i}".encode() for i in range(250)]
+    ids = [_finished_job(service.store, service.jobs_dir, image) for image in images]
+    queued = _add(client, "a queued job")
+    # 250 ids are over 4 KB: more than a query string takes
+    assert client.get("/api/gallery/zip", params={"ids": ",".join(ids)}).status_code == 422
+    over = client.get("/api/gallery/zip", params={"ids": ",".join(f"{i:016x}" for i in range(201))})
+    assert over.status_code == 422 and "POST" in over.json()["detail"]
+
+    answer = client.post("/api/gallery/zip", json={"ids": [queued, *ids, ids[0]]})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    assert answer.headers["content-disposition"] == 'attachment; filename="vqclip-250-images.zip"'
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    assert archive.namelist() == [f"a-finished-job-{job_id}.png" for job_id in ids]
+    assert [archive.read(name) for name in archive.namelist()] == images
+    assert archive.testzip() is None
+
+    def refused(status: int, words: str, **request) -> None:
+        answer = client.post("/api/gallery/zip", **request)
+        assert answer.status_code == status, answer.text
+        assert words in answer.json()["detail"], answer.json()
+
+    refused(415, "JSON", content=",".join(ids), headers={"Content-Type": "text/plain"})
+    refused(422, "not valid JSON", content="{", headers={"Content-Type": "application/json"})
+    refused(422, "give a JSON object", json=ids)
+    refused(422, "unknown field(s) 'name'", json={"ids": ids[:1], "name": "x"})
+    refused(422, "give a list of job ids", json={"ids": ",".join(ids)})
+    refused(422, "give a list of job ids", json={"ids": [1, 2]})
+    refused(422, "give 1 to 10000 job ids", json={"ids": []})
+    refused(422, "give 1 to 10000 job ids", json={"ids": [f"{i:016x}" for i in range(10001)]})
+    refused(422, "'nope' is not a job id", json={"ids": [ids[0], "nope"]})
+    refused(404, "none of these jobs has a finished image", json={"ids": [queued]})
+    # The guard's rules for every POST: the same origin only, the token where one is set.
+    refused(403, "cross-origin", json={"ids": ids}, headers={"Origin": "http://elsewhere.example"})
+    same = client.post(
+        "/api/gallery/zip", json={"ids": ids[:1]}, headers={"Origin": "http://testserver"}
+    )
+    assert same.status_code == 200
+    guarded = serve(workers=0, data="guarded", token=TOKEN)
+    assert guarded.post("/api/gallery/zip", json={"ids": ids[:1]}).status_code == 401
+
+    spec = client.get("/openapi.json").json()["paths"]["/api/gallery/zip"]
+    body = spec["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["ids"] and body["properties"]["ids"]["maxItems"] == 10000
+    assert "get" in spec
+
+
 def test_the_zip_is_written_as_it_is_sent(tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(bytes(range(256)) * (3 * 2**20 // 256))  # 3 MiB

@@ -2,6 +2,10 @@
 download the finished images of a selection as one zip (streamed, and whole even when its jobs
 are deleted while it is sent), cancel every queued job, delete every failed one.
 
+A zip's ids come in the query string (GET, up to 200: URLs have limits) or in a JSON body (POST,
+up to 10000, which the page uses: a selection can be every job it has shown). The POST goes
+through the same guard as every change (same origin, the token), and its body must be JSON.
+
 They use the job store's public calls only. A search pages through the jobs newest first and
 matches in Python (every word of the query, case-folded, in the job's prompts), so it reads any
 text the way the page shows it; a server's jobs number in the thousands at most.
@@ -17,18 +21,20 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from vqclip.jobs import image_names
+from vqclip.serve.admission import parse_json_body
 from vqclip.serve.problems import APIError
 from vqclip.serve.problems import responses as _errors
 from vqclip.serve.service import Service
 from vqclip.serve.store import STATUSES, JobRow, is_job_id
 from vqclip.serve.views import JobViews
 
-MAX_IDS = 200  # a selection travels in the URL: 200 ids are 3.4 KB of it
+MAX_IDS = 200  # ids in a query string: 200 are 3.4 KB of the URL
+MAX_ZIP_IDS = 10_000  # ids in a POSTed zip request: some 190 KB of JSON, under the body cap
 _PAGE = 500  # rows read at a time while searching
 _CHUNK = 2**20
 MADE = ("done", "partial")  # jobs whose images are finished
@@ -53,15 +59,53 @@ def prompt_matches(row: JobRow, words: list[str]) -> bool:
     return all(word in text for word in words)
 
 
-def parse_ids(ids: str) -> list[str]:
-    """Job ids from "a,b,c", in order, without repeats; APIError 422 for one that is not."""
-    found = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
+def _job_ids(parts: list[str], most: int, how: str) -> list[str]:
+    """`parts` in order without repeats; APIError 422 for one that is not a job id, or for
+    none or more than `most` of them (`how`: how they are given, for the message)."""
+    found = list(dict.fromkeys(parts))
     bad = [part for part in found if not is_job_id(part)]
     if bad:
         raise APIError(422, f"ids: {bad[0][:40]!r} is not a job id (16 hex digits)")
-    if not found or len(found) > MAX_IDS:
-        raise APIError(422, f"ids: give 1 to {MAX_IDS} job ids, separated by commas")
+    if not found or len(found) > most:
+        raise APIError(422, f"ids: give 1 to {most} job ids, {how}")
     return found
+
+
+def parse_ids(ids: str, hint: str = "") -> list[str]:
+    """Job ids from "a,b,c", in order, without repeats; APIError 422 for one that is not.
+    `hint` ends the message for too many."""
+    parts = [part.strip() for part in ids.split(",") if part.strip()]
+    return _job_ids(parts, MAX_IDS, "separated by commas" + hint)
+
+
+ZIP_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ids"],
+    "additionalProperties": False,
+    "properties": {
+        "ids": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+            "minItems": 1,
+            "maxItems": MAX_ZIP_IDS,
+            "description": "job ids; jobs without a finished image, and unknown ids, are left out",
+        }
+    },
+}
+
+
+def zip_request_ids(body: Any) -> list[str]:
+    """The job ids of a zip request's JSON body `{"ids": [...]}`, in order, without repeats;
+    APIError 422 naming what is wrong."""
+    if not isinstance(body, dict):
+        raise APIError(422, 'give a JSON object: {"ids": ["<job id>", ...]}')
+    unknown = sorted(set(body) - {"ids"})
+    if unknown:
+        raise APIError(422, f"unknown field(s) {', '.join(map(repr, unknown))}: give ids only")
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(part, str) for part in ids):
+        raise APIError(422, f"ids={str(ids)[:60]}: give a list of job ids (strings)")
+    return _job_ids(ids, MAX_ZIP_IDS, "in a list")
 
 
 def _slug(text: str) -> str:
@@ -190,17 +234,7 @@ def build_gallery_router(service: Service) -> APIRouter:
         more = len(found) > limit
         return page(found[:limit], found[limit - 1].seq if more else None)
 
-    @router.get(
-        "/zip",
-        summary="The finished images of the jobs `ids` as one zip, streamed (jobs without a "
-        "finished image, and unknown ids, are left out)",
-        response_class=StreamingResponse,
-        responses={**_errors(404, 422), 200: {"content": {"application/zip": {}}}},
-    )
-    def download_zip(
-        ids: str = Query(..., max_length=MAX_IDS * 17, description="job ids, comma-separated"),
-    ) -> StreamingResponse:
-        job_ids = parse_ids(ids)
+    def zip_of(job_ids: list[str]) -> StreamingResponse:
         release = service.hold_files(job_ids)
         try:
             members = zip_members(service, job_ids)
@@ -212,6 +246,40 @@ def build_gallery_router(service: Service) -> APIRouter:
         name = f"vqclip-{len(members)}-images.zip"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
         return ZipResponse(stream_zip(members), release, headers)
+
+    zip_answers = {**_errors(404, 422), 200: {"content": {"application/zip": {}}}}
+
+    @router.get(
+        "/zip",
+        summary=f"The finished images of the jobs `ids` (up to {MAX_IDS}) as one zip, streamed "
+        "(jobs without a finished image, and unknown ids, are left out)",
+        response_class=StreamingResponse,
+        responses=zip_answers,
+    )
+    def download_zip(
+        # Longer than MAX_IDS ids take, so that too many get the message that points to POST.
+        ids: str = Query(..., max_length=2**16, description="job ids, comma-separated"),
+    ) -> StreamingResponse:
+        return zip_of(parse_ids(ids, '; for more, POST {"ids": [...]} to /api/gallery/zip'))
+
+    @router.post(
+        "/zip",
+        summary=f"The finished images of the jobs in the body's `ids` (up to {MAX_ZIP_IDS}) as "
+        "one zip, streamed (jobs without a finished image, and unknown ids, are left out)",
+        response_class=StreamingResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ZIP_REQUEST_SCHEMA}},
+            }
+        },
+        responses={**zip_answers, **_errors(413, 415)},
+    )
+    async def download_zip_posted(request: Request) -> StreamingResponse:
+        body = parse_json_body(await request.body(), request.headers.get("content-type"))
+        job_ids = zip_request_ids(body)
+        # Thousands of store reads: off the event loop, as the GET's are.
+        return await asyncio.to_thread(zip_of, job_ids)
 
     @router.post(
         "/cancel-queued",

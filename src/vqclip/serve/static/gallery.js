@@ -161,17 +161,54 @@ function showCounts(counts) {
 
 // ---------- the selection: one zip ----------
 
+function pickedFinished() {
+  return [...gallery.picked].filter((id) => MADE.includes(state.jobs.get(id)?.status));
+}
+
 function showSelection() {
   const ids = [...gallery.picked];
-  const finished = ids.filter((id) => MADE.includes(state.jobs.get(id)?.status)).length;
+  const finished = pickedFinished().length;
   $("selection").hidden = ids.length === 0;
   $("selection-count").textContent = `${ids.length} selected · ${finished} finished`;
   $("zip").hidden = finished === 0;
-  $("zip").href = `/api/gallery/zip?ids=${ids.join(",")}`;
   for (const node of document.querySelectorAll("#gallery .card")) {
     const on = gallery.picked.has(node.dataset.id);
     node.classList.toggle("picked", on);
     node.querySelector(".pick").checked = on;
+  }
+}
+
+// The zip of the selection's finished jobs: their ids go in a POST's body (a query string
+// holds some 200), and the answer is saved under the name the server gives it.
+async function downloadZip() {
+  const ids = pickedFinished();
+  if (!ids.length) return;
+  const button = $("zip");
+  button.disabled = true;
+  toast(`Making a zip of ${ids.length} job${ids.length === 1 ? "" : "s"}…`);
+  try {
+    const response = await fetch("/api/gallery/zip", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ids }) });
+    if (response.status === 401) {
+      $("token-dialog").showModal();
+      throw new Error("this server needs its token");
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`);
+    }
+    const named = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+    const url = URL.createObjectURL(await response.blob());
+    const link = el("a", { href: url, download: named ? named[1] : "vqclip-images.zip", class: "offscreen" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    $("toast").hidden = true;
+  } catch (err) {
+    toast(err.message);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -245,6 +282,7 @@ function setupGallery() {
   let typing = null;
   $("search").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => refreshGallery("reset"), 250); });
   $("more-jobs").addEventListener("click", () => refreshGallery("more"));
+  $("zip").addEventListener("click", downloadZip);
   $("select-shown").addEventListener("click", () => {
     for (const node of document.querySelectorAll("#gallery .card")) gallery.picked.add(node.dataset.id);
     showSelection();
