@@ -3,6 +3,7 @@
 generate.py reaches the option it means here."""
 
 import importlib.util
+import json
 import shlex
 
 import numpy as np
@@ -160,6 +161,37 @@ def test_their_zoom_video_runs_the_equivalent_animate(models, tmp_path, capsys):
     frames = sorted((tmp_path / "output" / "frames").glob("*.png"))
     assert len(frames) == 20
     assert (tmp_path / "output" / "video.mp4").is_file() == has_ffmpeg
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--checkpoint-dir"])
+def test_a_zoom_video_refuses_a_generate_checkpoint_before_any_work(flag, models, tmp_path, capsys):
+    """-zvid runs `vqclip animate`, which has its own checkpoints: --resume r.run would have
+    started a fresh animation without a word."""
+    (tmp_path / "r.run").mkdir()
+    argv = ["generate", "a rodent", "-zvid", "-i", "4", "-zse", "2", flag, "r.run", *FAST]
+    code = main(argv, models=models)
+    captured = capsys.readouterr()
+    assert code == 2 and f"-zvid with {flag}" in captured.err and "Traceback" not in captured.err
+    assert "same -zvid command" in captured.err and "output/" in captured.err
+    assert not (tmp_path / "output").exists() and "vqclip animate" not in captured.out
+
+
+def test_a_zoom_video_from_a_png_takes_the_png_settings(models, tmp_path, capsys):
+    """--from-png with -zvid: the prompt, seed and other settings come from the image, as they
+    do without -zvid, instead of a request for a prompt the image holds."""
+    made = ["generate", "a green star", "-i", "2", "-sd", "5", "-o", "star.png", *FAST]
+    assert main([*made, "-cutp", "0.5"], models=models) == 0
+    capsys.readouterr()
+    argv = ["generate", "--from-png", "star.png", "-zvid", "-i", "4", "-zse", "2", "-o", "film.png"]
+    argv += ["--no-progress", "--no-video"]
+    code = main(argv, models=models)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "--from-png star.png" in captured.out
+    stored = json.loads((tmp_path / "film" / "animation.json").read_text())["config"]
+    assert stored["prompts"] == ["a green star"] and stored["seed"] == 5
+    assert stored["cut_pow"] == 0.5 and stored["iterations"] == 2  # frame 0: the first zoom's
+    assert len(list((tmp_path / "film" / "frames").glob("*.png"))) == 2
 
 
 def test_video_length_without_a_video_is_noted_as_ignored(models, tmp_path, capsys):

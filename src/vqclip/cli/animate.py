@@ -33,22 +33,34 @@ def add_parser(subparsers) -> None:
     add_config_options(p, Animation)
     g = groups["image and run"]
     g.add_argument("-o", "--out", required=True, metavar="DIR", help="the animation's folder")
+    g.add_argument(
+        "--from-png",
+        metavar="IMAGE",
+        help="start from the settings stored in an image (prompts, models, seed ...); the "
+        "options given change them",
+    )
     add_config_options(p, JobOptions, only=("checkpoint_every",))
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_animate)
 
 
 def settings_from_args(args: argparse.Namespace):
-    """(config, animation): the flags given, on top of the model pair's settings; the seed of a
-    started animation in --out when none is given, so the same command resumes it."""
+    """(config, animation): the flags given, on top of --from-png's stored settings, else on
+    top of the model pair's; the seed of a started animation in --out when none is given, so
+    the same command resumes it."""
     from vqclip.generate.config import build_config
     from vqclip.jobs.animation import Animation, stored_animation
 
     given = given_options(args)
     prompts = [*args.prompt, *given.get("prompts", ())]
+    base = None
+    if args.from_png:
+        from vqclip.output import read_image_metadata
+
+        base = read_image_metadata(args.from_png)["config"]
     if prompts:
         given["prompts"] = prompts
-    elif not (given.get("image_prompts") or given.get("noise_prompt_seeds")):
+    elif base is None and not (given.get("image_prompts") or given.get("noise_prompt_seeds")):
         raise ConfigError('give a prompt, e.g. vqclip animate "a forest ^ a castle" -o film')
     if args.model is not None:
         given["model"] = args.model
@@ -56,7 +68,7 @@ def settings_from_args(args: argparse.Namespace):
     for name in ("seed", "threads"):  # what the started animation resolved, so it resumes
         if stored is not None and name not in given:
             given[name] = getattr(stored[0], name)
-    return build_config(given), Animation(**given_options(args, Animation))
+    return build_config(given, base), Animation(**given_options(args, Animation))
 
 
 def run_animate(args: argparse.Namespace) -> int:

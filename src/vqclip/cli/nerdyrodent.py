@@ -208,25 +208,53 @@ def zoom_command(args: argparse.Namespace, prompts: list[str]) -> list[str] | No
     Their loop saves a frame every `-zse` steps and, from step `-zs` on, zooms the image by
     `-zsc` (and shifts it by `-zsx`/`-zsy` pixels) after each: animate's first frame runs the
     steps before the first zoom, each later frame `-zse` steps, so the step count is theirs.
-    Their `-cpe` counts steps; animate's counts frames."""
+    Their `-cpe` counts steps; animate's counts frames. With --from-png the image's settings
+    are animate's base (its steps and story schedule converted the same way); --resume and
+    --checkpoint-dir are refused, before any work: an animation keeps its own checkpoints."""
     given = vars(args)
     if not given.get("nr_zoom_video"):
         return None
+    folder = Path(given.get("output") or "output.png").with_suffix("")
+    _check_zoom_flags(given, folder)
+    stored: dict = {}
+    if given.get("from_png"):
+        from vqclip.output import read_image_metadata
+
+        stored = read_image_metadata(given["from_png"])["config"]
     every = given.get("nr_zoom_save_every", 10)
     first = max(every, given.get("nr_zoom_start", 0))
-    iterations = given.get("iterations", 500)
+    iterations = given.get("iterations", stored.get("iterations", 500))
     frames = max(1, 1 + (iterations - first) // every)
     fps = min(60, max(10, round(frames / given.get("nr_video_length", 10))))
-    folder = Path(given.get("output") or "output.png").with_suffix("")
     command = ["animate", *prompts, "-o", str(folder), "-i", str(first)]
     command += ["--steps-per-frame", str(every), "--frames", str(frames)]
     command += ["--zoom", f"{given.get('nr_zoom_scale', 0.99):g}", "--fps", str(fps)]
     shift = (given.get("nr_zoom_shift_x", 0), given.get("nr_zoom_shift_y", 0))
     if any(shift):
         command += ["--shift", *map(str, shift)]
-    if given.get("change_prompt_every"):
-        command += ["-cpe", str(max(1, round(given["change_prompt_every"] / every)))]
+    change_every = given.get("change_prompt_every", stored.get("change_prompt_every"))
+    if change_every:
+        command += ["-cpe", str(max(1, round(change_every / every)))]
+    starts = stored.get("prompt_starts") if "prompt_starts" not in given else None
+    if starts:  # the image's story schedule counts steps: the frames they fall in
+        frames_of = [0 if step < first else 1 + (step - first) // every for step in starts]
+        command += ["--prompt-starts", *map(str, frames_of)]
+    if given.get("from_png"):
+        command += ["--from-png", str(given["from_png"])]
     return command + _other_options(args)
+
+
+def _check_zoom_flags(given: dict, folder: Path) -> None:
+    """-zvid runs `vqclip animate`, which keeps its checkpoints in its own folder and goes on
+    from them when the same command runs again: a generate checkpoint folder means nothing
+    to it."""
+    for flag, name in (("--resume", "resume"), ("--checkpoint-dir", "checkpoint_dir")):
+        if given.get(name):
+            raise ConfigError(
+                f"-zvid with {flag}: a zoom video keeps its frames and checkpoints in its own "
+                f"folder ({folder}/) and goes on from them when the same -zvid command runs "
+                f"again; drop {flag} {given[name]}"
+            )
 
 
 _ANIMATE_DROPS = {"prompts", "iterations", "change_prompt_every"}
