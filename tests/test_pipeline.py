@@ -1,5 +1,8 @@
 """`VQGANCLIP`: the diffusers-shaped facade over `Run`, on the toy pair."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -88,3 +91,61 @@ def test_from_files_and_bad_names(model_files):
         VQGANCLIP.from_pretrained("toy", clip=clip)
     with pytest.raises(VQClipError):
         VQGANCLIP.from_pretrained(vqgan, clip=clip, iterations=0)
+
+
+def readme_python_blocks() -> list[str]:
+    """The ```python blocks of the README's Python API section."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_readmes_pipeline_example_runs_as_written(monkeypatch, capsys):
+    """The README's example, its code as written: only the pair it loads is the toy one (no
+    download), and each call's steps, size and cutouts are scaled down after the call has
+    passed them on as the README gives them."""
+    import vqclip
+    from vqclip.generate.run import Run
+
+    real_from_pretrained, real_run = VQGANCLIP.from_pretrained.__func__, VQGANCLIP.run
+    asked, calls = [], []
+
+    def from_pretrained(cls, name="default", **settings):
+        asked.append(name)
+        return real_from_pretrained(cls, "toy", device="cpu", precision="fp32", **settings)
+
+    def run(self, prompt, **options):
+        calls.append(dict(options))
+        return real_run(self, prompt, **{**options, "steps": 2, "size": 32, "cutn": 2})
+
+    monkeypatch.setattr(VQGANCLIP, "from_pretrained", classmethod(from_pretrained))
+    monkeypatch.setattr(VQGANCLIP, "run", run)
+    torch.set_num_threads(1)
+    example = readme_python_blocks()[0]
+    assert "from vqclip import VQGANCLIP" in example and "pipe.steps" in example
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)
+
+    assert vqclip.VQGANCLIP is VQGANCLIP and asked == ["default"]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "200"  # pipe.steps: the toy pair's own
+    assert [line.split()[0] for line in printed[1:3]] == ["1", "2"]  # the callback's steps
+    assert printed[3] == str(scope["pipe"].last_config.seed)
+    assert [len(scope["images"]), scope["images"][0].size] == [2, (32, 32)]
+    assert isinstance(scope["run"], Run)
+    assert calls[0]["steps"] == 200 and calls[0]["size"] == 256 and calls[0]["seed"] == 7
+    assert calls[1]["cutn"] == 64 and calls[1]["generator"] is not None
+    assert calls[2]["steps"] == 50
+
+
+def test_the_readmes_run_example_imports_what_it_names():
+    for line in readme_python_blocks()[1].splitlines():
+        if line.startswith(("from vqclip", "import vqclip")):
+            exec(line, {})
+
+
+def test_pipe_steps_is_what_a_call_without_steps_runs(pipe):
+    assert pipe.steps == 200  # the toy pair's own
+    three = VQGANCLIP.from_pretrained("toy", device="cpu", precision="fp32", iterations=3)
+    three("a red circle", size=32, cutn=2, seed=1)
+    assert three.steps == three.last_config.iterations == 3

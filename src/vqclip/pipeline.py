@@ -1,5 +1,7 @@
 """A pipeline object in the shape diffusers users know: `from_pretrained`, then call it.
 
+    from vqclip import VQGANCLIP
+
     pipe = VQGANCLIP.from_pretrained("toy")          # a pair name, a VQGAN name or files
     images = pipe("a red circle", steps=50, seed=7)  # a list of PIL images
 
@@ -36,6 +38,12 @@ class VQGANCLIP:
         self.settings = dict(settings)
         self.last_config: GenerateConfig | None = None  # the last call's, seed and size resolved
         self.priors = ModelCache(loader=lambda _config: (self.vqgan, self.clips))
+
+    @property
+    def steps(self) -> int:
+        """The optimiser steps of a call given no `steps=`: the pair's (or `from_pretrained`'s
+        `iterations=`), else the declared default."""
+        return int(self.settings.get("iterations", GenerateConfig.iterations))
 
     @classmethod
     def from_pretrained(
