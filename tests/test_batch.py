@@ -340,3 +340,35 @@ def test_a_batch_records_its_thread_count_so_every_runner_makes_the_same_picture
     # A rerun by a runner with other workers (or Ray) keeps the recorded count.
     again = prepare_batch(specs, out, workers=64)
     assert [item.config.threads for item in again.items] == [first.threads, 1]
+
+
+def test_a_batch_whose_items_all_fail_reports_no_throughput(spec, tmp_path, capsys):
+    """Items that fail at once (here a missing init image; offline, a missing model) made
+    nothing: no "items/hour" from two failures in a few milliseconds."""
+    specs = write_specs(
+        tmp_path / "specs.jsonl",
+        spec("a tree", init_image="missing.png"),
+        spec("a house", init_image="missing.png"),
+    )
+    assert main(["batch", specs, "--out", "out", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "0 done, 2 failed, 0 left" in err and "items/hour" not in err, err
+
+
+def test_a_batch_rerun_with_nothing_left_reports_no_throughput(spec, tmp_path, capsys):
+    specs = write_specs(tmp_path / "specs.jsonl", spec("a tree"))
+    assert main(["batch", specs, "--out", "out", "--no-progress"]) == 0
+    assert "items/hour" in capsys.readouterr().err  # the one item made
+    assert main(["batch", specs, "--out", "out", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "1 done, 0 failed, 0 left" in err and "items/hour" not in err, err
+
+
+@pytest.mark.parametrize("out", ["a-file", "a-file/sub"])
+def test_a_batch_out_that_is_or_goes_through_a_file_is_named(tmp_path, capsys, out):
+    (tmp_path / "a-file").write_text("the user's")
+    specs = write_specs(tmp_path / "s.jsonl", {"prompt": "x", "model": "toy"})
+    assert main(["batch", specs, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "'a-file'" in err and "a file; give a folder" in err and "File exists" not in err, err
+    assert (tmp_path / "a-file").read_text() == "the user's"

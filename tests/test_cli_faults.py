@@ -254,3 +254,54 @@ def test_a_very_large_init_image_gets_vqclips_warning_not_pils(tmp_path, monkeyp
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # past twice the limit: refused
     with pytest.raises(ConfigError, match="is not an image that can be read"):
         load_image(path)
+
+
+def sized(size_flags, model_files, capsys, out):
+    fixed = ["-cuts", "4", "--device", "cpu", "--precision", "fp32", "--threads", "1"]
+    argv = ["generate", *ARGS, *size_flags, *fixed, "--no-progress", *model_files, "-o", out]
+    return main(argv), capsys.readouterr().err
+
+
+def test_a_size_rounded_down_is_reported_as_the_size_written(model_files, tmp_path, capsys):
+    """The tiny VQGAN's factor is 2: 17x17 makes a 16x16 image, and every line says 16x16."""
+    out = tmp_path / "odd.png"
+    code, err = sized(["-s", "17", "17"], model_files, capsys, str(out))
+    assert code == 0, err
+    assert Image.open(out).size == (16, 16)
+    assert "size 17x17 rounded down to 16x16" in err
+    wrote = next(line for line in err.splitlines() if line.startswith("wrote "))
+    assert "(16x16, 3 steps" in wrote, wrote
+
+
+def test_coarse_scales_are_not_reported_as_the_size(model_files, tmp_path, capsys):
+    """--scales 0.01 1 starts on a one-token grid and ends at the whole 64x64: no note that the
+    size was rounded down to the first scale's."""
+    out = tmp_path / "scaled.png"
+    code, err = sized(["-s", "64", "64", "--scales", "0.01", "1"], model_files, capsys, str(out))
+    assert code == 0, err
+    assert Image.open(out).size == (64, 64)
+    assert "rounded down" not in err
+    assert ": 64x64 (from 2x2, 2 scales), 3 steps" in err
+    assert "(64x64, 3 steps" in err
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling", "folder"])
+def test_an_init_image_path_says_what_is_wrong_with_it(model_files, tmp_path, capsys, kind):
+    import os
+
+    path = tmp_path / "init.png"
+    if kind == "loop":
+        os.symlink(path, path)
+    elif kind == "dangling":
+        os.symlink(tmp_path / "gone.png", path)
+    else:
+        path.mkdir()
+    code, err = generate(
+        [*ARGS, "-ii", str(path), "-o", str(tmp_path / "o.png")], model_files, capsys
+    )
+    expected = {
+        "loop": "is a symbolic link that loops back on itself",
+        "dangling": "is a symbolic link to a file that does not exist",
+        "folder": "is a folder",
+    }
+    assert code == 2 and expected[kind] in err and "Traceback" not in err, err

@@ -344,7 +344,7 @@ def test_load_image_errors_name_the_file(tmp_path):
     fake.write_text("not an image")
     with pytest.raises(ConfigError, match=r"notes.png.*not an image"):
         load_image(fake)
-    with pytest.raises(ConfigError, match="not a file"):
+    with pytest.raises(ConfigError, match="is a folder; give an image file"):
         load_image(tmp_path)
 
 

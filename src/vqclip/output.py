@@ -182,7 +182,7 @@ def read_image_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The settings a vqclip image carries; a clear error for other files."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{str(path)!r} {_not_a_file(path)}")
+        raise ConfigError(f"{str(path)!r} {why_not_a_file(path)}")
     try:
         with Image.open(path) as img:
             if img.format == "PNG":
@@ -204,7 +204,7 @@ def read_image_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _not_a_file(path: Path) -> str:
+def why_not_a_file(path: Path) -> str:
     """Why `path` is no image file: a folder, a symlink loop, something else, or nothing."""
     try:
         mode = path.stat().st_mode
@@ -213,7 +213,7 @@ def _not_a_file(path: Path) -> str:
             return "is a symbolic link that loops back on itself"
         if path.is_symlink():
             return "is a symbolic link to a file that does not exist"
-        return "does not exist"
+        return "does not exist; check the path"
     if stat.S_ISDIR(mode):
         return "is a folder; give an image file"
     return "is not a regular file"

@@ -51,8 +51,10 @@ class Storage:
                     "storage (s3://, gs://, ...)"
                 )
         else:
+            path = Path(self.out.removeprefix("file://"))
+            _check_folder(path, self.out)
             # Absolute, so workers in other working folders (Ray actors) find the same place.
-            self.root = self.out = str(Path(self.out.removeprefix("file://")).resolve())
+            self.root = self.out = str(path.resolve())
 
     @property
     def local(self) -> bool:
@@ -154,3 +156,18 @@ class Workspace:
         shutil.rmtree(path, ignore_errors=True)
         if self._storage is not None and self._storage.fs.exists(self._remote(path)):
             self._storage.fs.rm(self._remote(path), recursive=True)
+
+
+def _check_folder(path: Path, given: str) -> None:
+    """A local --out must be a folder or not exist yet (it is made): a file there, or on the
+    way there, is named rather than failing later as "File exists"."""
+    for where in (path, *path.parents):
+        if not where.exists():
+            continue
+        if not where.is_dir():
+            what = "is a file" if where == path else f"goes through {str(where)!r}, a file"
+            raise ConfigError(
+                f"--out {given!r} {what}; give a folder for the batch's results (it is made "
+                "if missing)"
+            )
+        return

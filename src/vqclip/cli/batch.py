@@ -98,6 +98,7 @@ def run_batch(args: argparse.Namespace) -> int:
     from vqclip.cli.generate import stop_requests
     from vqclip.cli.options import given_options
     from vqclip.jobs import JobOptions
+    from vqclip.jobs.status import DONE, PARTIAL
 
     _check(args)
     options = JobOptions(**given_options(args, JobOptions))
@@ -116,6 +117,7 @@ def run_batch(args: argparse.Namespace) -> int:
         print(f"vqclip: error: {item.error}", file=sys.stderr)
     items = len(plan.items)
     finished = len(plan.results) + len(plan.invalid)
+    done_before = sum(r["status"] in (DONE, PARTIAL) for r in plan.results.values())
     left = sum(len(unit.lines) for unit in plan.units)
     bad = f" ({len(plan.invalid)} invalid)" if plan.invalid else ""
     print(
@@ -169,8 +171,10 @@ def run_batch(args: argparse.Namespace) -> int:
                 )
     finally:
         bar.close()
-    made = summary.done + summary.failed - finished
-    rate = f", {made / summary.seconds * 3600:.0f} items/hour" if made and summary.seconds else ""
+    # the rate of items made by this run: ones that failed (a missing model fails every item
+    # in a moment) or were done before are no throughput
+    made = summary.done - done_before
+    rate = f", {made / summary.seconds * 3600:.0f} items/hour" if made > 0 else ""
     print(
         f"batch: {summary.done} done, {summary.failed} failed, {summary.pending} left "
         f"({summary.seconds:.1f} s{rate}); manifest: {summary.manifest}",

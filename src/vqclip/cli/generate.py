@@ -185,20 +185,26 @@ def _check_weights(config, model: str | None) -> None:
 def _announce(run) -> None:
     from vqclip import __version__
 
-    config, (width, height) = run.config, run.image_size
-    if tuple(config.size) != run.image_size:
-        f = run.vqgan.downsample_factor
+    # the size of the image the run ends with (the last scale is the whole size); with
+    # --scales the first steps run on a smaller grid, said beside it
+    config, f = run.config, run.vqgan.downsample_factor
+    width, height = run.full_grid[1] * f, run.full_grid[0] * f
+    if tuple(config.size) != (width, height):
         print(
             f"note: size {config.size[0]}x{config.size[1]} rounded down to {width}x{height} "
             f"(a multiple of the VQGAN's factor {f})",
             file=sys.stderr,
         )
+    size = f"{width}x{height}"
+    if len(config.scales) > 1:
+        first_h, first_w = run.stages.grid(0)
+        size += f" (from {first_w * f}x{first_h * f}, {len(config.scales)} scales)"
     lr = f"lr {run.effective_lr:.4g}"
     if config.lr_scale == "codebook":
         lr += f" (= {config.lr:g} x codebook std {run.codebook_std:.3g})"
     dtype = str(run.dtype).removeprefix("torch.")
     print(
-        f"vqclip {__version__}: {width}x{height}, {config.iterations} steps, seed {config.seed}, "
+        f"vqclip {__version__}: {size}, {config.iterations} steps, seed {config.seed}, "
         f"on {run.device} ({dtype}), {lr}",
         file=sys.stderr,
     )
@@ -423,7 +429,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if result.status == FAILED:
         print(f"vqclip: error: {result.error} (last good image: {written})", file=sys.stderr)
         return EXIT_CODES[FAILED]
-    width, height = result.config.size
+    width, height = result.size or result.config.size
     print(
         f"wrote {written} ({width}x{height}, {result.steps} steps, seed {result.config.seed}, "
         f"{time.perf_counter() - started:.1f} s)",

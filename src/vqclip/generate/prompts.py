@@ -237,10 +237,10 @@ def load_image(source: str | Path) -> torch.Tensor:
         fp: io.BytesIO | Path = io.BytesIO(_download(name))
     else:
         fp = Path(name).expanduser()
-        if not fp.exists():
-            raise ConfigError(f"image {name!r} does not exist; check the path")
-        if not fp.is_file():
-            raise ConfigError(f"image {name!r} is not a file")
+        if not fp.is_file():  # a symlink loop is not "missing": say which it is
+            from vqclip.output import why_not_a_file
+
+            raise ConfigError(f"image {name!r} {why_not_a_file(fp)}")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)

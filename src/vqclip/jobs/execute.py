@@ -44,6 +44,7 @@ class JobResult:
     stopped_images: dict[int, int] = field(default_factory=dict)  # image index -> step
     rescued: list[tuple[Path, str]] = field(default_factory=list)  # (where it went, why)
     warnings: list[str] = field(default_factory=list)  # files that could not be written
+    size: tuple[int, int] | None = None  # (W, H) of its images: the size rounded to the VQGAN
 
 
 def execute_job(
@@ -173,6 +174,7 @@ def execute_job(
                 where = rescue_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
                 result.rescued.append((_save(images[i], where, metadata(i)), "stopped"))
         result.steps, result.seconds = run.step_index, time.perf_counter() - started
+        result.size = run.image_size
         return result
 
     result.stopped_images = dict(run.stopped_images)
@@ -188,6 +190,7 @@ def execute_job(
     elif options.checkpoint_every and result.status in (DONE, PARTIAL):
         checkpoint()  # the finished state, for "continue for N more steps"
     result.steps, result.seconds = run.step_index, time.perf_counter() - started
+    result.size = run.image_size
     return result
 
 
