@@ -552,6 +552,33 @@ def test_errors_are_problem_details_everywhere(serve):
                     )
 
 
+def test_unknown_query_parameters_are_422_naming_them(serve):
+    """docs/web.md: unknown query parameters are errors too, not silently ignored."""
+    client = serve(workers=0)
+    answer = client.get("/api/jobs?limt=5&colour=red")
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["detail"].startswith("unknown query parameters colour, limt (GET /api/jobs")
+    assert "before, limit, status" in problem["detail"] and problem["field"] == "colour"
+    assert client.get("/api/jobs?limit=5&status=done").status_code == 200
+    assert client.get("/api/info?verbose=1").json()["detail"].endswith("it takes none)")
+    # the page's cache-busting ?v= and a preview's ?step= are the file route's own
+    for query in ("v=done-4", "step=3"):
+        missing = client.get(f"/api/jobs/0123456789abcdef/files/image.png?{query}")
+        assert missing.status_code == 404, query
+    assert client.get("/?utm_source=x").status_code == 200  # the page takes any
+
+
+def test_head_of_the_page_answers_as_get_without_a_body(serve):
+    client = serve(workers=0)
+    get, head = client.get("/"), client.head("/")
+    assert get.status_code == head.status_code == 200, head.text
+    assert head.content == b"" and get.content
+    for name in ("content-type", "content-length", "content-security-policy"):
+        assert head.headers[name] == get.headers[name], name
+
+
 def test_a_retried_continue_makes_one_child(serve):
     client = serve()
     first = client.post("/api/jobs", json=JOB).json()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -247,6 +247,40 @@ def _cookie(value: str) -> str | None:
     return None
 
 
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route takes: its own and its dependencies'."""
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def _known_query_only(request: Request) -> None:
+    """An API endpoint refuses query parameters it does not take, naming them (docs/web.md):
+    a misspelt `?limt=5` would otherwise be ignored without a word. The page (`/`) takes any
+    (an old bookmark's `?token=` is redirected away)."""
+    if not request.url.path.startswith("/api"):
+        return
+    route = request.scope.get("route")
+    if route is None:  # a FastAPI that does not record the route: found by its endpoint
+        endpoint = request.scope.get("endpoint")
+        route = next((r for r in request.app.routes if getattr(r, "endpoint", 0) is endpoint), None)
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise APIError(
+            422,
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"({request.method} {request.url.path}: {takes})",
+            kind="invalid-option",
+            field=unknown[0],
+        )
+
+
 def _problems_in_schema(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document with every error answer as problem details (FastAPI adds its own
     422 shape to routes with parameters)."""
@@ -289,6 +323,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[Depends(_known_query_only)],
     )
     app.state.service = service
     app.add_middleware(Guard, settings=settings)
@@ -332,8 +367,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.include_router(build_prompt_router())
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
 
-    @app.get("/", include_in_schema=False)
-    def page(request: Request):
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def page(request: Request):  # HEAD: the answer of GET without its body
         if "token" in parse_qs(request.url.query):  # an old bookmark: out of the history
             return RedirectResponse("/", status_code=303)
         return FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache"})

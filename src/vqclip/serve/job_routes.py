@@ -135,7 +135,14 @@ def build_job_router(service: Service, policy: Policy) -> APIRouter:
         summary="A job's file: image(s), video, settings, preview, thumbnail",
         responses=_errors(404),
     )
-    def get_file(job_id: str, name: str) -> Response:
+    def get_file(
+        job_id: str,
+        name: str,
+        v: str | None = Query(None, description="ignored: the page's version of the file"),
+        step: str | None = Query(None, description="ignored: the step a preview shows"),
+    ) -> Response:
+        # `v` and `step` only make a browser fetch a file again once it has changed; they are
+        # declared so that the check of unknown query parameters lets them through
         views.get_row(job_id)
         if not _FILE.fullmatch(name):
             raise APIError(
