@@ -20,6 +20,7 @@ from vqclip.generate.prompts import (
     parse_noise_prompts,
     parse_prompt,
     parse_prompts,
+    parse_story,
 )
 
 # strategies: texts without "|", some dense in colons, digits and URL-like pieces
@@ -380,3 +381,20 @@ def test_load_image_http_error_and_non_image_url(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"<html>"))
     with pytest.raises(ConfigError, match=r"x.com/page.*not an image"):
         load_image("http://x.com/page")
+
+
+def test_a_story_is_parsed_once_into_the_value_every_reader_takes():
+    text = "a red fox:2|blurry:-1 ^ a castle at dusk|noise:-0.5:0.1"
+    story = parse_story(text)
+    assert parse_story(text) is story  # the same value, not parsed again
+    assert story.part_texts == ("a red fox:2|blurry:-1", "a castle at dusk|noise:-0.5:0.1")
+    assert story.parts[0] == tuple(parse_prompts("a red fox:2|blurry:-1")) and story.length == 2
+    assert [s.value for s in story.specs(1)] == ["a red fox", "a castle at dusk"]
+    assert [s.value for s in story.specs(-1)] == ["blurry", "noise"]
+    assert len(story.specs()) == 4
+    blank = parse_story("  ")
+    assert blank.parts == () and blank.length == 1 and blank.specs() == []
+    with pytest.raises(ConfigError, match="part 2 of 2 of the story"):
+        parse_story("a fox ^ ")
+    with pytest.raises(ConfigError, match="is empty; remove the extra"):
+        parse_story("a fox||a dog")

@@ -108,8 +108,7 @@ def parameters_text(metadata: dict[str, Any]) -> str | None:
     The image's prompts of positive weight make the prompt, those of negative weight the
     negative prompt (a weight other than 1 is kept as "text:weight"); the optimiser stands
     for the sampler. None without a config (vqclip's own JSON is the complete record)."""
-    from vqclip.generate.prompts import parse_prompts
-    from vqclip.generate.story import story_parts
+    from vqclip.generate.prompts import parse_story
 
     config = metadata.get("config")
     if not isinstance(config, dict):
@@ -118,9 +117,9 @@ def parameters_text(metadata: dict[str, Any]) -> str | None:
     index = metadata.get("image_index", 0)
     prompt = prompts[index] if len(prompts) > 1 and index < len(prompts) else prompts[0]
     positive, negative = [], []  # per story part
-    for part in story_parts(prompt) if prompt else []:
+    for specs in parse_story(prompt).parts:
         sides: tuple[list[str], list[str]] = ([], [])
-        for spec in parse_prompts(part):
+        for spec in specs:
             weight = abs(spec.weight)
             shown = spec.value if weight == 1 else f"{spec.value}:{weight:g}"
             sides[spec.weight < 0].append(shown)

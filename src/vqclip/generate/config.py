@@ -375,8 +375,8 @@ class GenerateConfig(PriorConfig, LoopConfig):
 
     def _check_prompts(self) -> None:
         """Prompt syntax errors are reported here, before any model loads."""
-        from vqclip.generate.prompts import parse_image_prompts, parse_noise_prompts, parse_prompts
-        from vqclip.generate.story import check_schedule, story_parts
+        from vqclip.generate.prompts import parse_image_prompts, parse_noise_prompts, parse_story
+        from vqclip.generate.story import check_schedule
 
         with blaming("prompts"):
             for text in self.prompts:
@@ -393,9 +393,8 @@ class GenerateConfig(PriorConfig, LoopConfig):
                         f"holds the byte(s) {bad!r} at character {e.start}, which are not UTF-8 "
                         "text; write the prompt in UTF-8 (the image's metadata stores it)",
                     )
-                for part in story_parts(text):
-                    parse_prompts(part)
-        counts = [len(story_parts(text)) for text in self.prompts]
+                parse_story(text)
+        counts = [parse_story(text).length for text in self.prompts]
         with blaming("prompt_starts" if self.prompt_starts else "change_prompt_every"):
             check_schedule(self.change_prompt_every, self.prompt_starts, counts)
         with blaming("image_prompts"):
@@ -417,6 +416,12 @@ class GenerateConfig(PriorConfig, LoopConfig):
         if not self.prompts:
             return ""
         return self.prompts[image_index if len(self.prompts) > 1 else 0]
+
+    def story_for(self, image_index: int):
+        """The prompt of image `image_index`, parsed (`vqclip.generate.prompts.Story`)."""
+        from vqclip.generate.prompts import parse_story
+
+        return parse_story(self.prompt_for(image_index))
 
     def replace(self, **changes: Any) -> GenerateConfig:
         return dataclasses.replace(self, **changes)

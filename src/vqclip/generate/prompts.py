@@ -7,6 +7,7 @@ loads them.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -26,6 +27,7 @@ from torch import nn
 
 from vqclip.errors import ConfigError, VQClipError, VQClipWarning
 from vqclip.generate.losses import replace_grad, spherical_distance
+from vqclip.generate.story import story_parts
 
 KINDS = ("text", "image", "noise")
 _MAX_SEED = 2**63
@@ -168,6 +170,42 @@ def parse_prompts(s: str, kind: str = "text") -> list[PromptSpec]:
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
     return specs
+
+
+@dataclass(frozen=True)
+class Story:
+    """A text prompt parsed once, the value that travels from the config to every reader: its
+    parts (a story's, separated by "^"; one for a plain prompt; none for a blank one), each part's
+    text, and each part's prompts (separated by "|")."""
+
+    text: str
+    part_texts: tuple[str, ...]
+    parts: tuple[tuple[PromptSpec, ...], ...]
+
+    @property
+    def length(self) -> int:
+        """The parts a schedule shows: a blank prompt is one (empty) part."""
+        return max(1, len(self.parts))
+
+    def specs(self, sign: int = 0) -> list[PromptSpec]:
+        """Every part's prompts in order; `sign` 1: those of positive weight only, -1: of
+        negative weight only."""
+        return [
+            spec
+            for part in self.parts
+            for spec in part
+            if sign == 0 or (spec.weight > 0 if sign > 0 else spec.weight < 0)
+        ]
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_story(text: str) -> Story:
+    """`text` parsed into its story parts and their prompts (ConfigError naming what is wrong);
+    the same text gives the same (immutable) value without parsing it again."""
+    if not text.strip():
+        return Story(text, (), ())
+    part_texts = tuple(story_parts(text))
+    return Story(text, part_texts, tuple(tuple(parse_prompts(part)) for part in part_texts))
 
 
 def parse_image_prompts(s: str) -> list[PromptSpec]:

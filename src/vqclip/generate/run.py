@@ -22,7 +22,7 @@ from vqclip.generate.config import GenerateConfig
 from vqclip.generate.extension import Extension
 from vqclip.generate.losses import clamp_with_grad, init_anchor_loss, tv_loss
 from vqclip.generate.memory import check_memory
-from vqclip.generate.story import active_part, check_length, story_parts
+from vqclip.generate.story import active_part, check_length
 
 
 class GenerationError(VQClipError):
@@ -298,7 +298,7 @@ class Run:
             load_image,
             noise_embedding,
             parse_image_prompts,
-            parse_prompts,
+            parse_story,
             warn_if_cut,
         )
 
@@ -330,9 +330,9 @@ class Run:
                 embed = noise_embedding(seed, clip.config.embed_dim).to(self.device)
                 terms.append((f"noise:{seed}", Prompt(embed, weight, float("-inf")), None, None))
             for index, text in texts:
-                parts = story_parts(text) if text else []
-                for part, part_text in enumerate(parts):
-                    for spec in parse_prompts(part_text):
+                parts = parse_story(text).parts
+                for part, specs in enumerate(parts):
+                    for spec in specs:
                         warn_if_cut(spec.value, clip.config.context_length)
                         with torch.no_grad():
                             embed = clip.encode_text_str([spec.value]).float()
@@ -703,7 +703,9 @@ def _story(config: GenerateConfig) -> dict[int | None, int]:
     ConfigError, before any model loads, when a part would never be shown in this run."""
     shared = len(config.prompts) <= 1
     texts = [(None, config.prompt_for(0))] if shared else list(enumerate(config.prompts))
-    story = {index: len(story_parts(text)) if text else 1 for index, text in texts}
+    from vqclip.generate.prompts import parse_story
+
+    story = {index: parse_story(text).length for index, text in texts}
     every, starts = config.change_prompt_every, config.prompt_starts
     check_length(config.iterations, every, starts, list(story.values()), "step")
     return story

@@ -32,7 +32,8 @@ from vqclip.atomic import atomic_write_bytes, atomic_write_text
 from vqclip.declare import option, validate_fields
 from vqclip.errors import CheckpointError, ConfigError
 from vqclip.generate.config import SEED_LIMIT, GenerateConfig
-from vqclip.generate.story import active_part, check_length, story_parts
+from vqclip.generate.prompts import parse_story
+from vqclip.generate.story import active_part, check_length
 from vqclip.jobs.files import (
     ANIMATION_SETTINGS_FILE,
     FRAME_INIT_FILE,
@@ -121,7 +122,7 @@ def check_animation(config: GenerateConfig, animation: Animation) -> None:
             f"batch_size={config.batch_size}: an animation makes one picture per frame; give one "
             "prompt (a story of parts separated by ^ to change it over the frames) and batch 1"
         )
-    parts = [len(story_parts(config.prompts[0]))] if config.prompts else [1]
+    parts = [parse_story(config.prompts[0]).length] if config.prompts else [1]
     every, starts = config.change_prompt_every, config.prompt_starts
     check_length(animation.frames, every, starts, parts, "frame")
     why = video_missing() if animation.video else None
@@ -137,7 +138,7 @@ def frame_config(config: GenerateConfig, animation: Animation, frame: int, init:
     first) the transformed frame before as its init image."""
     changes: dict[str, Any] = {"change_prompt_every": 0, "prompt_starts": ()}
     if config.prompts:
-        parts = story_parts(config.prompts[0])
+        parts = parse_story(config.prompts[0]).part_texts
         every, starts = config.change_prompt_every, config.prompt_starts
         changes["prompts"] = (
             parts[active_part(frame, len(parts), animation.frames, every, starts)],

@@ -45,8 +45,7 @@ from vqclip.clip.config import CLIPConfig
 from vqclip.clip.model import CLIP, build_empty
 from vqclip.clip.tokenizer import default_tokenizer
 from vqclip.errors import CheckpointError, ConfigError
-from vqclip.generate.prompts import parse_prompts
-from vqclip.generate.story import story_parts
+from vqclip.generate.prompts import parse_story
 from vqclip.prior.amused import PAD_TOKEN, AmusedPrior
 from vqclip.statedict import load_strict
 from vqclip.vqgan.amused_vq import read_json, read_safetensors
@@ -174,27 +173,21 @@ def amused_text_condition(
     return text_condition(clip, amused_tokens(prompt, pad=pad))
 
 
-def _joined(prompt: str, positive: bool) -> str:
-    parts = story_parts(prompt) if prompt else []
-    return ", ".join(
-        s.value
-        for part in parts
-        for s in parse_prompts(part)
-        if (s.weight > 0 if positive else s.weight < 0)
-    )
+def _joined(prompt: str, sign: int) -> str:
+    return ", ".join(str(spec.value) for spec in parse_story(prompt).specs(sign))
 
 
 def prompt_text(prompt: str) -> str:
     """The one text aMUSEd reads for a vqclip prompt: its positive text prompts (every story
     part's, in order) joined by ", "; "" (the empty prompt) when it has none."""
-    return _joined(prompt, positive=True)
+    return _joined(prompt, 1)
 
 
 def negative_text(prompt: str) -> str:
     """aMUSEd's negative prompt for a vqclip prompt: its negative text prompts (`a cat|blurry:-1`
     gives "blurry") joined by ", "; "" (the empty prompt, the pipeline's default) when it has
     none. Classifier-free guidance steers away from it."""
-    return _joined(prompt, positive=False)
+    return _joined(prompt, -1)
 
 
 def tokenizer_pad_token(path: str | os.PathLike) -> str:

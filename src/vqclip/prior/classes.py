@@ -112,11 +112,9 @@ class ClassChooser:
     @torch.no_grad()
     def choose(self, text: str) -> tuple[int | None, dict[str, Any]]:
         """(class or None, a note for the image's metadata) for prompt string `text`."""
-        from vqclip.generate.prompts import parse_prompts
-        from vqclip.generate.story import story_parts
+        from vqclip.generate.prompts import parse_story
 
-        parts = story_parts(text) if text else []
-        specs = [s for part in parts for s in parse_prompts(part) if s.weight > 0]
+        specs = parse_story(text).specs(1)
         if not specs:
             return None, {"prior_class": None, "prior_class_from": "no text prompt"}
         weights = torch.tensor([s.weight for s in specs], device=self.device)

@@ -3,7 +3,7 @@
 The page shows, under its prompt box, the parts the generator will make of the text (story
 parts, then each "text:weight:stop" prompt) and how many of each text's tokens CLIP keeps. It
 asks here rather than re-implementing the grammar: the parse is the package's own
-(`story_parts`, `parse_prompts`, as `GenerateConfig` checks a prompt and the run embeds it) and
+(`parse_story`, as `GenerateConfig` checks a prompt and the run embeds it) and
 the count is CLIP's own tokenizer's. Nothing is loaded but the tokenizer's vocabulary: a CLIP's
 context length comes from the packaged model's config file, or is CLIP's 77 for the registry's
 OpenAI and OpenCLIP models.
@@ -23,8 +23,7 @@ from pydantic import BaseModel, Field
 from vqclip.clip.tokenizer import CONTEXT_LENGTH, default_tokenizer
 from vqclip.errors import ConfigError
 from vqclip.generate.config import DEFAULT_MODEL
-from vqclip.generate.prompts import parse_prompts
-from vqclip.generate.story import story_parts
+from vqclip.generate.prompts import parse_story
 from vqclip.serve.admission import parse_json_body
 from vqclip.serve.problems import APIError
 from vqclip.serve.problems import responses as _errors
@@ -126,9 +125,9 @@ def read_prompts(prompts: list[str], clips: list[str]) -> PromptReading:
     try:
         for text in prompts:
             parts = []
-            for part in story_parts(text) if text.strip() else []:
+            for part in parse_story(text).parts:
                 specs = []
-                for spec in parse_prompts(part):
+                for spec in part:
                     ids = tokenizer.encode(spec.value)
                     cut = len(ids) > room
                     specs.append(
