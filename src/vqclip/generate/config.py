@@ -417,12 +417,6 @@ class GenerateConfig(PriorConfig, LoopConfig):
             return ""
         return self.prompts[image_index if len(self.prompts) > 1 else 0]
 
-    def story_for(self, image_index: int):
-        """The prompt of image `image_index`, parsed (`vqclip.generate.prompts.Story`)."""
-        from vqclip.generate.prompts import parse_story
-
-        return parse_story(self.prompt_for(image_index))
-
     def replace(self, **changes: Any) -> GenerateConfig:
         return dataclasses.replace(self, **changes)
 
