@@ -7,7 +7,17 @@ from pathlib import Path
 import vqclip
 
 LAYERS = [
-    {"errors", "validation", "declare", "atomic", "safeload", "statedict", "attention", "devices"},
+    {
+        "errors",
+        "validation",
+        "declare",
+        "atomic",
+        "safeload",
+        "statedict",
+        "attention",
+        "devices",
+        "omp",
+    },
     {"vqgan", "clip"},  # models: strict loaders, no loop code
     {"weights"},  # registry, downloads, cache
     {"generate", "prior"},  # the loop and its parts

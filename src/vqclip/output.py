@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
-import stat
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from PIL import Image, PngImagePlugin
 
 from vqclip.atomic import atomic_write_bytes
 from vqclip.errors import ConfigError, VQClipError
+from vqclip.validation import why_not_a_file
 
 METADATA_KEY = "vqclip"
 # The text chunk the Stable Diffusion web UIs write and image browsers and galleries read.
@@ -201,21 +200,6 @@ def read_image_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise ConfigError(f"{str(path)!r}: its vqclip settings have no 'config' object")
     return data
-
-
-def why_not_a_file(path: Path) -> str:
-    """Why `path` is no image file: a folder, a symlink loop, something else, or nothing."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "is a symbolic link that loops back on itself"
-        if path.is_symlink():
-            return "is a symbolic link to a file that does not exist"
-        return "does not exist; check the path"
-    if stat.S_ISDIR(mode):
-        return "is a folder; give an image file"
-    return "is not a regular file"
 
 
 def video_missing() -> str | None:

@@ -276,7 +276,7 @@ def load_image(source: str | Path) -> torch.Tensor:
     else:
         fp = Path(name).expanduser()
         if not fp.is_file():  # a symlink loop is not "missing": say which it is
-            from vqclip.output import why_not_a_file
+            from vqclip.validation import why_not_a_file
 
             raise ConfigError(f"image {name!r} {why_not_a_file(fp)}")
     try:
