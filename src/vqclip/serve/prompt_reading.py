@@ -125,9 +125,10 @@ def read_prompts(prompts: list[str], clips: list[str]) -> PromptReading:
     try:
         for text in prompts:
             parts = []
-            for part in parse_story(text).parts:
+            story = parse_story(text)
+            for part, part_specs in zip(story.part_texts, story.parts, strict=True):
                 specs = []
-                for spec in part:
+                for spec in part_specs:
                     ids = tokenizer.encode(spec.value)
                     cut = len(ids) > room
                     specs.append(
