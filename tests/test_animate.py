@@ -104,9 +104,9 @@ def test_an_interrupted_animation_resumes_to_the_same_frames(models, tmp_path):
     whole = run_animation(config(), animation, tmp_path / "whole", models=models)
     steps = []
 
-    def stop_in_frame_1():  # asked after every step but a frame's last: 2 in frame 0
+    def stop_in_frame_1():  # asked after every step, a frame's last too: 3 in frame 0
         steps.append(1)
-        return len(steps) == 4  # after the 2nd step of frame 1
+        return len(steps) == 5  # after the 2nd step of frame 1
 
     part = run_animation(
         config(),
