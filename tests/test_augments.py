@@ -151,6 +151,40 @@ def test_colour_jitter_factors_act_as_named():
     assert torch.equal(ColourJitter(0.5, 0.5, 0.5, 0.5, p=0.0)(x, gen()), x)
 
 
+def test_colour_jitter_passes_cutouts_left_alone_through_exactly_even_out_of_range():
+    # Resampled cutouts overshoot [0, 1] a little (bicubic lobes): the jitter's clamp must
+    # apply only to the cutouts it jitters.
+    x = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.4 - 0.2
+    out = ColourJitter(0.3, 0.3, 0.3, 0.3, p=0.5)(x, gen())
+    same = (out == x).flatten(1).all(1)
+    assert 4 < int(same.sum()) < 28  # about half are left alone, bit for bit
+    assert out[~same].min() >= 0 and out[~same].max() <= 1
+    assert torch.equal(ColourJitter(0.3, 0.3, 0.3, 0.3, p=0.0)(x, gen()), x)
+
+
+def test_colour_jitter_gradient_matches_finite_differences():
+    # Contrast blends with the image's mean luma, so the gradient also flows through the mean.
+    x = 0.45 + 0.1 * torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(2))
+    jitter = ColourJitter(0.2, 0.5, 0.3, 0.1, p=0.5)
+    x = x.double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: jitter(v, gen(3)), (x,))
+
+
+def test_warps_of_bf16_cutouts_sample_in_fp32():
+    # torch's bf16 grid_sample backward on the CPU corrupts the heap (aborts within a few
+    # dozen warps like these), so warps sample in fp32 and hand back bf16.
+    maps = RandomPerspective(0.5, p=1.0).inverse_maps(torch.zeros(8, 3, 96, 96), gen())
+    x = torch.rand(8, 3, 96, 96, generator=torch.Generator().manual_seed(4)).bfloat16()
+    out = warp(x, maps)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, warp(x.float(), maps).bfloat16())
+    warps = build_augments(["Af", "Pe"], cut_size=96)
+    for seed in range(40):
+        y = x.clone().requires_grad_(True)
+        warps(y, gen(seed)).sum().backward()
+        assert y.grad.dtype == torch.bfloat16 and bool(y.grad.isfinite().all())
+
+
 # geometry of the batched warps
 
 

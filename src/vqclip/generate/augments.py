@@ -123,8 +123,11 @@ def warp(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     w_h = src[..., 2:]  # the homogeneous coordinate: any sign, never near 0 for these maps
     src = src[..., :2] / torch.where(w_h.abs() < 1e-6, torch.full_like(w_h, 1e-6), w_h)
     # grid_sample's align_corners=False coordinates: -1 and 1 are the outer pixel edges.
-    grid = (src * constant((2 / w, 2 / h), x.device) - 1).view(n, h, w, 2).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = (src * constant((2 / w, 2 / h), x.device) - 1).view(n, h, w, 2)
+    # Always sampled in float32: torch 2.13's bfloat16 grid_sample backward on the CPU
+    # corrupts the heap (aborts and segfaults within a few dozen warps of 224 px cutouts).
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.to(x.dtype)
 
 
 # the augmentations
@@ -204,6 +207,27 @@ class Warps(nn.Module):
         return warp(x, inverse)
 
 
+class _ColourProduct(torch.autograd.Function):
+    """offset + matrix @ x for (n, 1, 1), (n, 3, 3), (n, 3, P): torch.baddbmm, with a backward
+    that multiplies by the transposed matrix as a (n, 3, 3) @ (n, 3, P) product. Autograd's own
+    backward for x makes it (n, P, 3) @ (n, 3, 3), several times slower on a CPU for these
+    shapes."""
+
+    @staticmethod
+    def forward(ctx, offset: torch.Tensor, matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(matrix, x)
+        return torch.baddbmm(offset, matrix, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        matrix, x = ctx.saved_tensors
+        need_offset, need_matrix, need_x = ctx.needs_input_grad
+        grad_offset = grad.sum(dim=(1, 2), keepdim=True) if need_offset else None
+        grad_matrix = torch.bmm(grad, x.transpose(1, 2)) if need_matrix else None
+        grad_x = torch.bmm(matrix.transpose(1, 2), grad) if need_x else None
+        return grad_offset, grad_matrix, grad_x
+
+
 class ColourJitter(nn.Module):
     """Brightness, contrast, saturation and hue jitter of a batch, as one 3x3 colour matrix and
     one contrast blend per image: kornia's ColorJitter with the same ranges did four passes
@@ -228,23 +252,29 @@ class ColourJitter(nn.Module):
             _uniform(n, -r, r, x, gen) + (0.0 if i == 3 else 1.0) for i, r in enumerate(self.ranges)
         )
         on = _gate(n, self.p, x, gen)
-        one = torch.ones_like(b)
-        b, c, s = (torch.where(on, v, one) for v in (b, c, s))
-        angle = torch.where(on, h, torch.zeros_like(h)) * 2 * math.pi
+        angle = h * 2 * math.pi
         cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
         chroma = torch.zeros(n, 3, 3, device=x.device)
         chroma[:, 0, 0] = 1.0
         chroma[:, 1, 1], chroma[:, 1, 2] = cos, -sin
         chroma[:, 2, 1], chroma[:, 2, 2] = sin, cos
         yiq, yiq_inv = constant(_YIQ, x.device), constant(_YIQ_INV, x.device)
-        matrix = (yiq_inv @ chroma @ yiq * b.view(n, 1, 1)).to(x.dtype)  # (n, 3, 3)
-        # Contrast blends with the mean luma: fold it into the same matrix and an offset.
-        y = torch.bmm(matrix, x.reshape(n, 3, -1))  # (n, 3, HW)
-        mean = (yiq[0].to(y) @ y).mean(dim=1).view(n, 1, 1)  # (n, 1, 1)
-        c = c.to(x.dtype).view(n, 1, 1)
-        out = torch.addcmul(mean * (1 - c), y, c).clamp(0, 1).view_as(x)
-        # Images left alone are passed through exactly (the matrix round trip is not).
-        return torch.where(on.view(n, 1, 1, 1), out, x)
+        matrix = yiq_inv @ chroma @ yiq * b.view(n, 1, 1)  # (n, 3, 3)
+        # Contrast blends with the mean luma of the colour-turned image, which is linear in
+        # the image: the luma row of the matrix times the channel means, no pass over y.
+        channel_mean = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
+        mean = ((yiq[0] @ matrix) * channel_mean).sum(1)  # (n,)
+        c = c.view(n, 1, 1)
+        # out = clamp(c * M x + (1 - c) * mean, 0, 1): one product with a per-image offset.
+        # Images left alone get the identity, no offset and no clamp, so they pass through
+        # exactly, without a full-size select in either pass.
+        on3 = on.view(n, 1, 1)
+        eye = torch.eye(3, device=x.device).expand(n, 3, 3)
+        scaled = torch.where(on3, matrix * c, eye).to(x.dtype)
+        offset = torch.where(on3, (1 - c) * mean.view(n, 1, 1), 0.0).to(x.dtype)  # (n, 1, 1)
+        out = _ColourProduct.apply(offset, scaled, x.reshape(n, 3, -1))  # (n, 3, HW)
+        low = torch.where(on3, 0.0, -math.inf).to(x.dtype)
+        return out.clamp(low, torch.where(on3, 1.0, math.inf).to(x.dtype)).view_as(x)
 
 
 class RandomErasing(nn.Module):
