@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -132,3 +134,18 @@ def test_bench_times_a_prior_s_pair_and_one_redraw(prior, side, precision):
     result = run_bench(config)
     assert result["prior"] == prior and result["redraw_s"] > 0
     assert f"one redraw by {prior} at {side}x{side}" in format_table([result])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_peak_memory_is_the_programs_own_not_its_launchers():
+    # A process started by fork + exec inherits its parent's ru_maxrss: a launcher holding
+    # 600 MB made every child report at least that. The bench's figure is the child's own.
+    ballast = torch.ones(600 * 2**20 // 4)  # this process holds 600 MB more than the child needs
+    code = (
+        "import torch; from vqclip.bench import _peak_memory_mb; "
+        "print(_peak_memory_mb(torch.device('cpu')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    own = float(done.stdout)
+    assert 0 < own < ballast.numel() * 4 / 2**20

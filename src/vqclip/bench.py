@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -244,11 +245,25 @@ def random_prior(name: str, grid: int):
 
 
 def _peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or this process's peak resident set.
+
+    On Linux the resident peak is VmHWM, the high-water mark of this program alone:
+    `ru_maxrss` also counts the launcher's memory, because a child started by fork + exec
+    inherits the parent's resident set size at the fork (a `vqclip bench` started by a script
+    that holds 1.4 GB reported 1.4 GB whatever it used)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource  # Unix only: imported where it is used, so Windows can import vqclip
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    scale = 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def run_bench(config: BenchConfig, models=None) -> dict:
