@@ -204,6 +204,31 @@ def test_ctrl_c_while_the_models_load_promises_no_checkpoint(
     assert "checkpoint" not in err and not (tmp_path / "o.run").exists()
 
 
+def test_ctrl_c_during_a_start_drawn_from_the_prior_stops_after_its_round(
+    tmp_path, capsys, monkeypatch
+):
+    """`--init prior` draws the start while the run is built (minutes at real sizes): a Ctrl-C
+    then ends the draw after the round under way, not after all of them."""
+    from vqclip.prior.masked import MaskedResampler
+
+    draws = []
+    real = MaskedResampler._draw
+
+    def drawing(self, logits, generator):
+        draws.append(1)
+        if len(draws) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, logits, generator)
+
+    monkeypatch.setattr(MaskedResampler, "_draw", drawing)
+    out = ["-o", str(tmp_path / "o.png"), "--no-progress", "-i", "3"]
+    code = main(["generate", "a red circle", "--model", "toy", "--init", "prior", *out])
+    err = capsys.readouterr().err
+    assert code == 130 and "stopped before the first step; nothing to keep" in err, err
+    assert len(draws) <= 2  # the round under way (its draw for the guides); 16+ rounds left
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.run").exists()
+
+
 def test_interrupt_while_models_load_is_a_clean_exit(tmp_path, capsys):
     from vqclip.jobs import ModelCache
 

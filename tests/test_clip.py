@@ -17,7 +17,7 @@ from vqclip.clip import (
     save_clip,
     tokenize,
 )
-from vqclip.clip.model import SelfAttention
+from vqclip.clip.model import QuickGELU, SelfAttention, fold_quick_gelu
 from vqclip.errors import CheckpointError, ConfigError, WeightsNotFoundError
 
 # Heads are width // 64 (2 and 1) so that a config inferred from the weights equals this one.
@@ -66,6 +66,38 @@ def test_save_load_roundtrip_gives_same_outputs(model, images, tokens, tmp_path)
         assert torch.equal(loaded.encode_text(tokens), model.encode_text(tokens))
     assert not loaded.training
     assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_folding_quick_gelu_keeps_the_function_and_the_checkpoint_values(
+    model, images, tokens, tmp_path
+):
+    """fold_quick_gelu moves the 1.702 into the linear layers (a plain silu between them):
+    the outputs, the state dict a save writes and a load into the folded model all stay the
+    checkpoint's, to rounding."""
+    with torch.no_grad():
+        before = model.encode_image(images), model.encode_text(tokens)
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    assert fold_quick_gelu(model) == TINY.vision_layers + TINY.text_layers
+    assert fold_quick_gelu(model) == 0  # once: a model shared by runs is folded one time
+    assert not any(isinstance(m, QuickGELU) for m in model.modules())
+    assert model.visual.transformer.resblocks[0].mlp.c_fc.weight.abs().sum() > (
+        1.5 * raw["visual.transformer.resblocks.0.mlp.c_fc.weight"].abs().sum()
+    )  # folded in the parameters themselves
+    with torch.no_grad():
+        after = model.encode_image(images), model.encode_text(tokens)
+    for a, b in zip(after, before, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    saved = model.state_dict()
+    assert saved.keys() == raw.keys()
+    for key, value in raw.items():
+        assert torch.allclose(saved[key], value, atol=1e-6, rtol=1e-6), key
+    save_clip(model, tmp_path / "folded.safetensors")
+    with torch.no_grad():
+        reloaded = load_clip(tmp_path / "folded.safetensors").encode_image(images)
+        model.load_state_dict(raw)  # the checkpoint's values into the folded model
+        again = model.encode_image(images)
+    assert torch.allclose(reloaded, before[0], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(again, after[0], atol=1e-6, rtol=1e-6)
 
 
 def test_sidecar_config_keeps_activation(tmp_path):

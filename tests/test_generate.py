@@ -317,6 +317,15 @@ def test_cutouts_are_made_in_fp32_whatever_the_compute_dtype(tiny_vqgan, tiny_cl
     assert seen == [torch.float32]
 
 
+def test_a_run_folds_its_guides_quick_gelu(tiny_vqgan, tiny_clip):
+    from vqclip.clip.model import FoldedQuickGELU, QuickGELU
+
+    assert tiny_clip.config.quick_gelu
+    run = make(dict(prompts=("a red circle",), iterations=2), tiny_vqgan, tiny_clip)
+    kinds = {type(m) for m in run.clips[0].modules()}
+    assert FoldedQuickGELU in kinds and QuickGELU not in kinds
+
+
 def test_fp16_on_cpu_is_refused(tiny_vqgan, tiny_clip):
     with pytest.raises(ConfigError, match="fp16"):
         make(dict(prompts=("x",), precision="fp16"), tiny_vqgan, tiny_clip)

@@ -174,3 +174,34 @@ def test_a_stop_asked_for_inside_a_redraw_gives_it_up_after_the_round(
     assert draws == [2, 2] and run.step_index == 1 and run.at_step_boundary
     run.should_stop = None
     assert torch.equal(run.run(), whole.image())
+
+
+def test_a_stop_asked_for_during_a_start_drawn_from_the_prior_is_prompt(
+    tiny_vqgan, tiny_clip, monkeypatch, tmp_path
+):
+    """A start drawn from the prior (`init="prior"`) happens while the run is built; a stop
+    asked for then ends the draw after the round under way, and the job ends "stopped" with
+    no step and no image, instead of drawing every candidate first."""
+    from vqclip.jobs import ModelCache, execute_job
+
+    draws = []
+    real = MaskedResampler._draw
+
+    def counted(self, logits, generator):
+        draws.append(1)
+        return real(self, logits, generator)
+
+    monkeypatch.setattr(MaskedResampler, "_draw", counted)
+    c = config(init="prior", prior_candidates=2)
+    extensions = extensions_for(c, prior=tiny_maskgit())
+    with pytest.raises(StepAbandoned):
+        Run(c, vqgan=tiny_vqgan, clips=[tiny_clip], extensions=extensions,
+            should_stop=lambda: bool(draws))  # fmt: skip
+    assert len(draws) == 2  # one round (a tentative draw for the guides), not 3 rounds
+    draws.clear()
+    models = ModelCache(
+        loader=lambda config: (tiny_vqgan, [tiny_clip]), prior_loader=lambda *a: tiny_maskgit()
+    )
+    result = execute_job(c, tmp_path / "job", models=models, should_stop=lambda: bool(draws))
+    assert result.status == "stopped" and result.steps == 0 and not result.images
+    assert len(draws) == 2

@@ -452,6 +452,8 @@ def _report_stop(result, files, output: Path, stop: StopRequest) -> int:
             f"stopped at step {result.steps}; resume with: {shlex.join(command)}",
             file=sys.stderr,
         )
+    elif result.steps == 0 and not result.rescued:  # stopped while it was starting
+        print("stopped before the first step; nothing to keep", file=sys.stderr)
     else:
         kept = ", ".join(str(where) for where, _ in result.rescued)
         where = f"; the image so far was saved to {kept}" if kept else ""

@@ -87,7 +87,9 @@ class Run:
         clips=None,
         extensions: Sequence[Extension] = (),
         device=None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
+        from vqclip.clip.model import fold_quick_gelu
         from vqclip.devices import default_size, resolve_device, resolve_precision
         from vqclip.generate.cutouts import CutoutConfig, MakeCutouts
 
@@ -97,7 +99,9 @@ class Run:
         self.config = config
         # Asked between the parts of a step's long work (a prior's redraws, `check_stop`): a
         # door that wants the run stopped says so here, and the step under way is undone.
-        self.should_stop: Callable[[], bool] | None = None
+        # Given here, it is asked during the start too (a start drawn from a prior, minutes
+        # on a CPU), which then raises StepAbandoned from this constructor.
+        self.should_stop = should_stop
         self.story = _story(config)
         if vqgan is None or clips is None:
             from vqclip.weights.resolve import load_models
@@ -120,6 +124,8 @@ class Run:
         self.vqgan.decoder.to(self.dtype)
         self.vqgan.decoder.checkpoint = config.checkpoint_decoder
         self.clips = [c.to(self.device, self.dtype).eval().requires_grad_(False) for c in clips]
+        for clip in self.clips:
+            fold_quick_gelu(clip)  # the same function, fewer passes; once per shared model
 
         f = self.vqgan.downsample_factor
         width, height = config.size

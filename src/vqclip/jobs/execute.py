@@ -85,10 +85,20 @@ def execute_job(
     use_threads(config.threads)
     models = models or ModelCache()
     vqgan, clips = models.get(config)
-    run = Run(config, vqgan=vqgan, clips=clips, extensions=models.extensions(config), device=device)
+    try:
+        run = Run(
+            config,
+            vqgan=vqgan,
+            clips=clips,
+            extensions=models.extensions(config),
+            device=device,
+            # asked during a start drawn from a prior too, between its rounds
+            should_stop=should_stop,
+        )
+    except StepAbandoned:  # stopped before the first step: nothing to checkpoint
+        return JobResult(STOPPED, config, 0, time.perf_counter() - started)
     if state is not None:
         run.load_state_dict(state)
-    run.should_stop = should_stop
     config = run.config
     result = JobResult(STOPPED, config, run.step_index, 0.0)
     if files.settings is not None:
