@@ -24,6 +24,24 @@ def generate(args, model_files, capsys):
     return code, capsys.readouterr().err
 
 
+def sigint_at_the_first_draw(monkeypatch) -> list:
+    """A real SIGINT to this process at the masked prior's first draw; the returned list
+    grows by one at every draw."""
+    from vqclip.prior.masked import MaskedResampler
+
+    draws = []
+    real = MaskedResampler._draw
+
+    def draw(self, logits, generator):
+        draws.append(1)
+        if len(draws) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, logits, generator)
+
+    monkeypatch.setattr(MaskedResampler, "_draw", draw)
+    return draws
+
+
 def pixels(path):
     return np.asarray(Image.open(path))
 
@@ -122,26 +140,15 @@ def test_ctrl_c_inside_a_redraw_stops_at_once_and_checkpoints_the_step_before(
     """A real SIGINT inside the prior's redraw of step 2: the redraw ends after the round under
     way, not its 8 draws; the checkpoint is step 1's, the exit code 130, and the resumed run
     ends with the unbroken run's image."""
-    from vqclip.prior.masked import MaskedResampler
-
     whole = tmp_path / "whole.png"
     assert toy(whole, capsys)[0] == 0
-    draws = []
-    real = MaskedResampler._draw
-
-    def draw(self, logits, generator):
-        draws.append(1)
-        if len(draws) == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(self, logits, generator)
-
-    monkeypatch.setattr(MaskedResampler, "_draw", draw)
+    draws = sigint_at_the_first_draw(monkeypatch)
     part = tmp_path / "part.png"
     code, err = toy(part, capsys)
     assert code == 130 and "writing a checkpoint" in err and "--resume" in err, err
     assert len(draws) == 2  # the round under way: its tentative draw and its draw
     assert load_run_state(tmp_path / "part.run")["step"] == 1 and not part.exists()
-    monkeypatch.setattr(MaskedResampler, "_draw", real)
+    monkeypatch.undo()  # the real draws again
     assert resume(tmp_path / "part.run", part, capsys)[0] == 0
     assert np.array_equal(pixels(part), pixels(whole))
 
@@ -209,18 +216,7 @@ def test_ctrl_c_during_a_start_drawn_from_the_prior_stops_after_its_round(
 ):
     """`--init prior` draws the start while the run is built (minutes at real sizes): a Ctrl-C
     then ends the draw after the round under way, not after all of them."""
-    from vqclip.prior.masked import MaskedResampler
-
-    draws = []
-    real = MaskedResampler._draw
-
-    def drawing(self, logits, generator):
-        draws.append(1)
-        if len(draws) == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(self, logits, generator)
-
-    monkeypatch.setattr(MaskedResampler, "_draw", drawing)
+    draws = sigint_at_the_first_draw(monkeypatch)
     out = ["-o", str(tmp_path / "o.png"), "--no-progress", "-i", "3"]
     code = main(["generate", "a red circle", "--model", "toy", "--init", "prior", *out])
     err = capsys.readouterr().err
