@@ -205,3 +205,38 @@ def test_a_stop_asked_for_during_a_start_drawn_from_the_prior_is_prompt(
     result = execute_job(c, tmp_path / "job", models=models, should_stop=lambda: bool(draws))
     assert result.status == "stopped" and result.steps == 0 and not result.images
     assert len(draws) == 2
+
+
+def test_a_resumed_job_makes_no_start_of_its_own(tiny_vqgan, tiny_clip, monkeypatch, tmp_path):
+    """A checkpoint holds the start: resuming a run begun from the prior (`init="prior"`) draws
+    no new start (minutes at real sizes) and still ends with the unbroken run's image."""
+    import numpy as np
+    from PIL import Image
+
+    from vqclip.jobs import ModelCache, execute_job
+
+    def models():
+        return ModelCache(
+            loader=lambda config: (tiny_vqgan, [tiny_clip]), prior_loader=lambda *a: tiny_maskgit()
+        )
+
+    c = config(init="prior", prior_candidates=2)
+    whole = execute_job(c, tmp_path / "whole", models=models())
+    steps = []  # stop once a step is done (asked during the start, True would stop it there)
+    stopped = execute_job(
+        c,
+        tmp_path / "part",
+        models=models(),
+        should_stop=lambda: bool(steps),
+        on_step=lambda step, run: steps.append(step.index),
+    )
+    assert stopped.status == "stopped" and stopped.steps == 1
+    starts = []
+    real = PriorExtension.start
+    monkeypatch.setattr(
+        PriorExtension, "start", lambda self, run: starts.append(1) or real(self, run)
+    )
+    again = execute_job(c, tmp_path / "part", models=models())
+    assert again.status == "done" and starts == []
+    pixels = [np.asarray(Image.open(r.images[0])) for r in (whole, again)]
+    assert np.array_equal(*pixels)

@@ -76,7 +76,10 @@ class Run:
     Models are loaded by name through the weights registry unless given (tests and the batch
     runner pass already-loaded ones to share them between runs). `extensions` are the loop's
     plug-ins (vqclip.generate.extension), e.g. the config's token prior
-    (`vqclip.prior.plugin.extensions_for`): the loop itself knows none of them.
+    (`vqclip.prior.plugin.extensions_for`): the loop itself knows none of them. `state` (a
+    `state_dict()`) continues a checkpointed run: its start is the checkpoint's, none is made.
+    `should_stop` is asked between the rounds of long work, a start drawn from a prior
+    included (see `check_stop`).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class Run:
         extensions: Sequence[Extension] = (),
         device=None,
         should_stop: Callable[[], bool] | None = None,
+        state: dict | None = None,
     ) -> None:
         from vqclip.clip.model import fold_quick_gelu
         from vqclip.devices import default_size, resolve_device, resolve_precision
@@ -174,7 +178,10 @@ class Run:
         self.z_min = codebook.min(dim=0).values.view(1, -1, 1, 1).to(self.device)
         self.z_max = codebook.max(dim=0).values.view(1, -1, 1, 1).to(self.device)
         self.step_index = 0
-        z = self._init_z().to(self.device)
+        if state is None:
+            z = self._init_z().to(self.device)
+        else:  # its start is in the checkpoint: a start drawn from a prior takes minutes
+            z = torch.zeros(config.batch_size, codebook.shape[1], *self.grid, device=self.device)
         self.z0 = z.detach().clone()
         self.z = z.requires_grad_(True)
         # Adam-like optimisers move each element by about lr per step whatever the gradient's
@@ -205,6 +212,8 @@ class Run:
         self.failed = torch.zeros(config.batch_size, dtype=torch.bool, device=self.device)
         self.failures: list[tuple[int, int]] = []  # (step, image index) where a loss went NaN
         self.check_every = 1 if self.device.type == "cpu" else 10
+        if state is not None:
+            self.load_state_dict(state)
 
     def _new_optimiser(self, start: int) -> None:
         """A fresh optimiser for the current z; the schedule goes on from step `start`."""

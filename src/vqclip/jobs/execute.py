@@ -94,11 +94,10 @@ def execute_job(
             device=device,
             # asked during a start drawn from a prior too, between its rounds
             should_stop=should_stop,
+            state=state,  # a resumed run makes no start of its own
         )
     except StepAbandoned:  # stopped before the first step: nothing to checkpoint
         return JobResult(STOPPED, config, 0, time.perf_counter() - started)
-    if state is not None:
-        run.load_state_dict(state)
     config = run.config
     result = JobResult(STOPPED, config, run.step_index, 0.0)
     if files.settings is not None:
