@@ -127,9 +127,9 @@ class Run:
         self.vqgan.post_quant_conv.to(self.dtype)
         self.vqgan.decoder.to(self.dtype)
         self.vqgan.decoder.checkpoint = config.checkpoint_decoder
-        self.clips = [c.to(self.device, self.dtype).eval().requires_grad_(False) for c in clips]
-        for clip in self.clips:
+        for clip in clips:  # before the cast, so the scaled weights are rounded once
             fold_quick_gelu(clip)  # the same function, fewer passes; once per shared model
+        self.clips = [c.to(self.device, self.dtype).eval().requires_grad_(False) for c in clips]
 
         f = self.vqgan.downsample_factor
         width, height = config.size
